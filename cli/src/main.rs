@@ -1,0 +1,150 @@
+//! `adep`: the command line of an adep node's users.
+//!
+//! Exit codes: 0 success, 1 "not found" where a command defines it (search, from the
+//! matching issue on), 2 any error.
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+mod network;
+mod output;
+
+use adep_node::{client::Profile, config::Country, pki};
+
+/// adep: hit/no-hit police-record exchange between European states.
+///
+/// Officers search and file follow-up requests, reviewers decide on incoming requests,
+/// operators run the node, auditors verify its audit log. Every command except `pki` and
+/// `network` talks to a node's national API as the user of a CLI profile (`--profile` or
+/// ADEP_PROFILE), over mutual TLS with that user's certificate.
+#[derive(Debug, Parser)]
+#[command(name = "adep", version, propagate_version = true)]
+struct Cli {
+    /// CLI profile: node address, national CA, your certificate and key (from `adep pki init`).
+    #[arg(long, global = true, env = "ADEP_PROFILE", value_name = "FILE")]
+    profile: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Development PKI: certificates, keys, matching secret, node configurations, profiles.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Run a whole test network on this machine (development and demonstrations).
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
+    /// Show the node, your identity and role, its store, and whether each peer answers.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Write a complete development PKI for a set of countries.
+    ///
+    /// Writes DIR/network-ca.pem (with its key, clearly named), DIR/matching-secret, and per
+    /// country DIR/CC/node.toml (a ready node configuration: loopback ports from the base
+    /// port, every other country as a peer, data under DIR/CC/data) and DIR/CC/<role>.toml,
+    /// a CLI profile for each of officer, reviewer, operator and auditor. Start a node with
+    /// `adep-node --config DIR/CC/node.toml`. Refuses a directory that already holds a PKI.
+    Init(PkiInitArgs),
+}
+
+#[derive(Debug, Args)]
+struct PkiInitArgs {
+    /// Comma-separated ISO 3166-1 alpha-2 codes, like FR,DE,ES.
+    #[arg(long, value_delimiter = ',', required = true, value_parser = parse_country)]
+    countries: Vec<Country>,
+    /// Output directory (created if needed).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// First port: country i listens on base+10i (federation) and base+10i+1 (national).
+    #[arg(long, default_value_t = 7100, value_name = "N")]
+    base_port: u16,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// Do not call the peers; report the node only.
+    #[arg(long)]
+    no_peers: bool,
+}
+
+fn parse_country(s: &str) -> Result<Country, String> {
+    s.trim().parse()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    adep_node::install_crypto_provider();
+    let json = cli.json;
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            if json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            } else {
+                eprintln!("adep: {e:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Pki(PkiCommand::Init(args)) => pki_init(&args, cli.json),
+        Command::Network(cmd) => network::run(cmd, cli.json),
+        Command::Status(args) => {
+            let profile = load_profile(cli.profile.as_deref())?;
+            runtime()?.block_on(status(&profile, &args, cli.json))
+        }
+    }
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn load_profile(path: Option<&Path>) -> Result<Profile> {
+    let Some(path) = path else {
+        bail!(
+            "no profile: pass --profile FILE or set ADEP_PROFILE (profiles are written by `adep pki init`)"
+        );
+    };
+    Ok(Profile::load(path)?)
+}
+
+fn pki_init(args: &PkiInitArgs, json: bool) -> Result<ExitCode> {
+    let plans = pki::NodePlan::loopback(&args.countries, args.base_port)?;
+    let summary = pki::init(&args.out, &plans)?;
+    output::pki_summary(&args.out, &summary, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn status(profile: &Profile, args: &StatusArgs, json: bool) -> Result<ExitCode> {
+    let mut client = profile.national_client()?;
+    let resp = client
+        .status(adep_proto::v1::StatusRequest {
+            check_peers: !args.no_peers,
+        })
+        .await
+        .map_err(|s| output::call_error(&profile.node, s))?
+        .into_inner();
+    output::status(&resp, json);
+    Ok(ExitCode::SUCCESS)
+}

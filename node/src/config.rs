@@ -1,0 +1,565 @@
+//! Node configuration: one TOML file, one typed struct tree with defaults.
+//!
+//! Relative paths in the file are resolved against the directory that holds it, so a
+//! configuration written by `adep pki init` works from any working directory.
+//! Secrets (keys, the matching secret) are always paths to files, never inline values.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An ISO 3166-1 alpha-2 country code, upper case (`FR`, `DE`, ...).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Country([u8; 2]);
+
+impl Country {
+    /// The code as a string slice.
+    pub fn as_str(&self) -> &str {
+        // Both bytes are ASCII upper-case letters by construction.
+        std::str::from_utf8(&self.0).unwrap_or("??")
+    }
+}
+
+impl FromStr for Country {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let b = s.as_bytes();
+        if b.len() == 2 && b.iter().all(u8::is_ascii_uppercase) {
+            Ok(Country([b[0], b[1]]))
+        } else {
+            Err(format!(
+                "`{}` is not a country code: expected two upper-case letters (ISO 3166-1 alpha-2), like FR",
+                s.escape_debug()
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Country {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Country {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// What a national user may do. Roles are separate: one role per user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Searches and files follow-up requests.
+    Officer,
+    /// Decides on incoming follow-up requests.
+    Reviewer,
+    /// Imports records, manages keys and peers, reads health.
+    Operator,
+    /// Exports and verifies the audit log.
+    Auditor,
+}
+
+impl Role {
+    /// Every role, in a stable order.
+    pub const ALL: [Role; 4] = [Role::Officer, Role::Reviewer, Role::Operator, Role::Auditor];
+
+    /// Lower-case name, as in configuration files.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Officer => "officer",
+            Role::Reviewer => "reviewer",
+            Role::Operator => "operator",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The whole node configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's country.
+    pub country: Country,
+    /// Where the store lives. Created on first start.
+    pub data_dir: PathBuf,
+    /// The listener peer nodes call.
+    pub federation: ListenerConfig,
+    /// The listener the state's own users call through the CLI.
+    pub national: ListenerConfig,
+    /// Certificate and key files.
+    pub tls: TlsConfig,
+    /// The network matching secret.
+    pub matching: MatchingConfig,
+    /// Peer nodes: every other country of the network.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// National users and their roles.
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    /// Bounds on inputs and waits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Operational logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// A listen address.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `IP:port` to bind; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+/// Certificate, key and CA files, all PEM.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The network CA: issues every node's certificate; peers are verified against it.
+    pub network_ca: PathBuf,
+    /// This node's certificate from the network CA, with SAN `adep://node/<CC>`. Served on
+    /// the federation listener and presented to peers.
+    pub node_cert: PathBuf,
+    /// Private key of `node_cert`.
+    pub node_key: PathBuf,
+    /// The national CA: issues national user certificates.
+    pub national_ca: PathBuf,
+    /// This node's server certificate from the national CA, served on the national listener.
+    pub national_cert: PathBuf,
+    /// Private key of `national_cert`.
+    pub national_key: PathBuf,
+}
+
+/// The network's matching secret.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingConfig {
+    /// File holding the secret: at least 32 bytes as hexadecimal text.
+    pub secret_file: PathBuf,
+}
+
+/// A peer node.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The peer's country.
+    pub country: Country,
+    /// `https://host:port` of the peer's federation listener.
+    pub endpoint: String,
+    /// The identity (URI SAN) the peer's certificate must carry. Default `adep://node/<CC>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The name checked against the peer's server certificate. Default: the endpoint's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+impl PeerConfig {
+    /// The certificate identity this peer must present.
+    pub fn expected_identity(&self) -> String {
+        self.identity
+            .clone()
+            .unwrap_or_else(|| crate::auth::node_identity(self.country))
+    }
+}
+
+/// A national user.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// The user's id: their certificate carries SAN `adep://user/<CC>/<id>`.
+    pub id: String,
+    /// What the user may do.
+    pub role: Role,
+}
+
+/// Bounds on inputs and waits. Every field has a default.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest gRPC message accepted or sent, in bytes. Default 4 MiB.
+    pub max_message_bytes: usize,
+    /// How long a TLS handshake may take before the connection is dropped. Default 5000 ms.
+    pub handshake_timeout_ms: u64,
+    /// Deadline of one call to a peer. Default 3000 ms.
+    pub peer_timeout_ms: u64,
+    /// Most TCP connections open at once per listener. Default 1024.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight calls before closing. Default 10000 ms.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 4 * 1024 * 1024,
+            handshake_timeout_ms: 5_000,
+            peer_timeout_ms: 3_000,
+            max_connections: 1024,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Deadline of one call to a peer.
+    pub fn peer_timeout(&self) -> Duration {
+        Duration::from_millis(self.peer_timeout_ms)
+    }
+    /// Deadline of a TLS handshake.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+    /// Grace period of shutdown.
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// Operational log settings. `RUST_LOG`, when set, overrides `level`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `plain` or `json`. Default `plain`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `adep_node=debug`. Default `info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Plain,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Why a configuration was refused. The message names the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the configuration file: {source}")]
+    Read {
+        /// The configuration file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the configuration's shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The configuration file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// A field holds a value that is well formed but not acceptable.
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        /// The configuration file.
+        path: PathBuf,
+        /// The dotted path of the field, like `peers[1].endpoint`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file, resolving relative paths
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, path, base)
+    }
+
+    /// Parses and validates configuration text. `path` is only used in messages;
+    /// relative paths are resolved against `base`.
+    pub fn from_toml(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.resolve_paths(base);
+        config
+            .validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        fix(&mut self.tls.network_ca);
+        fix(&mut self.tls.node_cert);
+        fix(&mut self.tls.node_key);
+        fix(&mut self.tls.national_ca);
+        fix(&mut self.tls.national_cert);
+        fix(&mut self.tls.national_key);
+        fix(&mut self.matching.secret_file);
+    }
+
+    /// Checks everything that can be checked without reading the files it names.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let mut countries = HashSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let field = |name: &str| format!("peers[{i}].{name}");
+            if peer.country == self.country {
+                return Err((
+                    field("country"),
+                    format!("{} is this node's own country", peer.country),
+                ));
+            }
+            if !countries.insert(peer.country) {
+                return Err((
+                    field("country"),
+                    format!("{} is configured twice", peer.country),
+                ));
+            }
+            parse_endpoint(&peer.endpoint).map_err(|m| (field("endpoint"), m))?;
+            if let Some(id) = &peer.identity {
+                crate::auth::CertIdentity::parse(id).map_err(|m| (field("identity"), m))?;
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            crate::auth::validate_user_id(&user.id).map_err(|m| (format!("users[{i}].id"), m))?;
+            if !ids.insert(user.id.as_str()) {
+                return Err((
+                    format!("users[{i}].id"),
+                    format!(
+                        "user `{}` is configured twice; a user has one role",
+                        user.id
+                    ),
+                ));
+            }
+        }
+        if self.federation.listen == self.national.listen && self.federation.listen.port() != 0 {
+            return Err((
+                "national.listen".into(),
+                "must differ from federation.listen".into(),
+            ));
+        }
+        let l = &self.limits;
+        let in_range = |field: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                Err((
+                    format!("limits.{field}"),
+                    format!("{v} is out of range ({lo} to {hi})"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        in_range(
+            "max_message_bytes",
+            l.max_message_bytes as u64,
+            1024,
+            256 << 20,
+        )?;
+        in_range("handshake_timeout_ms", l.handshake_timeout_ms, 100, 120_000)?;
+        in_range("peer_timeout_ms", l.peer_timeout_ms, 50, 600_000)?;
+        in_range("max_connections", l.max_connections as u64, 1, 1_000_000)?;
+        in_range("shutdown_grace_ms", l.shutdown_grace_ms, 0, 600_000)?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(("log.level".into(), format!("not a log filter: {e}")));
+        }
+        Ok(())
+    }
+}
+
+/// A parsed `https://host:port` peer endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// Parses `https://host:port` (no path). The scheme must be https: every call is mutual TLS.
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("`{s}` must start with https://"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, p) = v6
+            .split_once("]:")
+            .ok_or_else(|| format!("`{s}` must be https://host:port"))?;
+        (h, p)
+    } else {
+        rest.rsplit_once(':')
+            .ok_or_else(|| format!("`{s}` must name a port: https://host:port"))?
+    };
+    if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+        return Err(format!("`{s}` must be https://host:port with no path"));
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("`{s}` has an invalid port"))?;
+    Ok(Endpoint {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+country = "FR"
+data_dir = "data"
+[federation]
+listen = "127.0.0.1:7100"
+[national]
+listen = "127.0.0.1:7101"
+[tls]
+network_ca = "../network-ca.pem"
+node_cert = "node.pem"
+node_key = "node.key.pem"
+national_ca = "national-ca.pem"
+national_cert = "national-node.pem"
+national_key = "national-node.key.pem"
+[matching]
+secret_file = "../matching-secret"
+[[peers]]
+country = "DE"
+endpoint = "https://127.0.0.1:7110"
+[[users]]
+id = "fr-officer"
+role = "officer"
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("node.toml"), Path::new("/etc/adep"))
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults_and_resolved_paths() {
+        let c = load(GOOD).expect("valid");
+        assert_eq!(c.country.as_str(), "FR");
+        assert_eq!(c.data_dir, Path::new("/etc/adep/data"));
+        assert_eq!(c.tls.network_ca, Path::new("/etc/adep/../network-ca.pem"));
+        assert_eq!(c.limits.peer_timeout_ms, 3000);
+        assert_eq!(c.peers[0].expected_identity(), "adep://node/DE");
+        assert_eq!(c.log.format, LogFormat::Plain);
+    }
+
+    #[test]
+    fn names_the_field_of_a_bad_country() {
+        let e = load(&GOOD.replace("country = \"DE\"", "country = \"de\"")).unwrap_err();
+        let m = e.to_string();
+        assert!(m.starts_with("node.toml:"), "{m}");
+        assert!(m.contains("`de` is not a country code"), "{m}");
+        assert!(m.contains("line 18"), "{m}");
+    }
+
+    #[test]
+    fn names_a_missing_field() {
+        let e = load(&GOOD.replace("data_dir = \"data\"\n", "")).unwrap_err();
+        assert!(e.to_string().contains("missing field `data_dir`"), "{e}");
+    }
+
+    #[test]
+    fn refuses_unknown_fields() {
+        let e = load(&GOOD.replace("[matching]", "[matching]\nsecret = \"abc\"")).unwrap_err();
+        assert!(e.to_string().contains("unknown field `secret`"), "{e}");
+    }
+
+    #[test]
+    fn refuses_bad_peer_endpoint_naming_the_field() {
+        let e = load(&GOOD.replace("https://127.0.0.1:7110", "http://127.0.0.1:7110")).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "field `peers[0].endpoint`: `http://127.0.0.1:7110` must start with https://"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_own_country_as_peer_and_duplicate_users() {
+        let e = load(&GOOD.replace("country = \"DE\"", "country = \"FR\"")).unwrap_err();
+        assert!(e.to_string().contains("peers[0].country"), "{e}");
+        let dup = format!("{GOOD}[[users]]\nid = \"fr-officer\"\nrole = \"reviewer\"\n");
+        let e = load(&dup).unwrap_err();
+        assert!(e.to_string().contains("users[1].id"), "{e}");
+    }
+
+    #[test]
+    fn refuses_out_of_range_limits() {
+        let e = load(&format!("{GOOD}[limits]\npeer_timeout_ms = 1\n")).unwrap_err();
+        assert!(e.to_string().contains("limits.peer_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn parses_endpoints() {
+        assert_eq!(
+            parse_endpoint("https://[::1]:443").unwrap(),
+            Endpoint {
+                host: "::1".into(),
+                port: 443
+            }
+        );
+        assert!(parse_endpoint("https://host").is_err());
+        assert!(parse_endpoint("https://host:0").is_err());
+        assert!(parse_endpoint("https://host:1/path").is_err());
+    }
+}

@@ -1,0 +1,92 @@
+//! `adep-node`: loads the configuration, starts logging, serves both listeners, and
+//! drains on SIGINT or SIGTERM.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use adep_node::{
+    config::{Config, LogFormat},
+    server,
+};
+use clap::Parser;
+
+/// Runs an adep node: the federation listener for peer nodes and the national listener
+/// for this state's officers, reviewers, operators and auditors, both over mutual TLS.
+///
+/// The node serves in the foreground until SIGINT or SIGTERM, then stops accepting,
+/// lets in-flight calls finish and exits 0. It refuses to start, exiting 2, on an invalid
+/// configuration, with a message that names the file and the field.
+#[derive(Debug, Parser)]
+#[command(name = "adep-node", version)]
+struct Args {
+    /// The node's TOML configuration file (for a test network, from `adep pki init`).
+    #[arg(long, short, env = "ADEP_NODE_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("adep-node: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(config.log.format, &config.log.level);
+    adep_node::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("adep-node: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        let listeners = server::Listeners::bind(&config).await?;
+        server::run(config, listeners, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "node stopped on an error");
+            eprintln!("adep-node: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,186 @@
+//! Outbound clients to every peer node, and concurrent fan-out with a per-peer deadline:
+//! one slow or dead peer never delays the answers of the others beyond that deadline.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use adep_proto::v1::federation_client::FederationClient;
+use tokio::{task::JoinSet, time::Instant};
+use tonic::{Code, transport::Channel};
+
+use crate::{
+    auth::CertIdentity,
+    config::{Config, Country, parse_endpoint},
+    tls::{self, Target, TlsError},
+};
+
+/// One peer: its country, endpoint and a lazily connected client.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The peer's country.
+    pub country: Country,
+    /// Its federation endpoint, as configured.
+    pub endpoint: String,
+    /// A client over mutual TLS that checks the peer's identity.
+    pub client: FederationClient<Channel>,
+}
+
+/// Every configured peer.
+#[derive(Clone, Debug, Default)]
+pub struct Peers {
+    peers: Arc<Vec<Peer>>,
+}
+
+/// How a call to one peer ended, when it did not succeed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerFailure {
+    /// No answer before the deadline.
+    TimedOut,
+    /// Not reachable, or the connection failed.
+    Unavailable(String),
+    /// The peer refused us (authentication, permission, rate limit).
+    Refused(String),
+    /// The peer answered with another error.
+    Failed(String),
+}
+
+/// One peer's outcome in a fan-out.
+#[derive(Debug)]
+pub struct PeerOutcome<T> {
+    /// The peer's country.
+    pub country: Country,
+    /// Its endpoint.
+    pub endpoint: String,
+    /// The answer or why there is none.
+    pub result: Result<T, PeerFailure>,
+    /// Time until the answer or the failure.
+    pub elapsed: Duration,
+}
+
+impl Peers {
+    /// Clients to every peer of `config`, presenting the node certificate.
+    pub fn from_config(config: &Config) -> Result<Peers, TlsError> {
+        let roots = tls::root_store(&config.tls.network_ca)?;
+        let identity = (
+            tls::load_certs(&config.tls.node_cert)?,
+            tls::load_key(&config.tls.node_key)?,
+        );
+        let client_config = tls::client_config(roots, Some(identity))?;
+        let max = config.limits.max_message_bytes;
+        let peers = config
+            .peers
+            .iter()
+            .map(|p| {
+                // Both were validated with the configuration.
+                let ep = parse_endpoint(&p.endpoint).map_err(|message| TlsError::File {
+                    path: "peers".into(),
+                    message,
+                })?;
+                let identity = CertIdentity::parse(&p.expected_identity()).map_err(|message| {
+                    TlsError::File {
+                        path: "peers".into(),
+                        message,
+                    }
+                })?;
+                let channel = tls::channel(
+                    Target {
+                        host: ep.host,
+                        port: ep.port,
+                        server_name: p.server_name.clone(),
+                        identity: Some(identity),
+                    },
+                    client_config.clone(),
+                    config.limits.peer_timeout(),
+                )
+                .map_err(|message| TlsError::File {
+                    path: "peers".into(),
+                    message: format!("peer {}: {message}", p.country),
+                })?;
+                Ok(Peer {
+                    country: p.country,
+                    endpoint: p.endpoint.clone(),
+                    client: FederationClient::new(channel)
+                        .max_decoding_message_size(max)
+                        .max_encoding_message_size(max),
+                })
+            })
+            .collect::<Result<Vec<_>, TlsError>>()?;
+        Ok(Peers {
+            peers: Arc::new(peers),
+        })
+    }
+
+    /// The peers, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.iter()
+    }
+
+    /// Calls every peer concurrently, each under `deadline`, and returns every outcome in
+    /// configuration order once all have answered, failed or timed out.
+    pub async fn fan_out<T, F, Fut>(&self, deadline: Duration, call: F) -> Vec<PeerOutcome<T>>
+    where
+        T: Send + 'static,
+        F: Fn(Peer) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>> + Send + 'static,
+    {
+        let mut set = JoinSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let fut = call(peer.clone());
+            set.spawn(async move {
+                let start = Instant::now();
+                let result = match tokio::time::timeout(deadline, fut).await {
+                    Err(_) => Err(PeerFailure::TimedOut),
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(status)) => Err(classify(&status)),
+                };
+                (i, result, start.elapsed())
+            });
+        }
+        let mut results: Vec<Option<(Result<T, PeerFailure>, Duration)>> =
+            (0..self.peers.len()).map(|_| None).collect();
+        while let Some(joined) = set.join_next().await {
+            if let Ok((i, result, elapsed)) = joined {
+                results[i] = Some((result, elapsed));
+            }
+        }
+        self.peers
+            .iter()
+            .zip(results)
+            .map(|(peer, r)| {
+                let (result, elapsed) = r.unwrap_or((
+                    Err(PeerFailure::Failed("the call task failed".into())),
+                    Duration::ZERO,
+                ));
+                PeerOutcome {
+                    country: peer.country,
+                    endpoint: peer.endpoint.clone(),
+                    result,
+                    elapsed,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Sorts a peer's error status into the states an officer or operator sees.
+fn classify(status: &tonic::Status) -> PeerFailure {
+    let message = status.message().to_owned();
+    match status.code() {
+        Code::DeadlineExceeded => PeerFailure::TimedOut,
+        Code::Unavailable | Code::Cancelled => {
+            PeerFailure::Unavailable(transport_cause(status).unwrap_or(message))
+        }
+        Code::Unauthenticated | Code::PermissionDenied | Code::ResourceExhausted => {
+            PeerFailure::Refused(message)
+        }
+        _ => PeerFailure::Failed(format!("{:?}: {message}", status.code())),
+    }
+}
+
+/// The innermost cause of a transport failure, which says more than "transport error".
+fn transport_cause(status: &tonic::Status) -> Option<String> {
+    let mut err: &(dyn std::error::Error + 'static) = std::error::Error::source(status)?;
+    while let Some(next) = err.source() {
+        err = next;
+    }
+    Some(err.to_string())
+}

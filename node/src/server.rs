@@ -1,0 +1,315 @@
+//! Running a node: bind both listeners, serve them until a shutdown signal, then drain.
+//!
+//! [`run`] takes listeners the caller bound, so tests bind `127.0.0.1:0` themselves and
+//! start real nodes in-process; the binary binds the configured addresses.
+
+use std::{future::Future, io, net::SocketAddr, sync::Arc};
+
+use adep_proto::v1::{federation_server::FederationServer, national_server::NationalServer};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, mpsc, watch},
+};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{service::InterceptorLayer, transport::Server};
+
+use crate::{
+    auth::{Authorizer, Listener},
+    config::Config,
+    peers::Peers,
+    secret::{MatchingSecret, SecretError},
+    service::{
+        NodeState, authorize_call, federation::FederationService, national::NationalService,
+    },
+    store::{self, StoreError},
+    tls::{AuthedStream, ServerTls, TlsError},
+};
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A certificate or key file is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    /// The matching secret is unusable.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({listener} listener): {source}")]
+    Bind {
+        /// Which listener.
+        listener: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// A server failed while running.
+    #[error("{listener} listener failed: {message}")]
+    Serve {
+        /// Which listener.
+        listener: &'static str,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// The two bound listeners of a node.
+#[derive(Debug)]
+pub struct Listeners {
+    /// For peer nodes.
+    pub federation: TcpListener,
+    /// For national users.
+    pub national: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses of `config`.
+    pub async fn bind(config: &Config) -> Result<Listeners, NodeError> {
+        let bind = |listener: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    listener,
+                    addr,
+                    source,
+                })
+        };
+        Ok(Listeners {
+            federation: bind("federation", config.federation.listen).await?,
+            national: bind("national", config.national.listen).await?,
+        })
+    }
+
+    /// The bound federation address.
+    pub fn federation_addr(&self) -> io::Result<SocketAddr> {
+        self.federation.local_addr()
+    }
+
+    /// The bound national address.
+    pub fn national_addr(&self) -> io::Result<SocketAddr> {
+        self.national.local_addr()
+    }
+}
+
+/// Checks every file the configuration names and opens the store: everything that can
+/// refuse a start, done before any listener serves.
+pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
+    let federation_tls = ServerTls::from_files(
+        &config.tls.network_ca,
+        &config.tls.node_cert,
+        &config.tls.node_key,
+    )?;
+    let national_tls = ServerTls::from_files(
+        &config.tls.national_ca,
+        &config.tls.national_cert,
+        &config.tls.national_key,
+    )?;
+    let _secret = MatchingSecret::from_file(&config.matching.secret_file)?;
+    let peers = Peers::from_config(&config)?;
+    let opened = store::open(&config.data_dir, config.country)?;
+    let state = Arc::new(NodeState {
+        store: opened.store.clone(),
+        store_info: opened.info.clone(),
+        peers,
+        config,
+    });
+    Ok(Prepared {
+        state,
+        federation_tls,
+        national_tls,
+        _store: opened,
+    })
+}
+
+/// A node ready to serve: files checked, store open and locked.
+#[derive(Debug)]
+pub struct Prepared {
+    state: Arc<NodeState>,
+    federation_tls: ServerTls,
+    national_tls: ServerTls,
+    _store: store::OpenStore,
+}
+
+/// Serves both listeners until `shutdown` completes, then stops accepting, lets in-flight
+/// calls finish (at most `limits.shutdown_grace_ms`), and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    let prepared = prepare(config)?;
+    serve(prepared, listeners, shutdown).await
+}
+
+/// The serving half of [`run`].
+pub async fn serve(
+    prepared: Prepared,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), NodeError> {
+    let state = prepared.state.clone();
+    let config = &state.config;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<FederationServer<FederationService>>()
+        .await;
+    health_reporter
+        .set_serving::<NationalServer<NationalService>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(adep_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| NodeError::Serve {
+                listener: "both",
+                message: format!("reflection: {e}"),
+            })
+    };
+    let max = config.limits.max_message_bytes;
+
+    let federation = Server::builder()
+        .layer(InterceptorLayer::new(authorize_call(Arc::new(
+            Authorizer::new(Listener::Federation, config),
+        ))))
+        .add_service(health.clone())
+        .add_service(reflection()?)
+        .add_service(
+            FederationServer::new(FederationService::new(state.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        );
+    let national = Server::builder()
+        .layer(InterceptorLayer::new(authorize_call(Arc::new(
+            Authorizer::new(Listener::National, config),
+        ))))
+        .add_service(health)
+        .add_service(reflection()?)
+        .add_service(
+            NationalServer::new(NationalService::new(state.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        );
+
+    let fed_addr = listeners.federation_addr().ok();
+    let nat_addr = listeners.national_addr().ok();
+    let fed_incoming = incoming(
+        listeners.federation,
+        prepared.federation_tls.clone(),
+        &state,
+        Listener::Federation,
+        stop_rx.clone(),
+    );
+    let nat_incoming = incoming(
+        listeners.national,
+        prepared.national_tls.clone(),
+        &state,
+        Listener::National,
+        stop_rx.clone(),
+    );
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut fed_task = tokio::spawn(
+        federation.serve_with_incoming_shutdown(fed_incoming, stopped(stop_rx.clone())),
+    );
+    let mut nat_task =
+        tokio::spawn(national.serve_with_incoming_shutdown(nat_incoming, stopped(stop_rx.clone())));
+    tracing::info!(
+        country = %config.country,
+        federation = ?fed_addr,
+        national = ?nat_addr,
+        peers = config.peers.len(),
+        "node serving"
+    );
+
+    let failed = tokio::select! {
+        _ = shutdown => None,
+        r = &mut fed_task => Some(("federation", r)),
+        r = &mut nat_task => Some(("national", r)),
+    };
+    if let Some((listener, r)) = failed {
+        let _ = stop_tx.send(true);
+        let message = match r {
+            Ok(Ok(())) => "stopped unexpectedly".to_owned(),
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        return Err(NodeError::Serve { listener, message });
+    }
+    tracing::info!("shutting down: draining in-flight calls");
+    let _ = stop_tx.send(true);
+    let grace = config.limits.shutdown_grace();
+    let drained = tokio::time::timeout(grace, async {
+        let _ = (&mut fed_task).await;
+        let _ = (&mut nat_task).await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "calls still in flight after the grace period; closing"
+        );
+        fed_task.abort();
+        nat_task.abort();
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// Accepts TCP connections, runs the TLS handshake (bounded in time and in connections
+/// at once) and yields authenticated streams to the gRPC server.
+fn incoming(
+    listener: TcpListener,
+    tls: ServerTls,
+    state: &NodeState,
+    which: Listener,
+    mut stop: watch::Receiver<bool>,
+) -> ReceiverStream<Result<AuthedStream, io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
+    let handshake_timeout = state.config.limits.handshake_timeout();
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                a = listener.accept() => a,
+            };
+            let (tcp, remote) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(listener = which.as_str(), error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                tracing::warn!(listener = which.as_str(), %remote, "connection refused: too many open connections");
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let tls = tls.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(handshake_timeout, tls.accept(tcp, remote)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream.with_permit(permit))).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(listener = which.as_str(), %remote, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        tracing::info!(listener = which.as_str(), %remote, "TLS handshake timed out");
+                    }
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}

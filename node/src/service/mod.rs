@@ -1,0 +1,83 @@
+//! The gRPC edge: thin handlers that check who calls, convert proto to domain types and
+//! back, and map domain errors to `Status` in one place ([`status`]).
+
+pub mod federation;
+pub mod national;
+
+use std::sync::Arc;
+
+use tonic::{Request, Status};
+
+use crate::{
+    auth::{Authorizer, Principal, Refusal},
+    config::{Config, Role},
+    peers::Peers,
+    store::{Store, StoreInfo},
+    tls::ConnInfo,
+};
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct NodeState {
+    /// The configuration the node started with.
+    pub config: Config,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Store facts as of start-up.
+    pub store_info: StoreInfo,
+    /// Clients to every peer.
+    pub peers: Peers,
+}
+
+/// The one mapping of refusals to gRPC status codes.
+pub fn status(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::Unauthenticated(m) => Status::unauthenticated(m),
+        Refusal::PermissionDenied(m) => Status::permission_denied(m),
+    }
+}
+
+/// The interceptor every service of a listener runs behind: it turns the connection's
+/// certificate into a [`Principal`] stored in the request, or refuses the call.
+pub fn authorize_call(authorizer: Arc<Authorizer>) -> impl tonic::service::Interceptor + Clone {
+    move |mut req: Request<()>| {
+        let info = req
+            .extensions()
+            .get::<ConnInfo>()
+            .cloned()
+            .ok_or_else(|| Status::internal("connection information is missing"))?;
+        match authorizer.authorize(&info.authn) {
+            Ok(principal) => {
+                req.extensions_mut().insert(principal);
+                Ok(req)
+            }
+            Err(refusal) => {
+                tracing::info!(remote = %info.remote, reason = %refusal, "call refused");
+                Err(status(refusal))
+            }
+        }
+    }
+}
+
+/// The principal the interceptor stored.
+pub fn principal<T>(req: &Request<T>) -> Result<&Principal, Status> {
+    req.extensions()
+        .get::<Principal>()
+        .ok_or_else(|| Status::unauthenticated("the caller is not authenticated"))
+}
+
+/// The calling national user, if their role is one of `roles`.
+pub fn user_with_role<'a, T>(
+    req: &'a Request<T>,
+    roles: &[Role],
+) -> Result<(&'a str, Role), Status> {
+    match principal(req)? {
+        Principal::User { id, role } if roles.contains(role) => Ok((id.as_str(), *role)),
+        Principal::User { role, .. } => Err(Status::permission_denied(format!(
+            "the {role} role cannot make this call"
+        ))),
+        Principal::Peer(_) => Err(Status::permission_denied(
+            "a peer node cannot call the national API",
+        )),
+    }
+}

@@ -1,0 +1,130 @@
+//! The sled engine: the only module that names the database crate.
+
+use std::{collections::HashMap, path::Path};
+
+use sled::Transactional as _;
+
+use super::{Batch, Entry, Op, Scan, Store, StoreError, Table};
+
+/// A [`Store`] on sled 0.34: one sled tree per table; batches are a sled transaction
+/// over the trees they touch, followed by a flush (fsync) before `apply` returns.
+#[derive(Debug)]
+pub(super) struct SledStore {
+    db: sled::Db,
+    trees: HashMap<Table, sled::Tree>,
+}
+
+fn engine_err(e: sled::Error) -> StoreError {
+    StoreError::Engine(e.to_string())
+}
+
+impl SledStore {
+    pub(super) fn open(path: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| StoreError::Directory {
+                path: path.to_owned(),
+                message: format!("cannot open the sled store: {e}"),
+            })?;
+        let trees = Table::ALL
+            .iter()
+            .map(|t| Ok((*t, db.open_tree(t.name()).map_err(engine_err)?)))
+            .collect::<Result<_, StoreError>>()?;
+        Ok(SledStore { db, trees })
+    }
+
+    fn tree(&self, table: Table) -> &sled::Tree {
+        // Every table is opened in `open`.
+        &self.trees[&table]
+    }
+
+    fn iter<'a>(iter: sled::Iter) -> Scan<'a> {
+        Box::new(iter.map(|r| {
+            r.map(|(k, v)| Entry {
+                key: k.to_vec(),
+                value: v.to_vec(),
+            })
+            .map_err(engine_err)
+        }))
+    }
+}
+
+impl Store for SledStore {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .tree(table)
+            .get(key)
+            .map_err(engine_err)?
+            .map(|v| v.to_vec()))
+    }
+
+    fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Scan<'_> {
+        Self::iter(self.tree(table).scan_prefix(prefix))
+    }
+
+    fn scan_range(&self, table: Table, start: &[u8], end: Option<&[u8]>) -> Scan<'_> {
+        let tree = self.tree(table);
+        match end {
+            Some(end) => Self::iter(tree.range(start..end)),
+            None => Self::iter(tree.range(start..)),
+        }
+    }
+
+    fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // One sled batch per table touched, applied in one transaction over those trees.
+        let mut per_table: Vec<(Table, sled::Batch)> = Vec::new();
+        for op in batch.ops() {
+            let table = match op {
+                Op::Put { table, .. } | Op::Delete { table, .. } => *table,
+            };
+            let slot = match per_table.iter().position(|(t, _)| *t == table) {
+                Some(i) => i,
+                None => {
+                    per_table.push((table, sled::Batch::default()));
+                    per_table.len() - 1
+                }
+            };
+            match op {
+                Op::Put { key, value, .. } => {
+                    per_table[slot].1.insert(key.as_slice(), value.as_slice())
+                }
+                Op::Delete { key, .. } => per_table[slot].1.remove(key.as_slice()),
+            }
+        }
+        if let [(table, b)] = per_table.as_slice() {
+            self.tree(*table)
+                .apply_batch(b.clone())
+                .map_err(engine_err)?;
+        } else {
+            let trees: Vec<sled::Tree> = per_table
+                .iter()
+                .map(|(t, _)| self.tree(*t).clone())
+                .collect();
+            trees
+                .as_slice()
+                .transaction(|txs| {
+                    for (tx, (_, b)) in txs.iter().zip(&per_table) {
+                        tx.apply_batch(b)?;
+                    }
+                    Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    sled::transaction::TransactionError::Storage(e) => engine_err(e),
+                    sled::transaction::TransactionError::Abort(()) => {
+                        StoreError::Engine("transaction aborted".into())
+                    }
+                })?;
+        }
+        self.db.flush().map_err(engine_err)?;
+        Ok(())
+    }
+
+    fn engine(&self) -> &'static str {
+        "sled-0.34"
+    }
+}
