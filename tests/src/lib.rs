@@ -1,1 +1,285 @@
-//! harness
+//! Integration-test harness: a development PKI written by the product's own `pki` code
+//! into a temp dir, and real nodes started in-process on `127.0.0.1:0`.
+//!
+//! Listeners are bound before the PKI is written, so the configurations name the real
+//! ports and no port is guessed. A stopped node can be started again on the same
+//! addresses and data directory.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use adep_node::{
+    client::Profile,
+    config::{Config, Country, Role},
+    pki::{self, Ca, Leaf, NodePlan},
+    server::{self, Listeners, NodeError},
+    tls::{self, Target},
+};
+use adep_proto::v1::{
+    HelloRequest, federation_client::FederationClient, national_client::NationalClient,
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::transport::Channel;
+
+/// Parses a country code in tests.
+pub fn cc(s: &str) -> Country {
+    s.parse().expect("test country code")
+}
+
+/// A node running in this process.
+#[derive(Debug)]
+struct RunningNode {
+    stop: oneshot::Sender<()>,
+    handle: JoinHandle<Result<(), NodeError>>,
+}
+
+/// A test network: its PKI directory and the nodes started so far.
+#[derive(Debug)]
+pub struct TestNetwork {
+    dir: tempfile::TempDir,
+    plans: HashMap<Country, NodePlan>,
+    bound: HashMap<Country, Listeners>,
+    running: HashMap<Country, RunningNode>,
+}
+
+impl TestNetwork {
+    /// Binds two loopback listeners per country and writes the PKI for them. No node runs yet.
+    pub async fn new(countries: &[&str]) -> TestNetwork {
+        adep_node::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut plans = Vec::new();
+        let mut bound = HashMap::new();
+        for c in countries {
+            let country = cc(c);
+            let federation = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let national = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            plans.push(NodePlan {
+                country,
+                federation: federation.local_addr().expect("addr"),
+                national: national.local_addr().expect("addr"),
+            });
+            bound.insert(
+                country,
+                Listeners {
+                    federation,
+                    national,
+                },
+            );
+        }
+        pki::init(dir.path(), &plans).expect("pki init");
+        TestNetwork {
+            dir,
+            plans: plans.into_iter().map(|p| (p.country, p)).collect(),
+            bound,
+            running: HashMap::new(),
+        }
+    }
+
+    /// The PKI directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The node configuration file of a country.
+    pub fn config_path(&self, country: &str) -> PathBuf {
+        self.dir().join(country).join("node.toml")
+    }
+
+    /// The loaded node configuration of a country.
+    pub fn config(&self, country: &str) -> Config {
+        Config::load(&self.config_path(country)).expect("config from pki init loads")
+    }
+
+    /// The CLI profile of a country's user of `role`.
+    pub fn profile_path(&self, country: &str, role: Role) -> PathBuf {
+        self.dir().join(country).join(format!("{role}.toml"))
+    }
+
+    /// The federation address of a country's node.
+    pub fn federation_addr(&self, country: &str) -> SocketAddr {
+        self.plans[&cc(country)].federation
+    }
+
+    /// The national address of a country's node.
+    pub fn national_addr(&self, country: &str) -> SocketAddr {
+        self.plans[&cc(country)].national
+    }
+
+    /// Starts a country's node (again) on its addresses and data directory, and waits
+    /// until its national listener answers.
+    pub async fn start(&mut self, country: &str) {
+        let c = cc(country);
+        assert!(!self.running.contains_key(&c), "{country} already runs");
+        let config = self.config(country);
+        let listeners = match self.bound.remove(&c) {
+            Some(l) => l,
+            None => Listeners::bind(&config)
+                .await
+                .expect("rebind node addresses"),
+        };
+        let prepared = server::prepare(config).expect("node prepares");
+        let (stop, rx) = oneshot::channel();
+        let handle = tokio::spawn(server::serve(prepared, listeners, async move {
+            let _ = rx.await;
+        }));
+        self.running.insert(c, RunningNode { stop, handle });
+        self.wait_ready(country).await;
+    }
+
+    /// Starts every country's node.
+    pub async fn start_all(&mut self) {
+        let mut all: Vec<Country> = self.plans.keys().copied().collect();
+        all.sort();
+        for c in all {
+            self.start(c.as_str()).await;
+        }
+    }
+
+    /// Closes the listeners of a country that was never started, so calls to it are
+    /// refused at once, like calls to a stopped machine. (Until then they are accepted by
+    /// the kernel and never answered, like calls to a hung node.)
+    pub fn release(&mut self, country: &str) {
+        self.bound.remove(&cc(country));
+    }
+
+    /// Stops a country's node, waiting for it to drain and release its data directory.
+    pub async fn stop(&mut self, country: &str) {
+        let node = self
+            .running
+            .remove(&cc(country))
+            .unwrap_or_else(|| panic!("{country} is not running"));
+        let _ = node.stop.send(());
+        node.handle
+            .await
+            .expect("node task")
+            .expect("node stops cleanly");
+    }
+
+    async fn wait_ready(&self, country: &str) {
+        let mut client = self.national(country, Role::Operator);
+        for _ in 0..100 {
+            if client
+                .status(adep_proto::v1::StatusRequest { check_peers: false })
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{country} did not become ready");
+    }
+
+    /// A national client as a country's user of `role`, through its CLI profile.
+    pub fn national(&self, country: &str, role: Role) -> NationalClient<Channel> {
+        Profile::load(&self.profile_path(country, role))
+            .expect("profile loads")
+            .national_client()
+            .expect("client")
+    }
+
+    /// A federation client to `target` as the node of `as_country` (its real certificate).
+    pub fn federation_as_peer(&self, target: &str, as_country: &str) -> FederationClient<Channel> {
+        let d = self.dir().join(as_country);
+        self.federation_with(target, Some((d.join("node.pem"), d.join("node.key.pem"))))
+    }
+
+    /// A federation client to `target` presenting any certificate (or none), trusting the
+    /// network CA for the server.
+    pub fn federation_with(
+        &self,
+        target: &str,
+        cert: Option<(PathBuf, PathBuf)>,
+    ) -> FederationClient<Channel> {
+        FederationClient::new(self.federation_channel(target, cert))
+    }
+
+    /// A channel to `target`'s federation listener presenting any certificate (or none).
+    pub fn federation_channel(&self, target: &str, cert: Option<(PathBuf, PathBuf)>) -> Channel {
+        self.channel(
+            self.federation_addr(target),
+            &self.dir().join("network-ca.pem"),
+            cert,
+        )
+    }
+
+    /// A channel to `target`'s national listener presenting any certificate (or none).
+    pub fn national_channel(&self, target: &str, cert: Option<(PathBuf, PathBuf)>) -> Channel {
+        self.channel(
+            self.national_addr(target),
+            &self.dir().join(target).join("national-ca.pem"),
+            cert,
+        )
+    }
+
+    /// A national client to `target` presenting any certificate (or none), trusting the
+    /// target's national CA for the server.
+    pub fn national_with(
+        &self,
+        target: &str,
+        cert: Option<(PathBuf, PathBuf)>,
+    ) -> NationalClient<Channel> {
+        NationalClient::new(self.national_channel(target, cert))
+    }
+
+    fn channel(&self, addr: SocketAddr, roots: &Path, cert: Option<(PathBuf, PathBuf)>) -> Channel {
+        let identity = cert.map(|(c, k)| {
+            (
+                tls::load_certs(&c).expect("cert"),
+                tls::load_key(&k).expect("key"),
+            )
+        });
+        let config =
+            tls::client_config(tls::root_store(roots).expect("roots"), identity).expect("tls");
+        tls::channel(
+            Target {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                server_name: None,
+                identity: None,
+            },
+            config,
+            Duration::from_secs(5),
+        )
+        .expect("channel")
+    }
+
+    /// Issues an extra certificate from the network CA (`national: None`) or from a
+    /// country's national CA, and writes it into the temp dir. Returns (cert, key) paths.
+    pub fn issue(&self, national: Option<&str>, leaf: Leaf, name: &str) -> (PathBuf, PathBuf) {
+        let (dir, ca_name) = match national {
+            None => (self.dir().to_owned(), pki::NETWORK_CA_NAME.to_owned()),
+            Some(c) => (self.dir().join(c), pki::national_ca_name(cc(c))),
+        };
+        let prefix = if national.is_some() {
+            "national-ca"
+        } else {
+            "network-ca"
+        };
+        let read = |f: String| std::fs::read_to_string(dir.join(f)).expect("CA file");
+        let ca = Ca::from_pem(
+            &ca_name,
+            &read(format!("{prefix}.pem")),
+            &read(format!("{prefix}.key.pem")),
+        )
+        .expect("CA loads");
+        let pair = ca.issue(&leaf).expect("issue");
+        let cert = self.dir().join(format!("extra-{name}.pem"));
+        let key = self.dir().join(format!("extra-{name}.key.pem"));
+        pki::write(&cert, &pair.cert_pem, false).expect("write");
+        pki::write(&key, &pair.key_pem, true).expect("write");
+        (cert, key)
+    }
+
+    /// A Hello as `country` would send it.
+    pub fn hello(country: &str) -> HelloRequest {
+        HelloRequest {
+            country: country.to_owned(),
+            protocol_version: adep_proto::PROTOCOL_VERSION,
+        }
+    }
+}
