@@ -1,0 +1,123 @@
+//! The `adep-node` binary as an operator runs it: refusing a bad configuration with a
+//! message naming the field, serving a configuration from `adep pki init`, and draining
+//! then exiting 0 on SIGTERM.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use adep_node::{
+    client::Profile,
+    config::Country,
+    pki::{self, NodePlan},
+};
+use adep_proto::v1::StatusRequest;
+
+const BIN: &str = env!("CARGO_BIN_EXE_adep-node");
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+fn one_node_pki(dir: &std::path::Path) {
+    let fr: Country = "FR".parse().expect("cc");
+    pki::init(
+        dir,
+        &[NodePlan {
+            country: fr,
+            federation: free_addr(),
+            national: free_addr(),
+        }],
+    )
+    .expect("pki");
+}
+
+#[test]
+fn refuses_a_bad_configuration_naming_file_and_field() {
+    let dir = tempfile::tempdir().expect("tmp");
+    one_node_pki(dir.path());
+    let path = dir.path().join("FR/node.toml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        text.replace("max_message_bytes = 4194304", "max_message_bytes = 1"),
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node.toml"), "{err}");
+    assert!(
+        err.contains("field `limits.max_message_bytes`: 1 is out of range"),
+        "{err}"
+    );
+}
+
+#[test]
+fn refuses_to_start_with_a_missing_certificate_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    one_node_pki(dir.path());
+    std::fs::remove_file(dir.path().join("FR/node.pem")).expect("rm");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("FR/node.toml"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node.pem: cannot read"), "{err}");
+}
+
+#[tokio::test]
+async fn serves_then_drains_and_exits_zero_on_sigterm() {
+    adep_node::install_crypto_provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    one_node_pki(dir.path());
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("FR/node.toml"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start adep-node");
+
+    let profile = Profile::load(&dir.path().join("FR/operator.toml")).expect("profile");
+    let mut client = profile.national_client().expect("client");
+    let mut answered = None;
+    for _ in 0..200 {
+        if let Ok(r) = client.status(StatusRequest { check_peers: false }).await {
+            answered = Some(r.into_inner());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = answered.expect("the node answers its operator");
+    assert_eq!(status.country, "FR");
+
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let mut code = None;
+    for _ in 0..200 {
+        if let Some(s) = child.try_wait().expect("wait") {
+            code = s.code();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if code.is_none() {
+        let _ = child.kill();
+    }
+    assert_eq!(code, Some(0), "adep-node exits 0 after SIGTERM");
+}
