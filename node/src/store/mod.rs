@@ -28,16 +28,22 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum Table {
     /// Store metadata: schema version, owner country, creation time, start count.
     Meta,
+    /// National records by record id (payloads encrypted).
+    Records,
+    /// The pseudonymised match index: keyed digest to record references.
+    MatchIndex,
 }
 
 impl Table {
     /// Every table, so an engine can open them all up front.
-    pub const ALL: [Table; 1] = [Table::Meta];
+    pub const ALL: [Table; 3] = [Table::Meta, Table::Records, Table::MatchIndex];
 
     /// The table's name inside the engine. Never change a published name.
     pub fn name(&self) -> &'static str {
         match self {
             Table::Meta => "meta",
+            Table::Records => "records",
+            Table::MatchIndex => "match_index",
         }
     }
 }
@@ -367,6 +373,42 @@ mod tests {
             Some(b"v1".to_vec())
         );
         assert_eq!(second.store.get(Table::Meta, b"k2").unwrap(), None);
+    }
+
+    #[test]
+    fn applies_a_batch_across_tables_and_keeps_it_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path(), fr()).unwrap();
+        let mut seed = Batch::new();
+        seed.put(Table::MatchIndex, "old-key", "r0");
+        s.store.apply(&seed).unwrap();
+        // A record, its index keys, and a metadata counter: one unit.
+        let mut b = Batch::new();
+        b.put(Table::Records, "r1", "payload");
+        b.put(Table::MatchIndex, "k1", "r1");
+        b.put(Table::MatchIndex, "k2", "r1");
+        b.delete(Table::MatchIndex, "old-key");
+        b.put(Table::Meta, "records", 1u64.to_be_bytes());
+        s.store.apply(&b).unwrap();
+        drop(s);
+
+        let s = open(dir.path(), fr()).unwrap();
+        assert_eq!(
+            s.store.get(Table::Records, b"r1").unwrap(),
+            Some(b"payload".to_vec())
+        );
+        let index: Vec<_> = s
+            .store
+            .scan_prefix(Table::MatchIndex, b"")
+            .map(|e| e.unwrap().key)
+            .collect();
+        assert_eq!(index, [b"k1".to_vec(), b"k2".to_vec()]);
+        assert_eq!(
+            s.store.get(Table::Meta, b"records").unwrap(),
+            Some(1u64.to_be_bytes().to_vec())
+        );
+        // Tables are separate key spaces.
+        assert_eq!(s.store.get(Table::Meta, b"r1").unwrap(), None);
     }
 
     #[test]
