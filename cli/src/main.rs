@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+mod matchtest;
 mod network;
 mod output;
 
@@ -47,6 +48,13 @@ enum Command {
     Network(network::NetworkCommand),
     /// Show the node, your identity and role, its store, and whether each peer answers.
     Status(StatusArgs),
+    /// Match two record files offline with the node's own code and a throwaway secret.
+    ///
+    /// Runs the same normalisation, match keys, keyed hashing and lookup as a node, and
+    /// writes one CSV row per returned pair (query_id,record_id,quality). With --truth it
+    /// prints recall and precision for exact hits, exact and strong hits, and all hits.
+    /// Needs no node and no profile.
+    MatchTest(matchtest::MatchTestArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +114,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Pki(PkiCommand::Init(args)) => pki_init(&args, cli.json),
         Command::Network(cmd) => network::run(cmd, cli.json),
+        Command::MatchTest(args) => matchtest::run(&args, cli.json),
         Command::Status(args) => {
             let profile = load_profile(cli.profile.as_deref())?;
             runtime()?.block_on(status(&profile, &args, cli.json))

@@ -8,8 +8,12 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod identity;
+pub mod matching;
+pub mod matchtest;
 pub mod peers;
 pub mod pki;
+pub mod pseudonymise;
 pub mod secret;
 pub mod server;
 pub mod service;
