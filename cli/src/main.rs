@@ -14,6 +14,8 @@ use clap::{Args, Parser, Subcommand};
 mod matchtest;
 mod network;
 mod output;
+mod records;
+mod search;
 
 use adep_node::{client::Profile, config::Country, pki};
 
@@ -48,6 +50,16 @@ enum Command {
     Network(network::NetworkCommand),
     /// Show the node, your identity and role, its store, and whether each peer answers.
     Status(StatusArgs),
+    /// Officer: ask every peer whether it holds a record on a person (hit / no hit).
+    ///
+    /// Your node turns the identity into keyed digests and sends only those; each peer
+    /// answers automatically with hit references and a match quality, never record data.
+    /// All four reason fields are mandatory and recorded. Exit status: 0 at least one hit,
+    /// 1 no hit, 2 error (including when no peer answered).
+    Search(search::SearchArgs),
+    /// Operator: import, sync, erase and count the national records.
+    #[command(subcommand)]
+    Records(records::RecordsCommand),
     /// Match two record files offline with the node's own code and a throwaway secret.
     ///
     /// Runs the same normalisation, match keys, keyed hashing and lookup as a node, and
@@ -115,6 +127,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pki(PkiCommand::Init(args)) => pki_init(&args, cli.json),
         Command::Network(cmd) => network::run(cmd, cli.json),
         Command::MatchTest(args) => matchtest::run(&args, cli.json),
+        Command::Search(args) => {
+            let profile = load_profile(cli.profile.as_deref())?;
+            runtime()?.block_on(search::run(&args, &profile, cli.json))
+        }
+        Command::Records(cmd) => {
+            let profile = load_profile(cli.profile.as_deref())?;
+            runtime()?.block_on(records::run(cmd, &profile, cli.json))
+        }
         Command::Status(args) => {
             let profile = load_profile(cli.profile.as_deref())?;
             runtime()?.block_on(status(&profile, &args, cli.json))

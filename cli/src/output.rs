@@ -54,7 +54,7 @@ pub fn pki_summary(out: &Path, summary: &PkiSummary, json: bool) {
     );
 }
 
-fn peer_state(s: i32) -> &'static str {
+pub fn peer_state(s: i32) -> &'static str {
     match PeerState::try_from(s).unwrap_or(PeerState::Unspecified) {
         PeerState::Ok => "ok",
         PeerState::Unavailable => "unavailable",

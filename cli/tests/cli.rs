@@ -268,3 +268,124 @@ fn febrl4_meets_the_recall_and_precision_targets() {
         "{report}"
     );
 }
+
+fn search_cmd(profile: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--profile")
+        .arg(profile)
+        .args(["--json", "search"])
+        .args(extra)
+        .args([
+            "--case-ref",
+            "FR-2026-7",
+            "--offence-category",
+            "0301",
+            "--person-category",
+            "suspect",
+            "--aim",
+            "identify",
+        ])
+        .output()
+        .expect("run adep search")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    net.start_all().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let records = dir.path().join("de.csv");
+    std::fs::write(&records, RECORDS).expect("write");
+    let out = Command::new(BIN)
+        .arg("--profile")
+        .arg(net.profile_path("DE", Role::Operator))
+        .args(["records", "import"])
+        .arg(&records)
+        .output()
+        .expect("import");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 added"));
+
+    let officer = net.profile_path("FR", Role::Officer);
+    let hit = search_cmd(
+        &officer,
+        &[
+            "--family-name",
+            "Mueller",
+            "--given-names",
+            "Hans",
+            "--dob",
+            "1970-05-12",
+        ],
+    );
+    assert_eq!(
+        hit.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&hit.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&hit.stdout).expect("json");
+    assert_eq!(json["peers"][0]["country"], "DE");
+    assert_eq!(json["peers"][0]["status"], "ok");
+    assert_eq!(json["hits"][0]["country"], "DE");
+    assert_eq!(json["hits"][0]["quality"], "exact");
+    assert_eq!(json["hits"][0]["hit_ref"].as_str().map(str::len), Some(32));
+
+    let none = search_cmd(
+        &officer,
+        &["--family-name", "Nobody", "--dob", "1999-01-01"],
+    );
+    assert_eq!(none.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&none.stdout).expect("json");
+    assert_eq!(json["hits"], serde_json::json!([]));
+
+    let bad = search_cmd(
+        &officer,
+        &["--family-name", "Nobody", "--dob", "31.12.1999"],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&bad.stdout).expect("json");
+    assert!(
+        json["error"]
+            .as_str()
+            .expect("error")
+            .contains("date_of_birth")
+    );
+
+    let queries = dir.path().join("queries.csv");
+    std::fs::write(&queries, QUERIES).expect("write");
+    let file = search_cmd(&officer, &["--file", queries.to_str().expect("utf-8")]);
+    assert_eq!(file.status.code(), Some(0));
+    let json: serde_json::Value = serde_json::from_slice(&file.stdout).expect("json");
+    let subjects: Vec<&str> = json["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|h| h["subject"].as_str().expect("subject"))
+        .collect();
+    assert_eq!(subjects, ["q1", "q2", "q3"]);
+
+    net.stop("DE").await;
+    let down = search_cmd(
+        &officer,
+        &[
+            "--family-name",
+            "Mueller",
+            "--given-names",
+            "Hans",
+            "--dob",
+            "1970-05-12",
+        ],
+    );
+    assert_eq!(
+        down.status.code(),
+        Some(2),
+        "no peer answered: not a no-hit"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&down.stdout).expect("json");
+    assert_eq!(json["peers"][0]["status"], "unavailable");
+}

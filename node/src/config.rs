@@ -166,6 +166,20 @@ pub struct TlsConfig {
 pub struct MatchingConfig {
     /// File holding the secret: at least 32 bytes as hexadecimal text.
     pub secret_file: PathBuf,
+    /// The key epoch the index is built for and searches are made under. Default 1.
+    #[serde(default = "default_key_epoch")]
+    pub key_epoch: u32,
+    /// How long a hit reference issued to a peer stays valid, in hours. Default 168 (7 days).
+    #[serde(default = "default_hit_ref_ttl_hours")]
+    pub hit_ref_ttl_hours: u64,
+}
+
+fn default_key_epoch() -> u32 {
+    1
+}
+
+fn default_hit_ref_ttl_hours() -> u64 {
+    168
 }
 
 /// A peer node.
@@ -217,6 +231,14 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight calls before closing. Default 10000 ms.
     pub shutdown_grace_ms: u64,
+    /// Most subjects in one Match batch from a peer. Default 1000.
+    pub max_subjects_per_match: usize,
+    /// Most match keys of one subject in a Match batch. Default 1024.
+    pub max_keys_per_subject: usize,
+    /// Most subjects in one national Search. Default 1000.
+    pub max_subjects_per_search: usize,
+    /// Most records in one import or sync. Default 5000000.
+    pub max_import_records: usize,
 }
 
 impl Default for Limits {
@@ -227,6 +249,10 @@ impl Default for Limits {
             peer_timeout_ms: 3_000,
             max_connections: 1024,
             shutdown_grace_ms: 10_000,
+            max_subjects_per_match: 1_000,
+            max_keys_per_subject: 1_024,
+            max_subjects_per_search: 1_000,
+            max_import_records: 5_000_000,
         }
     }
 }
@@ -414,6 +440,39 @@ impl Config {
         in_range("peer_timeout_ms", l.peer_timeout_ms, 50, 600_000)?;
         in_range("max_connections", l.max_connections as u64, 1, 1_000_000)?;
         in_range("shutdown_grace_ms", l.shutdown_grace_ms, 0, 600_000)?;
+        in_range(
+            "max_subjects_per_match",
+            l.max_subjects_per_match as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "max_keys_per_subject",
+            l.max_keys_per_subject as u64,
+            16,
+            100_000,
+        )?;
+        in_range(
+            "max_subjects_per_search",
+            l.max_subjects_per_search as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "max_import_records",
+            l.max_import_records as u64,
+            1,
+            100_000_000,
+        )?;
+        if self.matching.hit_ref_ttl_hours == 0 || self.matching.hit_ref_ttl_hours > 24 * 366 {
+            return Err((
+                "matching.hit_ref_ttl_hours".into(),
+                format!(
+                    "{} is out of range (1 to 8784)",
+                    self.matching.hit_ref_ttl_hours
+                ),
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(("log.level".into(), format!("not a log filter: {e}")));
         }

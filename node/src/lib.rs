@@ -8,12 +8,15 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod hitref;
 pub mod identity;
+pub mod index;
 pub mod matching;
 pub mod matchtest;
 pub mod peers;
 pub mod pki;
 pub mod pseudonymise;
+pub mod reason;
 pub mod secret;
 pub mod server;
 pub mod service;

@@ -375,6 +375,8 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
         },
         matching: MatchingConfig {
             secret_file: "../matching-secret".into(),
+            key_epoch: 1,
+            hit_ref_ttl_hours: 168,
         },
         peers: all
             .iter()

@@ -16,7 +16,9 @@ use tonic::{service::InterceptorLayer, transport::Server};
 use crate::{
     auth::{Authorizer, Listener},
     config::Config,
+    index::{IndexError, NationalIndex},
     peers::Peers,
+    pseudonymise::{KeyEpoch, Pseudonymiser},
     secret::{MatchingSecret, SecretError},
     service::{
         NodeState, authorize_call, federation::FederationService, national::NationalService,
@@ -37,6 +39,9 @@ pub enum NodeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The match index could not be built from the stored records.
+    #[error("match index: {0}")]
+    Index(#[from] IndexError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({listener} listener): {source}")]
     Bind {
@@ -108,13 +113,23 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         &config.tls.national_cert,
         &config.tls.national_key,
     )?;
-    let _secret = MatchingSecret::from_file(&config.matching.secret_file)?;
+    let secret = MatchingSecret::from_file(&config.matching.secret_file)?;
+    let pseudonymiser = Pseudonymiser::new(&secret, KeyEpoch(config.matching.key_epoch));
+    drop(secret);
     let peers = Peers::from_config(&config)?;
     let opened = store::open(&config.data_dir, config.country)?;
+    let index = NationalIndex::load(opened.store.clone(), pseudonymiser, &mut |p| {
+        tracing::info!(
+            stage = p.stage.name(),
+            done = p.done,
+            "building the match index"
+        );
+    })?;
     let state = Arc::new(NodeState {
         store: opened.store.clone(),
         store_info: opened.info.clone(),
         peers,
+        index: Arc::new(index),
         config,
     });
     Ok(Prepared {

@@ -20,7 +20,8 @@ use adep_node::{
     tls::{self, Target},
 };
 use adep_proto::v1::{
-    HelloRequest, federation_client::FederationClient, national_client::NationalClient,
+    HelloRequest, Identity, ImportMode, ImportRequest, ImportSummary, RecordData,
+    federation_client::FederationClient, national_client::NationalClient,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
@@ -281,5 +282,66 @@ impl TestNetwork {
             country: country.to_owned(),
             protocol_version: adep_proto::PROTOCOL_VERSION,
         }
+    }
+}
+
+/// A record for tests: id, family name, given names, date of birth, one payload field.
+pub fn record(id: &str, family: &str, given: &str, dob: &str) -> RecordData {
+    RecordData {
+        record_id: id.to_owned(),
+        identity: Some(Identity {
+            family_name: family.to_owned(),
+            given_names: given.to_owned(),
+            date_of_birth: dob.to_owned(),
+            ..Identity::default()
+        }),
+        payload: [("offence".to_owned(), format!("payload of {id}"))].into(),
+    }
+}
+
+impl TestNetwork {
+    /// Imports (or syncs) records into a country's node as its operator, in batches of
+    /// `batch`, and returns the summary from the last progress message.
+    pub async fn import(
+        &self,
+        country: &str,
+        records: Vec<RecordData>,
+        mode: ImportMode,
+        batch: usize,
+    ) -> Result<ImportSummary, tonic::Status> {
+        use tokio_stream::StreamExt as _;
+        let mut messages: Vec<ImportRequest> = records
+            .chunks(batch.max(1))
+            .map(|c| ImportRequest {
+                mode: 0,
+                records: c.to_vec(),
+            })
+            .collect();
+        if messages.is_empty() {
+            messages.push(ImportRequest::default());
+        }
+        messages[0].mode = mode as i32;
+        let mut progress = self
+            .national(country, Role::Operator)
+            .import_records(tokio_stream::iter(messages))
+            .await?
+            .into_inner();
+        let mut summary = None;
+        while let Some(p) = progress.next().await {
+            if let Some(s) = p?.summary {
+                summary = Some(s);
+            }
+        }
+        Ok(summary.expect("the import ends with a summary"))
+    }
+
+    /// The network matching secret's bytes.
+    pub fn matching_secret(&self) -> Vec<u8> {
+        let text = std::fs::read_to_string(self.dir().join("matching-secret")).expect("secret");
+        let hex = text.trim();
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
     }
 }

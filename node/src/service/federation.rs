@@ -2,11 +2,92 @@
 
 use std::sync::Arc;
 
-use adep_proto::v1::{HelloRequest, HelloResponse, federation_server::Federation};
+use adep_proto::v1::{
+    HelloRequest, HelloResponse, Hit, MatchRequest, MatchResponse, SubjectResult,
+    federation_server::Federation,
+};
 use tonic::{Request, Response, Status};
 
-use super::{NodeState, principal};
-use crate::{auth::Principal, config::Country};
+use super::{NodeState, convert, principal};
+use crate::{
+    auth::Principal,
+    config::Country,
+    hitref,
+    identity::RecordId,
+    pseudonymise::{Digest, HashedKey, KeyKind, Quality},
+};
+
+/// Longest request id, in bytes.
+pub const REQUEST_ID_BYTES: usize = 64;
+
+/// Checks a request id: 1-64 bytes of `A-Za-z0-9-_`.
+pub fn check_request_id(id: &str) -> Result<(), Status> {
+    if id.is_empty()
+        || id.len() > REQUEST_ID_BYTES
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(Status::invalid_argument(
+            "field `request_id` must be 1-64 characters of A-Z a-z 0-9 - _",
+        ));
+    }
+    Ok(())
+}
+
+/// The subjects of a Match request as hashed keys, within the configured limits.
+fn subjects(req: &MatchRequest, state: &NodeState) -> Result<Vec<Vec<HashedKey>>, Status> {
+    let limits = &state.config.limits;
+    if req.subjects.is_empty() {
+        return Err(Status::invalid_argument("field `subjects` is empty"));
+    }
+    if req.subjects.len() > limits.max_subjects_per_match {
+        return Err(Status::invalid_argument(format!(
+            "field `subjects`: {} subjects exceed the limit of {} per batch (limits.max_subjects_per_match)",
+            req.subjects.len(),
+            limits.max_subjects_per_match
+        )));
+    }
+    req.subjects
+        .iter()
+        .enumerate()
+        .map(|(i, subject)| {
+            if subject.keys.len() > limits.max_keys_per_subject {
+                return Err(Status::invalid_argument(format!(
+                    "field `subjects[{i}].keys`: {} keys exceed the limit of {} per subject (limits.max_keys_per_subject)",
+                    subject.keys.len(),
+                    limits.max_keys_per_subject
+                )));
+            }
+            subject
+                .keys
+                .iter()
+                .enumerate()
+                .map(|(j, key)| {
+                    let kind = KeyKind::from_code(key.kind).ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "field `subjects[{i}].keys[{j}].kind`: {} is not a key kind of scheme v1",
+                            key.kind
+                        ))
+                    })?;
+                    let digest = Digest::try_from(key.digest.as_slice()).map_err(|len| {
+                        Status::invalid_argument(format!(
+                            "field `subjects[{i}].keys[{j}].digest`: {len} bytes, expected {}",
+                            crate::pseudonymise::DIGEST_BYTES
+                        ))
+                    })?;
+                    Ok(HashedKey { kind, digest })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
 
 /// Handlers of the federation API.
 #[derive(Clone, Debug)]
@@ -54,5 +135,64 @@ impl Federation for FederationService {
             country: self.state.config.country.to_string(),
             protocol_version: adep_proto::PROTOCOL_VERSION,
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "Match", peer, request_id, subjects))]
+    async fn r#match(&self, req: Request<MatchRequest>) -> Result<Response<MatchResponse>, Status> {
+        let peer = calling_peer(&req, &req.get_ref().country)?;
+        let span = tracing::Span::current();
+        span.record("peer", peer.as_str());
+        let m = req.get_ref();
+        check_request_id(&m.request_id)?;
+        span.record("request_id", m.request_id.as_str());
+        span.record("subjects", m.subjects.len());
+        let _reason = convert::reason(m.reason.as_ref())?;
+        let epoch = self.state.index.epoch();
+        if m.key_epoch != epoch.0 {
+            return Err(Status::failed_precondition(format!(
+                "field `key_epoch`: epoch {} is not served by this node; it answers under epoch {epoch}",
+                m.key_epoch
+            )));
+        }
+        let subjects = subjects(m, &self.state)?;
+        let found = self.state.index.lookup(&subjects);
+        let hits: Vec<(RecordId, Quality)> = found
+            .iter()
+            .flatten()
+            .map(|f| (f.record.clone(), f.quality))
+            .collect();
+        let expires_at = now() + 3600 * self.state.config.matching.hit_ref_ttl_hours as i64;
+        let store = self.state.store.clone();
+        let request_id = m.request_id.clone();
+        let hit_count = hits.len();
+        let refs = tokio::task::spawn_blocking(move || {
+            hitref::issue(store.as_ref(), &hits, peer, expires_at, &request_id)
+        })
+        .await
+        .map_err(|_| Status::internal("issuing hit references failed"))?
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot store hit references");
+            Status::unavailable("cannot store hit references; try again")
+        })?;
+        let mut refs = refs.into_iter();
+        let results = m
+            .subjects
+            .iter()
+            .zip(&found)
+            .map(|(subject, found)| SubjectResult {
+                subject: subject.subject,
+                hits: found
+                    .iter()
+                    .zip(refs.by_ref())
+                    .map(|(f, r)| Hit {
+                        hit_ref: r.to_string(),
+                        quality: convert::quality_to_proto(f.quality) as i32,
+                        expires_at,
+                    })
+                    .collect(),
+            })
+            .collect();
+        tracing::info!(hits = hit_count, "match answered");
+        Ok(Response::new(MatchResponse { results }))
     }
 }

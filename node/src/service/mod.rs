@@ -1,6 +1,7 @@
 //! The gRPC edge: thin handlers that check who calls, convert proto to domain types and
 //! back, and map domain errors to `Status` in one place ([`status`]).
 
+pub mod convert;
 pub mod federation;
 pub mod national;
 
@@ -11,6 +12,7 @@ use tonic::{Request, Status};
 use crate::{
     auth::{Authorizer, Principal, Refusal},
     config::{Config, Role},
+    index::NationalIndex,
     peers::Peers,
     store::{Store, StoreInfo},
     tls::ConnInfo,
@@ -27,6 +29,8 @@ pub struct NodeState {
     pub store_info: StoreInfo,
     /// Clients to every peer.
     pub peers: Peers,
+    /// The national records and their match index.
+    pub index: Arc<NationalIndex>,
 }
 
 /// The one mapping of refusals to gRPC status codes.

@@ -2,14 +2,65 @@
 
 use std::sync::Arc;
 
+use std::{collections::HashMap, pin::Pin};
+
 use adep_proto::v1::{
-    Caller, HelloRequest, PeerState, PeerStatus, StatusRequest, StatusResponse, StoreInfo,
+    Caller, CountRecordsRequest, CountRecordsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
+    HelloRequest, ImportMode as ProtoImportMode, ImportProgress, ImportRequest,
+    ImportSummary as ProtoImportSummary, MatchKey, MatchRequest, MatchSubject, PeerState,
+    PeerStatus, SearchHit, SearchRequest, SearchResponse, StatusRequest, StatusResponse, StoreInfo,
     national_server::National,
 };
-use tonic::{Request, Response, Status};
+use ring::rand::{SecureRandom as _, SystemRandom};
+use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
 
-use super::{NodeState, user_with_role};
-use crate::{config::Role, peers::PeerFailure};
+use super::{NodeState, convert, user_with_role};
+use crate::{
+    config::Role,
+    identity::RecordId,
+    index::{ImportMode, IndexError, Progress},
+    peers::{PeerFailure, PeerOutcome},
+    pseudonymise::Side,
+};
+
+/// Records per message the CLI sends in an import (the node accepts any size within
+/// the message limit).
+pub const IMPORT_BATCH: usize = 1_000;
+
+/// Most ids in one DeleteRecords call.
+pub const MAX_DELETE_IDS: usize = 100_000;
+
+/// The status an officer or operator sees for one peer's outcome.
+fn peer_status<T>(o: &PeerOutcome<T>) -> PeerStatus {
+    let (state, detail) = match &o.result {
+        Ok(_) => (PeerState::Ok, String::new()),
+        Err(PeerFailure::TimedOut) => (PeerState::TimedOut, "no answer before the deadline".into()),
+        Err(PeerFailure::Unavailable(m)) => (PeerState::Unavailable, m.clone()),
+        Err(PeerFailure::Refused(m)) => (PeerState::Refused, m.clone()),
+        Err(PeerFailure::Failed(m)) => (PeerState::Unavailable, m.clone()),
+    };
+    PeerStatus {
+        country: o.country.to_string(),
+        endpoint: o.endpoint.clone(),
+        state: state as i32,
+        detail,
+        latency_ms: u32::try_from(o.elapsed.as_millis()).unwrap_or(u32::MAX),
+    }
+}
+
+fn random_request_id() -> Result<String, Status> {
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Status::internal("the system random generator failed"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn index_error(e: IndexError) -> Status {
+    tracing::error!(error = %e, "index operation failed");
+    Status::unavailable(format!("the store failed: {e}"))
+}
 
 /// Handlers of the national API.
 #[derive(Clone, Debug)]
@@ -56,25 +107,8 @@ impl National for NationalService {
                     async move { client.hello(hello).await.map(Response::into_inner) }
                 })
                 .await
-                .into_iter()
-                .map(|o| {
-                    let (state, detail) = match o.result {
-                        Ok(_) => (PeerState::Ok, String::new()),
-                        Err(PeerFailure::TimedOut) => {
-                            (PeerState::TimedOut, "no answer before the deadline".into())
-                        }
-                        Err(PeerFailure::Unavailable(m)) => (PeerState::Unavailable, m),
-                        Err(PeerFailure::Refused(m)) => (PeerState::Refused, m),
-                        Err(PeerFailure::Failed(m)) => (PeerState::Unavailable, m),
-                    };
-                    PeerStatus {
-                        country: o.country.to_string(),
-                        endpoint: o.endpoint,
-                        state: state as i32,
-                        detail,
-                        latency_ms: u32::try_from(o.elapsed.as_millis()).unwrap_or(u32::MAX),
-                    }
-                })
+                .iter()
+                .map(peer_status)
                 .collect()
         } else {
             self.state
@@ -104,6 +138,262 @@ impl National for NationalService {
                 starts: info.starts,
             }),
             peers,
+        }))
+    }
+
+    type ImportRecordsStream =
+        Pin<Box<dyn Stream<Item = Result<ImportProgress, Status>> + Send + 'static>>;
+
+    #[tracing::instrument(skip_all, fields(rpc = "Search", request_id, subjects))]
+    async fn search(
+        &self,
+        req: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        user_with_role(&req, &[Role::Officer])?;
+        let state = &self.state;
+        let search = req.get_ref();
+        let reason = convert::reason(search.reason.as_ref())?;
+        let max = state.config.limits.max_subjects_per_search;
+        if search.subjects.is_empty() {
+            return Err(Status::invalid_argument("field `subjects` is empty"));
+        }
+        if search.subjects.len() > max {
+            return Err(Status::invalid_argument(format!(
+                "field `subjects`: {} subjects exceed the limit of {max} per search (limits.max_subjects_per_search)",
+                search.subjects.len()
+            )));
+        }
+        let identities = search
+            .subjects
+            .iter()
+            .enumerate()
+            .map(|(i, s)| convert::identity("subjects", i, s))
+            .collect::<Result<Vec<_>, Status>>()?;
+        let pseudonymiser = state.index.pseudonymiser();
+        let subjects: Vec<MatchSubject> = identities
+            .iter()
+            .enumerate()
+            .map(|(i, identity)| MatchSubject {
+                subject: i as u32,
+                keys: pseudonymiser
+                    .hash_identity(identity, Side::Query)
+                    .into_iter()
+                    .map(|k| MatchKey {
+                        kind: k.kind.code(),
+                        digest: k.digest.0.to_vec(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        drop(identities);
+        let request_id = random_request_id()?;
+        let span = tracing::Span::current();
+        span.record("request_id", request_id.as_str());
+        span.record("subjects", subjects.len());
+        let request = Arc::new(MatchRequest {
+            request_id: request_id.clone(),
+            country: state.config.country.to_string(),
+            key_epoch: state.index.epoch().0,
+            reason: Some(convert::reason_to_proto(&reason)),
+            subjects,
+        });
+        let subject_count = request.subjects.len() as u32;
+        let outcomes = state
+            .peers
+            .fan_out(state.config.limits.peer_timeout(), move |peer| {
+                let mut client = peer.client;
+                let request = (*request).clone();
+                async move { client.r#match(request).await.map(Response::into_inner) }
+            })
+            .await;
+        let mut hits = Vec::new();
+        let mut peers = Vec::with_capacity(outcomes.len());
+        for outcome in &outcomes {
+            let mut status = peer_status(outcome);
+            if let Ok(answer) = &outcome.result {
+                let bad = answer.results.iter().any(|r| r.subject >= subject_count);
+                if bad {
+                    status.state = PeerState::Unavailable as i32;
+                    status.detail = "the peer answered for subjects that were not asked".into();
+                } else {
+                    for result in &answer.results {
+                        for hit in &result.hits {
+                            hits.push(SearchHit {
+                                subject: result.subject,
+                                country: outcome.country.to_string(),
+                                hit_ref: hit.hit_ref.clone(),
+                                quality: hit.quality,
+                                expires_at: hit.expires_at,
+                            });
+                        }
+                    }
+                }
+            }
+            peers.push(status);
+        }
+        let ok = peers
+            .iter()
+            .filter(|p| p.state == PeerState::Ok as i32)
+            .count();
+        tracing::info!(
+            peers = peers.len(),
+            peers_ok = ok,
+            hits = hits.len(),
+            "search answered"
+        );
+        Ok(Response::new(SearchResponse {
+            request_id,
+            peers,
+            hits,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ImportRecords"))]
+    async fn import_records(
+        &self,
+        req: Request<Streaming<ImportRequest>>,
+    ) -> Result<Response<Self::ImportRecordsStream>, Status> {
+        user_with_role(&req, &[Role::Operator])?;
+        let max = self.state.config.limits.max_import_records;
+        let mut stream = req.into_inner();
+        let mut mode = None;
+        let mut records = Vec::new();
+        let mut first_seen: HashMap<RecordId, usize> = HashMap::new();
+        while let Some(message) = stream.next().await {
+            let message = message?;
+            let this_mode = match ProtoImportMode::try_from(message.mode) {
+                Ok(ProtoImportMode::Import) => Some(ImportMode::Import),
+                Ok(ProtoImportMode::Sync) => Some(ImportMode::Sync),
+                _ => None,
+            };
+            match (mode, this_mode) {
+                (None, None) => {
+                    return Err(Status::invalid_argument(
+                        "field `mode` is required in the first message (import or sync)",
+                    ));
+                }
+                (None, Some(m)) => mode = Some(m),
+                (Some(a), Some(b)) if a != b => {
+                    return Err(Status::invalid_argument(
+                        "field `mode` changed in the middle of the stream",
+                    ));
+                }
+                _ => {}
+            }
+            for data in message.records {
+                let i = records.len();
+                if i >= max {
+                    return Err(Status::invalid_argument(format!(
+                        "field `records`: more than {max} records (limits.max_import_records)"
+                    )));
+                }
+                let record = convert::record(i, data)?;
+                if let Some(first) = first_seen.insert(record.id.clone(), i) {
+                    return Err(Status::invalid_argument(format!(
+                        "records[{i}]: field `record_id` repeats records[{first}]"
+                    )));
+                }
+                records.push(record);
+            }
+        }
+        drop(first_seen);
+        let Some(mode) = mode else {
+            return Err(Status::invalid_argument("the stream is empty"));
+        };
+        let received = records.len() as u64;
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let index = self.state.index.clone();
+        tokio::task::spawn_blocking(move || {
+            let progress_tx = tx.clone();
+            let mut progress = |p: Progress| {
+                let _ = progress_tx.blocking_send(Ok(ImportProgress {
+                    stage: p.stage.name().to_owned(),
+                    done: p.done as u64,
+                    total: p.total as u64,
+                    summary: None,
+                }));
+            };
+            let result = index.import(records, mode, &mut progress);
+            let last = match result {
+                Ok(s) => {
+                    tracing::info!(
+                        received,
+                        added = s.added,
+                        updated = s.updated,
+                        unchanged = s.unchanged,
+                        erased = s.erased,
+                        "records imported"
+                    );
+                    Ok(ImportProgress {
+                        stage: "done".into(),
+                        done: received,
+                        total: received,
+                        summary: Some(ProtoImportSummary {
+                            received,
+                            added: s.added as u64,
+                            updated: s.updated as u64,
+                            unchanged: s.unchanged as u64,
+                            erased: s.erased as u64,
+                            records: index.counts().records as u64,
+                        }),
+                    })
+                }
+                Err(e) => Err(index_error(e)),
+            };
+            let _ = tx.blocking_send(last);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "DeleteRecords"))]
+    async fn delete_records(
+        &self,
+        req: Request<DeleteRecordsRequest>,
+    ) -> Result<Response<DeleteRecordsResponse>, Status> {
+        user_with_role(&req, &[Role::Operator])?;
+        let ids = &req.get_ref().record_ids;
+        if ids.is_empty() || ids.len() > MAX_DELETE_IDS {
+            return Err(Status::invalid_argument(format!(
+                "field `record_ids` must hold 1 to {MAX_DELETE_IDS} ids"
+            )));
+        }
+        let ids = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                RecordId::try_from(id.as_str())
+                    .map_err(|p| Status::invalid_argument(format!("field `record_ids[{i}]` {p}")))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let index = self.state.index.clone();
+        let asked = ids.clone();
+        let erased = tokio::task::spawn_blocking(move || index.delete(&asked))
+            .await
+            .map_err(|_| Status::internal("the erase task failed"))?
+            .map_err(index_error)?;
+        let unknown = ids
+            .iter()
+            .filter(|id| !erased.contains(id))
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(erased = erased.len(), "records erased");
+        Ok(Response::new(DeleteRecordsResponse {
+            erased: erased.iter().map(ToString::to_string).collect(),
+            unknown,
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "CountRecords"))]
+    async fn count_records(
+        &self,
+        req: Request<CountRecordsRequest>,
+    ) -> Result<Response<CountRecordsResponse>, Status> {
+        user_with_role(&req, &[Role::Operator])?;
+        let counts = self.state.index.counts();
+        Ok(Response::new(CountRecordsResponse {
+            records: counts.records as u64,
+            keys: counts.keys as u64,
+            key_epoch: counts.epoch.0,
         }))
     }
 }

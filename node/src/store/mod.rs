@@ -30,20 +30,20 @@ pub enum Table {
     Meta,
     /// National records by record id (payloads encrypted).
     Records,
-    /// The pseudonymised match index: keyed digest to record references.
-    MatchIndex,
+    /// Hit references issued to peers: reference to record, requesting country, expiry.
+    HitRefs,
 }
 
 impl Table {
     /// Every table, so an engine can open them all up front.
-    pub const ALL: [Table; 3] = [Table::Meta, Table::Records, Table::MatchIndex];
+    pub const ALL: [Table; 3] = [Table::Meta, Table::Records, Table::HitRefs];
 
     /// The table's name inside the engine. Never change a published name.
     pub fn name(&self) -> &'static str {
         match self {
             Table::Meta => "meta",
             Table::Records => "records",
-            Table::MatchIndex => "match_index",
+            Table::HitRefs => "hit_refs",
         }
     }
 }
@@ -380,14 +380,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path(), fr()).unwrap();
         let mut seed = Batch::new();
-        seed.put(Table::MatchIndex, "old-key", "r0");
+        seed.put(Table::HitRefs, "old-key", "r0");
         s.store.apply(&seed).unwrap();
         // A record, its index keys, and a metadata counter: one unit.
         let mut b = Batch::new();
         b.put(Table::Records, "r1", "payload");
-        b.put(Table::MatchIndex, "k1", "r1");
-        b.put(Table::MatchIndex, "k2", "r1");
-        b.delete(Table::MatchIndex, "old-key");
+        b.put(Table::HitRefs, "k1", "r1");
+        b.put(Table::HitRefs, "k2", "r1");
+        b.delete(Table::HitRefs, "old-key");
         b.put(Table::Meta, "records", 1u64.to_be_bytes());
         s.store.apply(&b).unwrap();
         drop(s);
@@ -399,7 +399,7 @@ mod tests {
         );
         let index: Vec<_> = s
             .store
-            .scan_prefix(Table::MatchIndex, b"")
+            .scan_prefix(Table::HitRefs, b"")
             .map(|e| e.unwrap().key)
             .collect();
         assert_eq!(index, [b"k1".to_vec(), b"k2".to_vec()]);

@@ -1,0 +1,160 @@
+//! Hit references: random, unguessable handles on a hit, bound to the country they were
+//! issued to and expiring. They carry nothing about the record; only the issuing node
+//! can resolve one, and only for that country before the expiry.
+
+use std::{fmt, str::FromStr};
+
+use ring::rand::{SecureRandom as _, SystemRandom};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::Country,
+    identity::RecordId,
+    pseudonymise::Quality,
+    store::{Batch, Store, StoreError, Table},
+};
+
+/// Bytes of randomness in a hit reference (128 bits).
+pub const HIT_REF_BYTES: usize = 16;
+
+/// A hit reference: 32 lower-case hexadecimal digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HitRef([u8; HIT_REF_BYTES]);
+
+impl HitRef {
+    /// A fresh random reference, or None if the system RNG fails.
+    pub fn random(rng: &SystemRandom) -> Option<HitRef> {
+        let mut bytes = [0u8; HIT_REF_BYTES];
+        rng.fill(&mut bytes).ok()?;
+        Some(HitRef(bytes))
+    }
+}
+
+impl fmt::Display for HitRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for HitRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HitRef({self})")
+    }
+}
+
+impl FromStr for HitRef {
+    type Err = &'static str;
+
+    fn from_str(s: &str) -> Result<HitRef, &'static str> {
+        const BAD: &str = "a hit reference is 32 hexadecimal digits";
+        if s.len() != HIT_REF_BYTES * 2 {
+            return Err(BAD);
+        }
+        let mut bytes = [0u8; HIT_REF_BYTES];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or(BAD)?, 16).map_err(|_| BAD)?;
+        }
+        Ok(HitRef(bytes))
+    }
+}
+
+/// What the issuing node remembers about a hit reference.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedHit {
+    /// The record that matched.
+    pub record: RecordId,
+    /// The country the reference was issued to.
+    pub country: String,
+    /// Seconds since the Unix epoch after which it no longer resolves.
+    pub expires_at: i64,
+    /// The hit's quality.
+    pub quality: String,
+    /// The Match request that produced it.
+    pub request_id: String,
+}
+
+/// Why a hit reference does not resolve.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HitRefError {
+    /// No such reference was issued (or its record was erased).
+    #[error("unknown hit reference")]
+    Unknown,
+    /// The reference has expired.
+    #[error("the hit reference has expired")]
+    Expired,
+    /// The reference was issued to another country.
+    #[error("the hit reference was not issued to this country")]
+    OtherCountry,
+}
+
+/// Stores new hit references in one durable batch and returns them in order.
+pub fn issue(
+    store: &dyn Store,
+    hits: &[(RecordId, Quality)],
+    country: Country,
+    expires_at: i64,
+    request_id: &str,
+) -> Result<Vec<HitRef>, StoreError> {
+    let rng = SystemRandom::new();
+    let mut batch = Batch::new();
+    let mut refs = Vec::with_capacity(hits.len());
+    for (record, quality) in hits {
+        let r = HitRef::random(&rng)
+            .ok_or_else(|| StoreError::Engine("the system random generator failed".into()))?;
+        let issued = IssuedHit {
+            record: record.clone(),
+            country: country.to_string(),
+            expires_at,
+            quality: quality.name().to_owned(),
+            request_id: request_id.to_owned(),
+        };
+        batch.put(
+            Table::HitRefs,
+            r.0.to_vec(),
+            serde_json::to_vec(&issued).unwrap_or_default(),
+        );
+        refs.push(r);
+    }
+    if !batch.is_empty() {
+        store.apply(&batch)?;
+    }
+    Ok(refs)
+}
+
+/// Resolves a hit reference for `country` at time `now` (seconds since the epoch).
+pub fn resolve(
+    store: &dyn Store,
+    hit: &HitRef,
+    country: Country,
+    now: i64,
+) -> Result<Result<IssuedHit, HitRefError>, StoreError> {
+    let Some(bytes) = store.get(Table::HitRefs, &hit.0)? else {
+        return Ok(Err(HitRefError::Unknown));
+    };
+    let Ok(issued) = serde_json::from_slice::<IssuedHit>(&bytes) else {
+        return Err(StoreError::Corrupt { key: "hit_refs" });
+    };
+    if issued.country != country.as_str() {
+        return Ok(Err(HitRefError::OtherCountry));
+    }
+    if now >= issued.expires_at {
+        return Ok(Err(HitRefError::Expired));
+    }
+    Ok(Ok(issued))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hit_refs_round_trip_and_are_random() {
+        let rng = SystemRandom::new();
+        let a = HitRef::random(&rng).expect("rng");
+        let b = HitRef::random(&rng).expect("rng");
+        assert_ne!(a, b);
+        assert_eq!(a.to_string().parse::<HitRef>(), Ok(a));
+        assert!("xyz".parse::<HitRef>().is_err());
+        assert!("zz".repeat(16).parse::<HitRef>().is_err());
+    }
+}

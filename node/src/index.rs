@@ -1,0 +1,402 @@
+//! The national index: the node's records in the store, and the in-memory match index
+//! kept in step with them.
+//!
+//! The store is the record of truth. The match index is derived from it (at start-up,
+//! and for a new key epoch) and updated after each durable write, so a crash can lose
+//! nothing that was acknowledged: on restart the index is rebuilt from what is stored.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    identity::{Record, RecordId},
+    matching::{Found, Index},
+    pseudonymise::{HashedKey, KeyEpoch, Pseudonymiser, Side},
+    store::{Batch, Store, StoreError, Table},
+};
+
+/// Records written per atomic store batch during an import.
+pub const WRITE_CHUNK: usize = 5_000;
+
+/// Why an index operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The store failed; what was written before stays written and indexed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored record cannot be decoded.
+    #[error("stored record {0} cannot be decoded")]
+    Corrupt(String),
+}
+
+/// What an import or sync changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Records not stored before.
+    pub added: usize,
+    /// Stored records whose content changed.
+    pub updated: usize,
+    /// Records already stored as they are in the file.
+    pub unchanged: usize,
+    /// Records erased because the synced file no longer holds them.
+    pub erased: usize,
+}
+
+/// How an import treats stored records absent from the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportMode {
+    /// Keep them: add and update only.
+    Import,
+    /// Erase them: the index becomes equal to the file.
+    Sync,
+}
+
+/// Where a long operation is, for progress reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// What is being done.
+    pub stage: Stage,
+    /// Records done so far.
+    pub done: usize,
+    /// Records to do in this stage.
+    pub total: usize,
+}
+
+/// Stages of an import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Comparing with the stored records.
+    Comparing,
+    /// Storing and indexing.
+    Writing,
+    /// Erasing records absent from a synced file.
+    Erasing,
+    /// Rebuilding the match index from the stored records.
+    Rebuilding,
+}
+
+impl Stage {
+    /// Lower-case name for output.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::Comparing => "comparing",
+            Stage::Writing => "writing",
+            Stage::Erasing => "erasing",
+            Stage::Rebuilding => "rebuilding",
+        }
+    }
+}
+
+/// Counts of the index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    /// Records stored and indexed.
+    pub records: usize,
+    /// Keys in the match index.
+    pub keys: usize,
+    /// The key epoch the index is built for.
+    pub epoch: KeyEpoch,
+}
+
+/// The node's records and their match index.
+#[derive(Debug)]
+pub struct NationalIndex {
+    store: Arc<dyn Store>,
+    pseudonymiser: Pseudonymiser,
+    index: RwLock<Index>,
+    /// Serialises writers (imports, syncs, deletes); readers only take `index`.
+    writer: Mutex<()>,
+}
+
+fn encode(record: &Record) -> Vec<u8> {
+    // Serialising plain owned strings and numbers cannot fail.
+    serde_json::to_vec(record).unwrap_or_default()
+}
+
+fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
+    serde_json::from_slice(value)
+        .map_err(|_| IndexError::Corrupt(String::from_utf8_lossy(key).into_owned()))
+}
+
+/// Hashes the keys of many records, using every core.
+fn hash_all(p: &Pseudonymiser, records: &[Record]) -> Vec<Vec<HashedKey>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if records.len() < 256 || threads == 1 {
+        return records
+            .iter()
+            .map(|r| p.hash_identity(&r.identity, Side::Record))
+            .collect();
+    }
+    let chunk = records.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|r| p.hash_identity(&r.identity, Side::Record))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+impl NationalIndex {
+    /// Opens the index over `store`, building the match index from every stored record.
+    pub fn load(
+        store: Arc<dyn Store>,
+        pseudonymiser: Pseudonymiser,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<NationalIndex, IndexError> {
+        let index = build(store.as_ref(), &pseudonymiser, progress)?;
+        Ok(NationalIndex {
+            store,
+            pseudonymiser,
+            index: RwLock::new(index),
+            writer: Mutex::new(()),
+        })
+    }
+
+    /// The key epoch of the index.
+    pub fn epoch(&self) -> KeyEpoch {
+        self.pseudonymiser.epoch()
+    }
+
+    /// The pseudonymiser of the index's epoch (a search hashes its subjects with it).
+    pub fn pseudonymiser(&self) -> &Pseudonymiser {
+        &self.pseudonymiser
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts of records and keys.
+    pub fn counts(&self) -> Counts {
+        let index = self.read();
+        Counts {
+            records: index.records(),
+            keys: index.keys(),
+            epoch: self.epoch(),
+        }
+    }
+
+    /// The records matching each subject's keys.
+    pub fn lookup(&self, subjects: &[Vec<HashedKey>]) -> Vec<Vec<Found>> {
+        let index = self.read();
+        subjects.iter().map(|keys| index.lookup(keys)).collect()
+    }
+
+    /// Stores and indexes records (validated, with unique ids). In [`ImportMode::Sync`]
+    /// stored records absent from `records` are erased afterwards. Records are written
+    /// in atomic chunks; each chunk is durable and indexed before the next one starts.
+    ///
+    /// Blocks for as long as the work takes: call it from a blocking task.
+    pub fn import(
+        &self,
+        records: Vec<Record>,
+        mode: ImportMode,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<ImportSummary, IndexError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut summary = ImportSummary::default();
+        let total = records.len();
+        let mut changed: Vec<(Record, Option<Record>)> = Vec::new();
+        let keep: HashSet<RecordId> = match mode {
+            ImportMode::Sync => records.iter().map(|r| r.id.clone()).collect(),
+            ImportMode::Import => HashSet::new(),
+        };
+        for (i, record) in records.into_iter().enumerate() {
+            let key = record.id.as_str().as_bytes();
+            match self.store.get(Table::Records, key)? {
+                None => {
+                    summary.added += 1;
+                    changed.push((record, None));
+                }
+                Some(bytes) => {
+                    let old = decode(key, &bytes)?;
+                    if old == record {
+                        summary.unchanged += 1;
+                    } else {
+                        summary.updated += 1;
+                        changed.push((record, Some(old)));
+                    }
+                }
+            }
+            if i % 50_000 == 0 {
+                progress(Progress {
+                    stage: Stage::Comparing,
+                    done: i,
+                    total,
+                });
+            }
+        }
+        let to_write = changed.len();
+        let mut written = 0;
+        progress(Progress {
+            stage: Stage::Writing,
+            done: 0,
+            total: to_write,
+        });
+        while !changed.is_empty() {
+            let rest = changed.split_off(changed.len().min(WRITE_CHUNK));
+            let chunk = std::mem::replace(&mut changed, rest);
+            let mut batch = Batch::new();
+            for (record, _) in &chunk {
+                batch.put(
+                    Table::Records,
+                    record.id.as_str().as_bytes(),
+                    encode(record),
+                );
+            }
+            let (new, old): (Vec<Record>, Vec<Option<Record>>) = chunk.into_iter().unzip();
+            let new_keys = hash_all(&self.pseudonymiser, &new);
+            let old_records: Vec<Record> = old.into_iter().flatten().collect();
+            let old_keys = hash_all(&self.pseudonymiser, &old_records);
+            self.store.apply(&batch)?;
+            {
+                let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+                for (record, keys) in old_records.iter().zip(&old_keys) {
+                    index.remove(&record.id, keys);
+                }
+                for (record, keys) in new.into_iter().zip(&new_keys) {
+                    index.insert(record.id, keys);
+                }
+            }
+            written += new_keys.len();
+            progress(Progress {
+                stage: Stage::Writing,
+                done: written,
+                total: to_write,
+            });
+        }
+        if mode == ImportMode::Sync {
+            let mut absent = Vec::new();
+            for entry in self.store.scan_prefix(Table::Records, b"") {
+                let entry = entry?;
+                let id = String::from_utf8_lossy(&entry.key).into_owned();
+                match RecordId::try_from(id) {
+                    Ok(id) if keep.contains(&id) => {}
+                    Ok(id) => absent.push(id),
+                    Err(_) => {
+                        return Err(IndexError::Corrupt(
+                            String::from_utf8_lossy(&entry.key).into_owned(),
+                        ));
+                    }
+                }
+            }
+            let erase_total = absent.len();
+            for (i, ids) in absent.chunks(WRITE_CHUNK).enumerate() {
+                summary.erased += self.erase(ids)?.len();
+                progress(Progress {
+                    stage: Stage::Erasing,
+                    done: (i * WRITE_CHUNK + ids.len()).min(erase_total),
+                    total: erase_total,
+                });
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Erases records by id; returns the ids that were stored (and are now erased).
+    /// Blocks: call it from a blocking task.
+    pub fn delete(&self, ids: &[RecordId]) -> Result<Vec<RecordId>, IndexError> {
+        let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut erased = Vec::new();
+        for chunk in ids.chunks(WRITE_CHUNK) {
+            erased.extend(self.erase(chunk)?);
+        }
+        Ok(erased)
+    }
+
+    /// Erases one chunk atomically (the caller holds the writer lock).
+    fn erase(&self, ids: &[RecordId]) -> Result<Vec<RecordId>, IndexError> {
+        let mut batch = Batch::new();
+        let mut old = Vec::new();
+        for id in ids {
+            let key = id.as_str().as_bytes();
+            if let Some(bytes) = self.store.get(Table::Records, key)? {
+                old.push(decode(key, &bytes)?);
+                batch.delete(Table::Records, key);
+            }
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = hash_all(&self.pseudonymiser, &old);
+        self.store.apply(&batch)?;
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        for (record, keys) in old.iter().zip(&keys) {
+            index.remove(&record.id, keys);
+        }
+        Ok(old.into_iter().map(|r| r.id).collect())
+    }
+
+    /// A stored record.
+    pub fn record(&self, id: &RecordId) -> Result<Option<Record>, IndexError> {
+        let key = id.as_str().as_bytes();
+        self.store
+            .get(Table::Records, key)?
+            .map(|bytes| decode(key, &bytes))
+            .transpose()
+    }
+}
+
+/// Builds a match index from every stored record.
+pub fn build(
+    store: &dyn Store,
+    p: &Pseudonymiser,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Index, IndexError> {
+    let started = Instant::now();
+    let mut index = Index::new();
+    let mut chunk = Vec::with_capacity(WRITE_CHUNK * 4);
+    let mut done = 0;
+    let mut last_report = Instant::now();
+    let flush = |chunk: &mut Vec<Record>, index: &mut Index| {
+        let keys = hash_all(p, chunk);
+        for (record, keys) in chunk.drain(..).zip(&keys) {
+            index.insert(record.id, keys);
+        }
+    };
+    for entry in store.scan_prefix(Table::Records, b"") {
+        let entry = entry?;
+        chunk.push(decode(&entry.key, &entry.value)?);
+        if chunk.len() == chunk.capacity() {
+            done += chunk.len();
+            flush(&mut chunk, &mut index);
+            if last_report.elapsed() > Duration::from_millis(500) {
+                progress(Progress {
+                    stage: Stage::Rebuilding,
+                    done,
+                    total: 0,
+                });
+                last_report = Instant::now();
+            }
+        }
+    }
+    done += chunk.len();
+    flush(&mut chunk, &mut index);
+    progress(Progress {
+        stage: Stage::Rebuilding,
+        done,
+        total: done,
+    });
+    tracing::info!(
+        records = index.records(),
+        keys = index.keys(),
+        ms = started.elapsed().as_millis() as u64,
+        "match index built"
+    );
+    Ok(index)
+}
