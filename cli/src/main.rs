@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+mod bench;
 mod matchtest;
 mod network;
 mod output;
@@ -67,6 +68,13 @@ enum Command {
     /// prints recall and precision for exact hits, exact and strong hits, and all hits.
     /// Needs no node and no profile.
     MatchTest(matchtest::MatchTestArgs),
+    /// Measure matching on this machine: keying, import, index rebuild, Match over mTLS,
+    /// search latency and memory, each next to a baseline from the same run.
+    ///
+    /// Starts a three-country network on loopback in this process with a synthetic
+    /// national file in DE. Build with --release for meaningful figures:
+    /// `cargo run --release --bin adep -- bench`. Needs no profile.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +135,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pki(PkiCommand::Init(args)) => pki_init(&args, cli.json),
         Command::Network(cmd) => network::run(cmd, cli.json),
         Command::MatchTest(args) => matchtest::run(&args, cli.json),
+        Command::Bench(args) => bench::run(&args, cli.json),
         Command::Search(args) => {
             let profile = load_profile(cli.profile.as_deref())?;
             runtime()?.block_on(search::run(&args, &profile, cli.json))

@@ -333,7 +333,7 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
     assert_eq!(json["peers"][0]["status"], "ok");
     assert_eq!(json["hits"][0]["country"], "DE");
     assert_eq!(json["hits"][0]["quality"], "exact");
-    assert_eq!(json["hits"][0]["hit_ref"].as_str().map(str::len), Some(32));
+    assert_eq!(json["hits"][0]["hit_ref"].as_str().map(str::len), Some(40));
 
     let none = search_cmd(
         &officer,

@@ -15,17 +15,24 @@ use crate::{
 };
 
 /// Bytes of randomness in a hit reference (128 bits).
-pub const HIT_REF_BYTES: usize = 16;
+pub const RANDOM_BYTES: usize = 16;
+/// Bytes of a hit reference: the issue time (seconds, big-endian u32) then
+/// [`RANDOM_BYTES`] random bytes. The time prefix keeps the store's inserts in key
+/// order (fast) and lets expired references be pruned by range; the random part
+/// makes a reference unguessable.
+pub const HIT_REF_BYTES: usize = 4 + RANDOM_BYTES;
 
-/// A hit reference: 32 lower-case hexadecimal digits.
+/// A hit reference: 40 lower-case hexadecimal digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HitRef([u8; HIT_REF_BYTES]);
 
 impl HitRef {
-    /// A fresh random reference, or None if the system RNG fails.
-    pub fn random(rng: &SystemRandom) -> Option<HitRef> {
+    /// A fresh reference issued at `now` (seconds since the epoch), or None if the
+    /// system random generator fails.
+    pub fn random(rng: &SystemRandom, now: i64) -> Option<HitRef> {
         let mut bytes = [0u8; HIT_REF_BYTES];
-        rng.fill(&mut bytes).ok()?;
+        bytes[..4].copy_from_slice(&(now.clamp(0, i64::from(u32::MAX)) as u32).to_be_bytes());
+        rng.fill(&mut bytes[4..]).ok()?;
         Some(HitRef(bytes))
     }
 }
@@ -46,7 +53,7 @@ impl FromStr for HitRef {
     type Err = &'static str;
 
     fn from_str(s: &str) -> Result<HitRef, &'static str> {
-        const BAD: &str = "a hit reference is 32 hexadecimal digits";
+        const BAD: &str = "a hit reference is 40 hexadecimal digits";
         if s.len() != HIT_REF_BYTES * 2 {
             return Err(BAD);
         }
@@ -87,20 +94,28 @@ pub enum HitRefError {
     OtherCountry,
 }
 
-/// Stores new hit references in one durable batch and returns them in order.
+/// Stores new hit references in one atomic batch and returns them in order. The batch
+/// is relaxed (see [`Batch::relaxed`]): Match answers do not wait for the disk.
 pub fn issue(
     store: &dyn Store,
     hits: &[(RecordId, Quality)],
     country: Country,
+    now: i64,
     expires_at: i64,
     request_id: &str,
 ) -> Result<Vec<HitRef>, StoreError> {
-    let rng = SystemRandom::new();
-    let mut batch = Batch::new();
+    // One draw from the system generator for the whole batch.
+    let mut random = vec![0u8; hits.len() * RANDOM_BYTES];
+    SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| StoreError::Engine("the system random generator failed".into()))?;
+    let mut batch = Batch::relaxed();
     let mut refs = Vec::with_capacity(hits.len());
-    for (record, quality) in hits {
-        let r = HitRef::random(&rng)
-            .ok_or_else(|| StoreError::Engine("the system random generator failed".into()))?;
+    let issued_at = (now.clamp(0, i64::from(u32::MAX)) as u32).to_be_bytes();
+    for ((record, quality), bytes) in hits.iter().zip(random.chunks_exact(RANDOM_BYTES)) {
+        let mut r = [0u8; HIT_REF_BYTES];
+        r[..4].copy_from_slice(&issued_at);
+        r[4..].copy_from_slice(bytes);
         let issued = IssuedHit {
             record: record.clone(),
             country: country.to_string(),
@@ -110,10 +125,10 @@ pub fn issue(
         };
         batch.put(
             Table::HitRefs,
-            r.0.to_vec(),
-            serde_json::to_vec(&issued).unwrap_or_default(),
+            r.to_vec(),
+            postcard::to_allocvec(&issued).unwrap_or_default(),
         );
-        refs.push(r);
+        refs.push(HitRef(r));
     }
     if !batch.is_empty() {
         store.apply(&batch)?;
@@ -131,7 +146,7 @@ pub fn resolve(
     let Some(bytes) = store.get(Table::HitRefs, &hit.0)? else {
         return Ok(Err(HitRefError::Unknown));
     };
-    let Ok(issued) = serde_json::from_slice::<IssuedHit>(&bytes) else {
+    let Ok(issued) = postcard::from_bytes::<IssuedHit>(&bytes) else {
         return Err(StoreError::Corrupt { key: "hit_refs" });
     };
     if issued.country != country.as_str() {
@@ -150,11 +165,15 @@ mod tests {
     #[test]
     fn hit_refs_round_trip_and_are_random() {
         let rng = SystemRandom::new();
-        let a = HitRef::random(&rng).expect("rng");
-        let b = HitRef::random(&rng).expect("rng");
+        let a = HitRef::random(&rng, 1_800_000_000).expect("rng");
+        let b = HitRef::random(&rng, 1_800_000_000).expect("rng");
+        assert!(
+            a.to_string()
+                .starts_with(&format!("{:08x}", 1_800_000_000u32))
+        );
         assert_ne!(a, b);
         assert_eq!(a.to_string().parse::<HitRef>(), Ok(a));
         assert!("xyz".parse::<HitRef>().is_err());
-        assert!("zz".repeat(16).parse::<HitRef>().is_err());
+        assert!("zz".repeat(20).parse::<HitRef>().is_err());
     }
 }

@@ -51,7 +51,7 @@ pub const IDENTITY_COLUMNS: [&str; 8] = [
 /// A record's id: 1-64 characters of `A-Za-z0-9._:-`, unique within its node.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct RecordId(String);
+pub struct RecordId(std::sync::Arc<str>);
 
 impl RecordId {
     /// The id as text.
@@ -76,7 +76,7 @@ impl TryFrom<String> for RecordId {
         {
             return Err(Problem::Invalid("only A-Za-z0-9._:- are allowed"));
         }
-        Ok(RecordId(value))
+        Ok(RecordId(value.into()))
     }
 }
 
@@ -90,7 +90,7 @@ impl TryFrom<&str> for RecordId {
 
 impl From<RecordId> for String {
     fn from(id: RecordId) -> String {
-        id.0
+        id.0.to_string()
     }
 }
 

@@ -13,13 +13,15 @@ use std::{
 
 use crate::{
     identity::{Record, RecordId},
-    matching::{Found, Index},
+    matching::{Found, Index, RUN_ENTRIES, Run},
     pseudonymise::{HashedKey, KeyEpoch, Pseudonymiser, Side},
-    store::{Batch, Store, StoreError, Table},
+    store::{Batch, Entry, Store, StoreError, Table},
 };
 
 /// Records written per atomic store batch during an import.
 pub const WRITE_CHUNK: usize = 5_000;
+/// Records decoded and hashed together when building an index.
+const BUILD_CHUNK: usize = 20_000;
 
 /// Why an index operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -111,14 +113,59 @@ pub struct NationalIndex {
     writer: Mutex<()>,
 }
 
+/// Format of a stored record value: this byte, then the record in postcard.
+const RECORD_FORMAT: u8 = 1;
+
 fn encode(record: &Record) -> Vec<u8> {
-    // Serialising plain owned strings and numbers cannot fail.
-    serde_json::to_vec(record).unwrap_or_default()
+    let mut out = vec![RECORD_FORMAT];
+    // Serialising owned strings, numbers and enums into a Vec cannot fail.
+    out.extend(postcard::to_allocvec(record).unwrap_or_default());
+    out
 }
 
 fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
-    serde_json::from_slice(value)
-        .map_err(|_| IndexError::Corrupt(String::from_utf8_lossy(key).into_owned()))
+    let corrupt = || IndexError::Corrupt(String::from_utf8_lossy(key).into_owned());
+    match value.split_first() {
+        Some((&RECORD_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|_| corrupt()),
+        _ => Err(corrupt()),
+    }
+}
+
+/// Decodes stored records and hashes their keys, using every core.
+fn decode_and_hash(
+    p: &Pseudonymiser,
+    entries: &[Entry],
+) -> Result<Vec<(RecordId, Vec<HashedKey>)>, IndexError> {
+    let work = |part: &[Entry]| {
+        part.iter()
+            .map(|e| {
+                let record = decode(&e.key, &e.value)?;
+                let keys = p.hash_identity(&record.identity, Side::Record);
+                Ok((record.id, keys))
+            })
+            .collect::<Result<Vec<_>, IndexError>>()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    if entries.len() < 256 || threads == 1 {
+        return work(entries);
+    }
+    let chunk = entries.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = entries
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || work(part)))
+            .collect();
+        let mut out = Vec::with_capacity(entries.len());
+        for h in handles {
+            out.extend(
+                h.join()
+                    .unwrap_or_else(|_| Err(IndexError::Corrupt("(worker)".into())))?,
+            );
+        }
+        Ok(out)
+    })
 }
 
 /// Hashes the keys of many records, using every core.
@@ -248,38 +295,76 @@ impl NationalIndex {
             done: 0,
             total: to_write,
         });
-        while !changed.is_empty() {
-            let rest = changed.split_off(changed.len().min(WRITE_CHUNK));
-            let chunk = std::mem::replace(&mut changed, rest);
-            let mut batch = Batch::new();
-            for (record, _) in &chunk {
-                batch.put(
-                    Table::Records,
-                    record.id.as_str().as_bytes(),
-                    encode(record),
-                );
-            }
-            let (new, old): (Vec<Record>, Vec<Option<Record>>) = chunk.into_iter().unzip();
-            let new_keys = hash_all(&self.pseudonymiser, &new);
-            let old_records: Vec<Record> = old.into_iter().flatten().collect();
-            let old_keys = hash_all(&self.pseudonymiser, &old_records);
-            self.store.apply(&batch)?;
-            {
-                let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-                for (record, keys) in old_records.iter().zip(&old_keys) {
-                    index.remove(&record.id, keys);
+        // A writer thread stores and indexes chunk N while this thread encodes and
+        // hashes chunk N+1. New entries gather in a run that is absorbed every few
+        // million keys and at the end, also when a write fails: what is stored is
+        // always indexed.
+        let mut changed = changed.into_iter();
+        let store = &self.store;
+        let index = &self.index;
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(
+                Batch,
+                Vec<Record>,
+                Vec<Vec<HashedKey>>,
+                Vec<RecordId>,
+            )>(1);
+            let writer = scope.spawn(move || {
+                let mut run = Run::new();
+                let mut result = Ok(());
+                for (batch, new, keys, old) in rx {
+                    if let Err(e) = store.apply(&batch) {
+                        result = Err(IndexError::from(e));
+                        break;
+                    }
+                    let mut index = index.write().unwrap_or_else(PoisonError::into_inner);
+                    for id in &old {
+                        index.remove(id);
+                    }
+                    for (record, keys) in new.into_iter().zip(&keys) {
+                        index.insert_into_run(record.id, keys, &mut run);
+                    }
+                    if run.len() >= RUN_ENTRIES.max(index.keys() / 2) {
+                        index.absorb(std::mem::take(&mut run));
+                    }
                 }
-                for (record, keys) in new.into_iter().zip(&new_keys) {
-                    index.insert(record.id, keys);
-                }
-            }
-            written += new_keys.len();
-            progress(Progress {
-                stage: Stage::Writing,
-                done: written,
-                total: to_write,
+                index
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .absorb(run);
+                result
             });
-        }
+            loop {
+                let chunk: Vec<_> = changed.by_ref().take(WRITE_CHUNK).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let mut batch = Batch::new();
+                for (record, _) in &chunk {
+                    batch.put(
+                        Table::Records,
+                        record.id.as_str().as_bytes(),
+                        encode(record),
+                    );
+                }
+                let (new, old): (Vec<Record>, Vec<Option<Record>>) = chunk.into_iter().unzip();
+                let keys = hash_all(&self.pseudonymiser, &new);
+                let old: Vec<RecordId> = old.into_iter().flatten().map(|r| r.id).collect();
+                written += new.len();
+                if tx.send((batch, new, keys, old)).is_err() {
+                    break;
+                }
+                progress(Progress {
+                    stage: Stage::Writing,
+                    done: written,
+                    total: to_write,
+                });
+            }
+            drop(tx);
+            writer
+                .join()
+                .unwrap_or_else(|_| Err(IndexError::Corrupt("(writer thread)".into())))
+        })?;
         if mode == ImportMode::Sync {
             let mut absent = Vec::new();
             for entry in self.store.scan_prefix(Table::Records, b"") {
@@ -333,11 +418,10 @@ impl NationalIndex {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = hash_all(&self.pseudonymiser, &old);
         self.store.apply(&batch)?;
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        for (record, keys) in old.iter().zip(&keys) {
-            index.remove(&record.id, keys);
+        for record in &old {
+            index.remove(&record.id);
         }
         Ok(old.into_iter().map(|r| r.id).collect())
     }
@@ -360,21 +444,25 @@ pub fn build(
 ) -> Result<Index, IndexError> {
     let started = Instant::now();
     let mut index = Index::new();
-    let mut chunk = Vec::with_capacity(WRITE_CHUNK * 4);
+    let mut run = Run::new();
+    let mut chunk: Vec<Entry> = Vec::with_capacity(BUILD_CHUNK);
     let mut done = 0;
     let mut last_report = Instant::now();
-    let flush = |chunk: &mut Vec<Record>, index: &mut Index| {
-        let keys = hash_all(p, chunk);
-        for (record, keys) in chunk.drain(..).zip(&keys) {
-            index.insert(record.id, keys);
+    let mut flush = |chunk: &mut Vec<Entry>, index: &mut Index| -> Result<(), IndexError> {
+        for (id, keys) in decode_and_hash(p, chunk)? {
+            index.insert_into_run(id, &keys, &mut run);
         }
+        chunk.clear();
+        if run.len() >= RUN_ENTRIES.max(index.keys() / 2) {
+            index.absorb(std::mem::take(&mut run));
+        }
+        Ok(())
     };
     for entry in store.scan_prefix(Table::Records, b"") {
-        let entry = entry?;
-        chunk.push(decode(&entry.key, &entry.value)?);
-        if chunk.len() == chunk.capacity() {
+        chunk.push(entry?);
+        if chunk.len() == BUILD_CHUNK {
             done += chunk.len();
-            flush(&mut chunk, &mut index);
+            flush(&mut chunk, &mut index)?;
             if last_report.elapsed() > Duration::from_millis(500) {
                 progress(Progress {
                     stage: Stage::Rebuilding,
@@ -386,7 +474,9 @@ pub fn build(
         }
     }
     done += chunk.len();
-    flush(&mut chunk, &mut index);
+    flush(&mut chunk, &mut index)?;
+    index.absorb(run);
+    index.compact();
     progress(Progress {
         stage: Stage::Rebuilding,
         done,

@@ -21,6 +21,7 @@ pub mod secret;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod synthetic;
 pub mod tls;
 
 /// Installs ring as the process-wide rustls provider. Every TLS configuration here names

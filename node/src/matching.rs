@@ -3,15 +3,20 @@
 //!
 //! The index is derived data. The store holds the records; the node builds the index
 //! from them at start-up and after a key rotation, and keeps it in step with every
-//! import, sync and erasure. Keeping it in memory lets a 2-core machine index a million
-//! records in seconds; its size is bounded by 12-16 bytes per key (see
-//! docs/benchmarks.md for the measured figure).
+//! import, sync and erasure.
 //!
-//! Each entry is keyed by the first 64 bits of a digest with the low 4 bits replaced by
-//! the key kind, so a digest presented under another kind than the one it was made
-//! for finds nothing (a peer cannot upgrade a weak key to an exact one). Collisions of
-//! 60-bit prefixes among tens of millions of keys are negligible (about 1e-4 expected
-//! in a 10M-key index for a whole batch), and would at worst add a spurious hit.
+//! Layout, chosen so a million records (about 31 million keys) fit in a few hundred
+//! MiB: each key becomes a 64-bit *entry* (its kind in the top 4 bits, then the first
+//! 60 bits of its digest). Most entries live in a *frozen* table: 2^22 buckets by the
+//! entry's top 22 bits, each holding the next 32 bits as a fingerprint and the record's
+//! ordinal, 8 bytes per key. New entries go to a small *delta* hash map first and are
+//! merged into the frozen table when the delta grows past a quarter of it. An erased
+//! record's ordinal is marked dead and its entries are dropped at the next merge.
+//!
+//! A digest presented under another kind than the one it was made for finds nothing
+//! (a peer cannot upgrade a weak key to an exact one). A lookup compares 54 bits (kind
+//! and 50 digest bits): with 31 million keys, the chance that a subject's keys meet an
+//! unrelated record by a collision is about 1 in 10^7 (docs/match-keys.md).
 
 use std::collections::HashMap;
 
@@ -23,58 +28,141 @@ use crate::{
 /// Most hits returned for one subject, best first.
 pub const MAX_HITS_PER_SUBJECT: usize = 16;
 
-/// A record's slot in the index.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ordinal(u32);
+const BUCKET_BITS: u32 = 22;
+const BUCKETS: usize = 1 << BUCKET_BITS;
+/// The delta is merged once it holds this many entries, or a quarter of the frozen table.
+const MIN_MERGE: usize = 1 << 20;
 
-const OVERFLOW: u32 = 1 << 31;
+fn entry(key: &HashedKey) -> u64 {
+    let mut prefix = [0u8; 8];
+    prefix.copy_from_slice(&key.digest.0[..8]);
+    (u64::from(key.kind.code() & 0xF) << 60) | (u64::from_be_bytes(prefix) >> 4)
+}
+
+fn kind_of(entry: u64) -> Option<KeyKind> {
+    KeyKind::from_code((entry >> 60) as u32)
+}
+
+fn bucket(entry: u64) -> usize {
+    (entry >> (64 - BUCKET_BITS)) as usize
+}
+
+fn fingerprint(entry: u64) -> u32 {
+    (entry >> (64 - BUCKET_BITS - 32)) as u32
+}
+
+/// The merged part of the index: bucketed fingerprints, sorted within each bucket.
+#[derive(Debug, Default)]
+struct Frozen {
+    /// `offsets[b]..offsets[b + 1]` is bucket `b`; empty when the table is empty.
+    offsets: Vec<u32>,
+    fingerprints: Vec<u32>,
+    ordinals: Vec<u32>,
+}
+
+impl Frozen {
+    fn len(&self) -> usize {
+        self.fingerprints.len()
+    }
+
+    fn find(&self, entry: u64, mut found: impl FnMut(u32)) {
+        if self.offsets.is_empty() {
+            return;
+        }
+        let b = bucket(entry);
+        let (start, end) = (self.offsets[b] as usize, self.offsets[b + 1] as usize);
+        let fp = fingerprint(entry);
+        let slice = &self.fingerprints[start..end];
+        let first = slice.partition_point(|&f| f < fp);
+        for (i, &f) in slice.iter().enumerate().skip(first) {
+            if f != fp {
+                break;
+            }
+            found(self.ordinals[start + i]);
+        }
+    }
+}
+
+/// Entries waiting to be absorbed into an index: (bucket and fingerprint, ordinal).
+#[derive(Debug, Default)]
+pub struct Run(Vec<(u64, u32)>);
+
+impl Run {
+    /// An empty run.
+    pub fn new() -> Run {
+        Run::default()
+    }
+
+    /// Entries in the run.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the run is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Entries per run before a bulk load absorbs it (64 MiB of run).
+pub const RUN_ENTRIES: usize = 4 << 20;
 
 /// The match index of one key epoch.
 #[derive(Debug, Default)]
 pub struct Index {
-    /// Entry key to an ordinal, or (with [`OVERFLOW`] set) to a slot of `overflow`.
-    postings: HashMap<u64, u32>,
+    frozen: Frozen,
+    /// Entries not merged yet: entry to ordinal, or to a slot of `overflow` when several
+    /// records share the entry (flagged by [`MANY`]).
+    delta: EntryMap,
     overflow: Vec<Vec<u32>>,
-    free_overflow: Vec<u32>,
+    delta_entries: usize,
+    /// Ordinal to record id; `None` once erased (dead until the next merge).
     ids: Vec<Option<RecordId>>,
-    ordinals: HashMap<RecordId, Ordinal>,
-    free_ordinals: Vec<u32>,
+    /// Keys per ordinal, to keep [`Index::keys`] exact across erasures.
+    key_counts: Vec<u32>,
+    ordinals: HashMap<RecordId, u32>,
+    dead: usize,
     keys: usize,
 }
+
+const MANY: u32 = 1 << 31;
+
+/// Hashes delta entries, which are already uniformly random digest bits, with one
+/// multiplication instead of SipHash.
+#[derive(Clone, Copy, Debug, Default)]
+struct EntryHasher(u64);
+
+impl std::hash::Hasher for EntryHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type EntryMap = HashMap<u64, u32, std::hash::BuildHasherDefault<EntryHasher>>;
 
 /// One record found for a subject.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
     /// The record.
     pub record: RecordId,
-    /// The best quality among the keys that matched it.
+    /// The quality of the hit (docs/match-keys.md, section 5).
     pub quality: Quality,
-}
-
-fn entry_key(key: &HashedKey) -> u64 {
-    let mut prefix = [0u8; 8];
-    prefix.copy_from_slice(&key.digest.0[..8]);
-    (u64::from_be_bytes(prefix) & !0xF) | u64::from(key.kind.code() & 0xF)
-}
-
-fn kind_of(entry: u64) -> Option<KeyKind> {
-    KeyKind::from_code((entry & 0xF) as u32)
 }
 
 impl Index {
     /// An empty index.
     pub fn new() -> Index {
         Index::default()
-    }
-
-    /// An empty index with room for about `keys` keys.
-    pub fn with_capacity(records: usize, keys: usize) -> Index {
-        Index {
-            postings: HashMap::with_capacity(keys),
-            ids: Vec::with_capacity(records),
-            ordinals: HashMap::with_capacity(records),
-            ..Index::default()
-        }
     }
 
     /// How many records are indexed.
@@ -92,62 +180,112 @@ impl Index {
         self.ordinals.contains_key(id)
     }
 
-    /// Adds a record under its hashed keys. A record already present is replaced, so
-    /// the caller must pass the keys it was indexed under to [`Index::remove`] first;
-    /// `insert` refuses (returns false) instead of guessing.
+    /// Adds a record under its hashed keys. Returns false, changing nothing, when the
+    /// record is already indexed (remove it first to replace it).
     pub fn insert(&mut self, id: RecordId, keys: &[HashedKey]) -> bool {
         if self.ordinals.contains_key(&id) {
             return false;
         }
-        let ordinal = match self.free_ordinals.pop() {
-            Some(o) => {
-                self.ids[o as usize] = Some(id.clone());
-                o
-            }
-            None => {
-                self.ids.push(Some(id.clone()));
-                (self.ids.len() - 1) as u32
-            }
-        };
-        self.ordinals.insert(id, Ordinal(ordinal));
-        for key in keys {
-            self.add_posting(entry_key(key), ordinal);
-        }
-        self.keys += keys.len();
-        true
-    }
-
-    /// Removes a record, given the keys it was indexed under. Returns false when the
-    /// record was not indexed.
-    pub fn remove(&mut self, id: &RecordId, keys: &[HashedKey]) -> bool {
-        let Some(Ordinal(ordinal)) = self.ordinals.remove(id) else {
+        let Ok(ordinal) = u32::try_from(self.ids.len()) else {
             return false;
         };
-        for key in keys {
-            self.remove_posting(entry_key(key), ordinal);
+        if ordinal >= MANY {
+            return false;
         }
-        self.keys = self.keys.saturating_sub(keys.len());
-        self.ids[ordinal as usize] = None;
-        self.free_ordinals.push(ordinal);
+        self.ids.push(Some(id.clone()));
+        self.ordinals.insert(id, ordinal);
+        let mut added = 0u32;
+        for key in keys {
+            if self.add_delta(entry(key), ordinal) {
+                added += 1;
+            }
+        }
+        self.key_counts.push(added);
+        self.keys += added as usize;
+        if self.delta_entries >= MIN_MERGE.max(self.frozen.len() / 4) {
+            self.merge(Vec::new());
+        }
         true
     }
 
-    /// The records matching any of a subject's keys, each with the best quality of
-    /// the kinds that matched, best first (then by record id), at most
-    /// [`MAX_HITS_PER_SUBJECT`].
+    /// Registers a record and puts its entries in `run` instead of the delta: the
+    /// record is found only once the run is absorbed ([`Index::absorb`]). Bulk loads
+    /// use this; it needs no hash map and merges once per run.
+    pub fn insert_into_run(&mut self, id: RecordId, keys: &[HashedKey], run: &mut Run) -> bool {
+        if self.ordinals.contains_key(&id) {
+            return false;
+        }
+        let Ok(ordinal) = u32::try_from(self.ids.len()) else {
+            return false;
+        };
+        if ordinal >= MANY {
+            return false;
+        }
+        self.ids.push(Some(id.clone()));
+        self.ordinals.insert(id, ordinal);
+        let start = run.0.len();
+        run.0.extend(
+            keys.iter()
+                .map(|k| (entry(k) >> (64 - BUCKET_BITS - 32), ordinal)),
+        );
+        // Keys are sorted and deduplicated by the pseudonymiser; entries almost surely
+        // are too, but count what is really added.
+        run.0[start..].sort_unstable();
+        let mut kept = start;
+        for i in start..run.0.len() {
+            if i == start || run.0[i] != run.0[kept - 1] {
+                run.0[kept] = run.0[i];
+                kept += 1;
+            }
+        }
+        run.0.truncate(kept);
+        let added = (kept - start) as u32;
+        self.key_counts.push(added);
+        self.keys += added as usize;
+        true
+    }
+
+    /// Makes the records of a run findable.
+    pub fn absorb(&mut self, run: Run) {
+        if !run.0.is_empty() {
+            self.merge(run.0);
+        }
+    }
+
+    /// Removes a record. Returns false when it was not indexed.
+    pub fn remove(&mut self, id: &RecordId) -> bool {
+        let Some(ordinal) = self.ordinals.remove(id) else {
+            return false;
+        };
+        self.ids[ordinal as usize] = None;
+        self.keys -= self.key_counts[ordinal as usize] as usize;
+        self.dead += 1;
+        if self.dead >= (MIN_MERGE / 32).max(self.ids.len() / 4) {
+            self.merge(Vec::new());
+        }
+        true
+    }
+
+    /// The records matching any of a subject's keys, each with its quality, best first
+    /// (then by record id), at most [`MAX_HITS_PER_SUBJECT`].
     pub fn lookup(&self, keys: &[HashedKey]) -> Vec<Found> {
         let mut matched: HashMap<u32, KindSet> = HashMap::new();
         for key in keys {
-            let entry = entry_key(key);
-            let Some(kind) = kind_of(entry) else { continue };
-            let mut note = |o: u32| matched.entry(o).or_default().insert(kind);
-            match self.postings.get(&entry) {
+            let e = entry(key);
+            let Some(kind) = kind_of(e) else { continue };
+            let mut note = |o: u32| {
+                if self.ids.get(o as usize).is_some_and(Option::is_some) {
+                    matched.entry(o).or_default().insert(kind);
+                }
+            };
+            match self.delta.get(&e) {
                 None => {}
-                Some(&v) if v & OVERFLOW == 0 => note(v),
-                Some(&v) => self.overflow[(v & !OVERFLOW) as usize]
+                Some(&v) if v & MANY == 0 => note(v),
+                Some(&v) => self.overflow[(v & !MANY) as usize]
                     .iter()
                     .for_each(|&o| note(o)),
             }
+            self.frozen.find(e, &mut note);
         }
         let mut found: Vec<Found> = matched
             .into_iter()
@@ -164,56 +302,130 @@ impl Index {
         found
     }
 
-    fn add_posting(&mut self, entry: u64, ordinal: u32) {
-        match self.postings.get_mut(&entry) {
+    /// Adds one entry to the delta; false when the record already had it.
+    fn add_delta(&mut self, e: u64, ordinal: u32) -> bool {
+        match self.delta.get_mut(&e) {
             None => {
-                self.postings.insert(entry, ordinal);
+                self.delta.insert(e, ordinal);
             }
-            Some(v) if *v & OVERFLOW == 0 => {
+            Some(v) if *v & MANY == 0 => {
                 if *v == ordinal {
-                    return;
+                    return false;
                 }
-                let list = vec![*v, ordinal];
-                let slot = match self.free_overflow.pop() {
-                    Some(s) => {
-                        self.overflow[s as usize] = list;
-                        s
-                    }
-                    None => {
-                        self.overflow.push(list);
-                        (self.overflow.len() - 1) as u32
-                    }
-                };
-                *v = slot | OVERFLOW;
+                self.overflow.push(vec![*v, ordinal]);
+                *v = (self.overflow.len() - 1) as u32 | MANY;
             }
             Some(v) => {
-                let list = &mut self.overflow[(*v & !OVERFLOW) as usize];
-                if !list.contains(&ordinal) {
-                    list.push(ordinal);
+                let list = &mut self.overflow[(*v & !MANY) as usize];
+                if list.contains(&ordinal) {
+                    return false;
+                }
+                list.push(ordinal);
+            }
+        }
+        self.delta_entries += 1;
+        true
+    }
+
+    /// Merges the delta into the frozen table, drops dead records' entries and
+    /// renumbers the live records densely. One pass over both, in (bucket,
+    /// fingerprint) order.
+    fn merge(&mut self, run: Vec<(u64, u32)>) {
+        let mut remap = vec![u32::MAX; self.ids.len()];
+        let mut ids = Vec::with_capacity(self.ordinals.len());
+        let mut key_counts = Vec::with_capacity(self.ordinals.len());
+        for (old, id) in self.ids.drain(..).enumerate() {
+            if let Some(id) = id {
+                remap[old] = ids.len() as u32;
+                self.ordinals.insert(id.clone(), ids.len() as u32);
+                ids.push(Some(id));
+                key_counts.push(self.key_counts[old]);
+            }
+        }
+        let live = |o: u32| remap.get(o as usize).copied().filter(|&n| n != u32::MAX);
+        // The delta as (bucket and fingerprint, ordinal), sorted.
+        let mut delta = run;
+        delta.reserve(self.delta_entries);
+        for (e, v) in std::mem::take(&mut self.delta) {
+            let position = e >> (64 - BUCKET_BITS - 32);
+            if v & MANY == 0 {
+                delta.push((position, v));
+            } else {
+                delta.extend(
+                    self.overflow[(v & !MANY) as usize]
+                        .iter()
+                        .map(|&o| (position, o)),
+                );
+            }
+        }
+        self.overflow = Vec::new();
+        delta.retain(|&(_, o)| live(o).is_some());
+        delta.sort_unstable();
+
+        let old = std::mem::take(&mut self.frozen);
+        let capacity = old.len() + delta.len();
+        let mut fingerprints = Vec::with_capacity(capacity);
+        let mut ordinals = Vec::with_capacity(capacity);
+        let mut offsets = Vec::with_capacity(BUCKETS + 1);
+        let mut d = 0;
+        for b in 0..BUCKETS {
+            offsets.push(fingerprints.len() as u32);
+            let (start, end) = if old.offsets.is_empty() {
+                (0, 0)
+            } else {
+                (old.offsets[b] as usize, old.offsets[b + 1] as usize)
+            };
+            let mut i = start;
+            loop {
+                let from_delta = delta
+                    .get(d)
+                    .filter(|(p, _)| *p >> 32 == b as u64)
+                    .map(|&(p, o)| ((p & 0xFFFF_FFFF) as u32, o));
+                let from_old = (i < end).then(|| (old.fingerprints[i], old.ordinals[i]));
+                let (fp, o) = match (from_old, from_delta) {
+                    (None, None) => break,
+                    (Some(x), None) => {
+                        i += 1;
+                        x
+                    }
+                    (None, Some(y)) => {
+                        d += 1;
+                        y
+                    }
+                    (Some(x), Some(y)) => {
+                        if x.0 <= y.0 {
+                            i += 1;
+                            x
+                        } else {
+                            d += 1;
+                            y
+                        }
+                    }
+                };
+                if let Some(n) = live(o) {
+                    fingerprints.push(fp);
+                    ordinals.push(n);
                 }
             }
         }
+        offsets.push(fingerprints.len() as u32);
+        fingerprints.shrink_to_fit();
+        ordinals.shrink_to_fit();
+        self.frozen = Frozen {
+            offsets,
+            fingerprints,
+            ordinals,
+        };
+        self.ids = ids;
+        self.key_counts = key_counts;
+        self.delta_entries = 0;
+        self.dead = 0;
     }
 
-    fn remove_posting(&mut self, entry: u64, ordinal: u32) {
-        let Some(&v) = self.postings.get(&entry) else {
-            return;
-        };
-        if v & OVERFLOW == 0 {
-            if v == ordinal {
-                self.postings.remove(&entry);
-            }
-            return;
-        }
-        let slot = v & !OVERFLOW;
-        let list = &mut self.overflow[slot as usize];
-        list.retain(|&o| o != ordinal);
-        if list.len() == 1 {
-            let last = list[0];
-            list.clear();
-            list.shrink_to_fit();
-            self.free_overflow.push(slot);
-            self.postings.insert(entry, last);
+    /// Merges everything into the frozen table now (after a bulk build).
+    pub fn compact(&mut self) {
+        if self.delta_entries > 0 || self.dead > 0 {
+            self.merge(Vec::new());
         }
     }
 }
@@ -262,13 +474,55 @@ mod tests {
                 quality: Quality::Weak
             }
         );
-        assert!(index.remove(&id("a"), &a));
+        assert!(index.remove(&id("a")));
         let found = index.lookup(&keys(&p, "MUELLER", "hans", "1970-05-12"));
         assert_eq!(found.len(), 1);
         assert_eq!(index.records(), 1);
-        assert!(index.remove(&id("b"), &b));
-        assert!(index.postings.is_empty());
+        assert!(index.remove(&id("b")));
+        index.compact();
+        assert_eq!(index.frozen.len(), 0);
         assert_eq!(index.keys(), 0);
+    }
+
+    #[test]
+    fn merged_and_unmerged_entries_are_found_and_erasures_stick() {
+        let p = Pseudonymiser::from_secret_bytes(&[2; 32], KeyEpoch(1));
+        let records = crate::synthetic::records(11, 3_000);
+        let hashed: Vec<Vec<HashedKey>> = records
+            .iter()
+            .map(|r| p.hash_identity(&r.identity, Side::Record))
+            .collect();
+        let mut index = Index::new();
+        for (r, k) in records.iter().zip(&hashed).take(2_000) {
+            assert!(index.insert(r.id.clone(), k));
+        }
+        index.compact();
+        for (r, k) in records.iter().zip(&hashed).skip(2_000) {
+            assert!(index.insert(r.id.clone(), k));
+        }
+        for r in records.iter().step_by(7) {
+            assert!(index.remove(&r.id));
+        }
+        let check = |index: &Index| {
+            for (i, r) in records.iter().enumerate() {
+                let found = index.lookup(&p.hash_identity(&r.identity, Side::Query));
+                let hit = found.iter().find(|f| f.record == r.id);
+                if i % 7 == 0 {
+                    assert!(hit.is_none(), "erased record {i} still found");
+                } else {
+                    assert_eq!(hit.map(|f| f.quality), Some(Quality::Exact), "record {i}");
+                }
+            }
+        };
+        check(&index);
+        let keys = index.keys();
+        index.compact();
+        assert_eq!(index.keys(), keys);
+        assert_eq!(index.frozen.len(), keys);
+        check(&index);
+        // An erased record can come back.
+        assert!(index.insert(records[0].id.clone(), &hashed[0]));
+        assert_eq!(index.lookup(&hashed[0])[0].record, records[0].id);
     }
 
     #[test]

@@ -40,7 +40,7 @@ pub fn match_records(records: &[Record], queries: &[Record]) -> MatchRun {
         return MatchRun::default();
     }
     let p = Pseudonymiser::from_secret_bytes(&secret, KeyEpoch(1));
-    let mut index = Index::with_capacity(records.len(), records.len() * 20);
+    let mut index = Index::new();
     for record in records {
         index.insert(
             record.id.clone(),

@@ -307,37 +307,56 @@ pub enum Side {
 /// Derives every match key of an identity, sorted and without duplicates.
 pub fn derive_keys(identity: &Identity, side: Side) -> Vec<KeyMaterial> {
     let mut keys = BTreeSet::new();
-    let date = identity.date_of_birth;
-    for name in std::iter::once(&identity.name).chain(&identity.aliases) {
-        name_keys(&NormalName::new(name), date, side, &mut keys);
-    }
+    for_each_key(identity, side, &mut |kind, text| {
+        keys.insert(KeyMaterial {
+            kind,
+            text: text.to_owned(),
+        });
+    });
     keys.into_iter().collect()
 }
 
-/// The string itself and every string made by deleting one of its letters.
-fn deletions(token: &str) -> Vec<String> {
-    let mut out = vec![token.to_owned()];
-    if token.len() < 4 {
-        return out;
+/// Calls `emit` with the kind and text of every key of an identity (duplicates
+/// possible), reusing one buffer: the hot path of indexing.
+fn for_each_key(identity: &Identity, side: Side, emit: &mut dyn FnMut(KeyKind, &str)) {
+    let mut buffer = String::with_capacity(64);
+    let mut add = |kind: KeyKind, parts: &[&str]| {
+        buffer.clear();
+        buffer.push_str(kind.name());
+        for part in parts {
+            buffer.push('|');
+            buffer.push_str(part);
+        }
+        emit(kind, &buffer);
+    };
+    let date = identity.date_of_birth;
+    for name in std::iter::once(&identity.name).chain(&identity.aliases) {
+        name_keys(&NormalName::new(name), date, side, &mut add);
     }
-    for i in 0..token.len() {
-        let mut s = String::with_capacity(token.len() - 1);
-        s.push_str(&token[..i]);
-        s.push_str(&token[i + 1..]);
-        out.push(s);
-    }
-    out
 }
 
-fn name_keys(name: &NormalName, date: DateOfBirth, side: Side, keys: &mut BTreeSet<KeyMaterial>) {
-    let mut add = |kind: KeyKind, parts: &[&str]| {
-        let mut text = String::from(kind.name());
-        for part in parts {
-            text.push('|');
-            text.push_str(part);
-        }
-        keys.insert(KeyMaterial { kind, text });
-    };
+/// Calls `f` with the string itself and every string made by deleting one of its
+/// bytes (only the string itself when it is shorter than 4 bytes).
+fn for_each_deletion(token: &str, f: &mut dyn FnMut(&str)) {
+    f(token);
+    if token.len() < 4 || !token.is_ascii() {
+        return;
+    }
+    let mut variant = String::with_capacity(token.len());
+    for i in 0..token.len() {
+        variant.clear();
+        variant.push_str(&token[..i]);
+        variant.push_str(&token[i + 1..]);
+        f(&variant);
+    }
+}
+
+fn name_keys(
+    name: &NormalName,
+    date: DateOfBirth,
+    side: Side,
+    add: &mut dyn FnMut(KeyKind, &[&str]),
+) {
     let family = name.family_joined();
     if family.is_empty() {
         return;
@@ -345,6 +364,7 @@ fn name_keys(name: &NormalName, date: DateOfBirth, side: Side, keys: &mut BTreeS
     let given = name.given_joined();
     let first = name.given.first().map(String::as_str).unwrap_or("");
     let dob = date.to_string();
+    let complete = matches!(date, DateOfBirth::Full { .. });
 
     add(KeyKind::Full, &[&family, &given, &dob]);
     if let DateOfBirth::Full { year, month, day } = date {
@@ -371,19 +391,16 @@ fn name_keys(name: &NormalName, date: DateOfBirth, side: Side, keys: &mut BTreeS
     } else {
         phonetic(first)
     };
-    for f in phonetic(&family) {
+    let family_codes = phonetic(&family);
+    for f in &family_codes {
         for g in &first_codes {
-            add(KeyKind::Phonetic, &[&f, g, &dob]);
+            add(KeyKind::Phonetic, &[f, g, &dob]);
         }
     }
-    if matches!(date, DateOfBirth::Full { .. }) {
-        for variant in deletions(&family) {
-            add(KeyKind::FamilyEdit, &[&variant, &dob]);
-        }
+    if complete {
+        for_each_deletion(&family, &mut |v| add(KeyKind::FamilyEdit, &[v, &dob]));
         if !first.is_empty() {
-            for variant in deletions(first) {
-                add(KeyKind::GivenEdit, &[&variant, &dob]);
-            }
+            for_each_deletion(first, &mut |v| add(KeyKind::GivenEdit, &[v, &dob]));
         }
         if side == Side::Record || given.is_empty() {
             add(KeyKind::GivenUnknown, &[&family, &dob]);
@@ -392,15 +409,24 @@ fn name_keys(name: &NormalName, date: DateOfBirth, side: Side, keys: &mut BTreeS
     for masked in tolerant_dates(date) {
         add(KeyKind::TolerantDate, &[&family, first, &masked]);
     }
-    if matches!(date, DateOfBirth::Full { .. }) {
+    if complete {
         let parts = name
             .family_parts()
             .chain(name.given.iter().map(String::as_str))
             .filter(|t| t.len() >= 2);
         for part in parts {
             add(KeyKind::NamePart, &[part, &dob]);
-            for code in phonetic(part) {
-                add(KeyKind::PhoneticPart, &[&code, &dob]);
+            // Most parts are the joined family name or the first given name, whose
+            // codes are known already.
+            let codes = if part == family {
+                family_codes.clone()
+            } else if part == first {
+                first_codes.clone()
+            } else {
+                phonetic(part)
+            };
+            for code in codes.iter().filter(|c| !c.is_empty()) {
+                add(KeyKind::PhoneticPart, &[code, &dob]);
             }
         }
     }
@@ -506,15 +532,21 @@ impl Pseudonymiser {
         Digest(digest)
     }
 
-    /// Every hashed key of an identity.
+    /// Every hashed key of an identity, sorted and without duplicates.
     pub fn hash_identity(&self, identity: &Identity, side: Side) -> Vec<HashedKey> {
-        derive_keys(identity, side)
-            .iter()
-            .map(|k| HashedKey {
-                kind: k.kind,
-                digest: self.digest(k),
-            })
-            .collect()
+        let mut keys = Vec::with_capacity(48);
+        for_each_key(identity, side, &mut |kind, text| {
+            let tag = hmac::sign(&self.key, text.as_bytes());
+            let mut digest = [0u8; DIGEST_BYTES];
+            digest.copy_from_slice(&tag.as_ref()[..DIGEST_BYTES]);
+            keys.push(HashedKey {
+                kind,
+                digest: Digest(digest),
+            });
+        });
+        keys.sort_unstable_by_key(|k| (k.kind, k.digest));
+        keys.dedup();
+        keys
     }
 }
 

@@ -70,7 +70,7 @@ fn subjects(req: &MatchRequest, state: &NodeState) -> Result<Vec<Vec<HashedKey>>
                             key.kind
                         ))
                     })?;
-                    let digest = Digest::try_from(key.digest.as_slice()).map_err(|len| {
+                    let digest = Digest::try_from(key.digest.as_ref()).map_err(|len| {
                         Status::invalid_argument(format!(
                             "field `subjects[{i}].keys[{j}].digest`: {len} bytes, expected {}",
                             crate::pseudonymise::DIGEST_BYTES
@@ -161,12 +161,13 @@ impl Federation for FederationService {
             .flatten()
             .map(|f| (f.record.clone(), f.quality))
             .collect();
-        let expires_at = now() + 3600 * self.state.config.matching.hit_ref_ttl_hours as i64;
+        let now = now();
+        let expires_at = now + 3600 * self.state.config.matching.hit_ref_ttl_hours as i64;
         let store = self.state.store.clone();
         let request_id = m.request_id.clone();
         let hit_count = hits.len();
         let refs = tokio::task::spawn_blocking(move || {
-            hitref::issue(store.as_ref(), &hits, peer, expires_at, &request_id)
+            hitref::issue(store.as_ref(), &hits, peer, now, expires_at, &request_id)
         })
         .await
         .map_err(|_| Status::internal("issuing hit references failed"))?

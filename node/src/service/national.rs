@@ -180,7 +180,7 @@ impl National for NationalService {
                     .into_iter()
                     .map(|k| MatchKey {
                         kind: k.kind.code(),
-                        digest: k.digest.0.to_vec(),
+                        digest: prost::bytes::Bytes::copy_from_slice(&k.digest.0),
                     })
                     .collect(),
             })

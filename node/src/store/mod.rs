@@ -69,16 +69,43 @@ pub enum Op {
     },
 }
 
-/// Writes applied together: all of them or none, durable once `apply` returns.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Writes applied together: all of them or none, durable once `apply` returns (unless
+/// made with [`Batch::relaxed`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
     ops: Vec<Op>,
+    synced: bool,
+}
+
+impl Default for Batch {
+    fn default() -> Batch {
+        Batch::new()
+    }
 }
 
 impl Batch {
-    /// An empty batch.
+    /// An empty batch, durable once applied.
     pub fn new() -> Batch {
-        Batch::default()
+        Batch {
+            ops: Vec::new(),
+            synced: true,
+        }
+    }
+
+    /// An empty batch that is atomic but durable only after the engine's next periodic
+    /// flush (at most a second later): for data whose loss in a crash is harmless and
+    /// that is written on a hot path, such as hit references (a lost one resolves as
+    /// unknown and the officer searches again).
+    pub fn relaxed() -> Batch {
+        Batch {
+            ops: Vec::new(),
+            synced: false,
+        }
+    }
+
+    /// Whether `apply` waits for the batch to reach the disk.
+    pub fn synced(&self) -> bool {
+        self.synced
     }
 
     /// Adds a put.

@@ -14,6 +14,9 @@ pub(super) struct SledStore {
     trees: HashMap<Table, sled::Tree>,
 }
 
+/// Page cache of the sled store.
+const CACHE_BYTES: u64 = 128 << 20;
+
 fn engine_err(e: sled::Error) -> StoreError {
     StoreError::Engine(e.to_string())
 }
@@ -23,6 +26,9 @@ impl SledStore {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            // Records are read in bulk only at start-up and on rotation; the match index
+            // lives in memory. sled's default 1 GiB page cache would double the footprint.
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError::Directory {
                 path: path.to_owned(),
@@ -96,10 +102,10 @@ impl Store for SledStore {
                 Op::Delete { key, .. } => per_table[slot].1.remove(key.as_slice()),
             }
         }
-        if let [(table, b)] = per_table.as_slice() {
-            self.tree(*table)
-                .apply_batch(b.clone())
-                .map_err(engine_err)?;
+        if per_table.len() == 1 {
+            if let Some((table, b)) = per_table.pop() {
+                self.tree(table).apply_batch(b).map_err(engine_err)?;
+            }
         } else {
             let trees: Vec<sled::Tree> = per_table
                 .iter()
@@ -120,7 +126,9 @@ impl Store for SledStore {
                     }
                 })?;
         }
-        self.db.flush().map_err(engine_err)?;
+        if batch.synced() {
+            self.db.flush().map_err(engine_err)?;
+        }
         Ok(())
     }
 
