@@ -66,8 +66,9 @@ impl Report {
     }
 }
 
-fn rss_mib() -> (f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+/// Resident and peak resident memory of a process, from /proc (0 where unavailable).
+fn process_memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
             .lines()
@@ -219,10 +220,58 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
         );
     }
 
-    // Start the three nodes. DE builds its index from the store at start-up.
+    // Start the network. DE runs as its own `adep-node` process (when the binary is
+    // next to this one), so its memory is measured alone; it builds its index from
+    // the store at start-up. FR and ES run in this process.
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut handles = Vec::new();
+    let node_binary = std::env::current_exe()?.with_file_name("adep-node");
+    let mut child = None;
     for (cc, listeners) in countries.iter().zip(bound) {
+        if cc.as_str() == "DE" && node_binary.is_file() {
+            drop(listeners);
+            let started = Instant::now();
+            let mut process = std::process::Command::new(&node_binary)
+                .arg("--config")
+                .arg(pki_dir.join("DE").join("node.toml"))
+                .env("RUST_LOG", "warn")
+                .spawn()
+                .with_context(|| format!("cannot start {}", node_binary.display()))?;
+            let operator =
+                Profile::load(&pki_dir.join("DE").join(format!("{}.toml", Role::Operator)))?;
+            let mut ready = false;
+            for _ in 0..600 {
+                if let Ok(mut client) = operator.national_client()
+                    && client
+                        .count_records(adep_proto::v1::CountRecordsRequest {})
+                        .await
+                        .is_ok()
+                {
+                    ready = true;
+                    break;
+                }
+                if let Ok(Some(status)) = process.try_wait() {
+                    anyhow::bail!("adep-node for DE exited: {status}");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !ready {
+                let _ = process.kill();
+                anyhow::bail!("adep-node for DE did not become ready");
+            }
+            let (rss, hwm) = process_memory_mib(process.id());
+            report.add(
+                "node_memory_mib",
+                json!({ "rss": rss, "peak": hwm, "start_seconds": started.elapsed().as_secs_f64() }),
+                format!(
+                    "memory    adep-node DE with {} records indexed: {rss:.0} MiB resident (peak {hwm:.0} MiB while building its index at start-up, ready in {:.1} s)",
+                    args.records,
+                    started.elapsed().as_secs_f64()
+                ),
+            );
+            child = Some(process);
+            continue;
+        }
         let prepared = server::prepare(config(cc.as_str())?)?;
         let mut rx = stop_rx.clone();
         handles.push(tokio::spawn(server::serve(
@@ -233,12 +282,14 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
             },
         )));
     }
-    let (rss, hwm) = rss_mib();
-    report.add(
-        "memory_mib",
-        json!({ "rss": rss, "peak": hwm }),
-        format!("memory    {rss:.0} MiB resident with the network up and {} records indexed (peak {hwm:.0} MiB, including the benchmark's own copy of the file during import)", args.records),
-    );
+    if child.is_none() {
+        let (rss, hwm) = process_memory_mib(std::process::id());
+        report.add(
+            "memory_mib",
+            json!({ "rss": rss, "peak": hwm }),
+            format!("memory    {rss:.0} MiB resident for the whole benchmark process with {} records indexed (peak {hwm:.0} MiB; build adep-node next to adep to measure the node alone)", args.records),
+        );
+    }
 
     // Clients: FR's node certificate to DE's federation listener; FR's officer.
     let fr_dir = pki_dir.join("FR");
@@ -287,29 +338,121 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
         ),
     );
 
-    // Match throughput: batches of subjects, half of them present in DE's file.
     let reason = Reason {
         case_reference: "BENCH-1".into(),
         offence_category: "0301".into(),
         person_category: PersonCategory::Suspect as i32,
         aim: Aim::Identify as i32,
     };
+    // Search latency: one subject from FR's officer, fanned out to DE and ES; a
+    // subject nobody holds, then one DE holds (its answer issues hit references).
+    let officer = Profile::load(&pki_dir.join("FR").join(format!("{}.toml", Role::Officer)))?;
+    let mut national = officer.national_client()?;
+    for (label, known) in [("unknown subject", false), ("subject DE holds", true)] {
+        let mut record = synthetic::record(SEED, 42);
+        if !known {
+            record.identity.name.family = "Qzunknown".into();
+        }
+        let subject = Identity {
+            family_name: record.identity.name.family.clone(),
+            given_names: record.identity.name.given.clone(),
+            date_of_birth: record.identity.date_of_birth.to_string(),
+            ..Identity::default()
+        };
+        let search = SearchRequest {
+            reason: Some(reason.clone()),
+            subjects: vec![subject],
+        };
+        for _ in 0..20 {
+            national.search(search.clone()).await?;
+        }
+        let mut samples = Vec::with_capacity(args.calls);
+        let mut hits = 0;
+        for _ in 0..args.calls {
+            let started = Instant::now();
+            let resp = national.search(search.clone()).await?.into_inner();
+            samples.push(started.elapsed());
+            hits = resp.hits.len();
+        }
+        let search_median = median(samples);
+        let key = if known {
+            "search_known_median_us"
+        } else {
+            "search_unknown_median_us"
+        };
+        report.add(
+            key,
+            json!(search_median.as_micros()),
+            format!(
+                "search    one {label}, FR to DE and ES ({hits} hits): median {} µs = {:.1} x the empty call",
+                search_median.as_micros(),
+                search_median.as_secs_f64() / empty.as_secs_f64().max(1e-9)
+            ),
+        );
+    }
+
+    // Match throughput, twice: subjects nobody holds (the common case of a query,
+    // and the cost of lookup and transport), then subjects from DE's file (each
+    // answer also issues and stores hit references).
     let p = Arc::new(Pseudonymiser::new(&secret, KeyEpoch(1)));
-    let batches: Vec<MatchRequest> = (0..args.match_subjects.div_ceil(args.batch))
+    for (label, known) in [
+        ("unknown subjects", false),
+        ("subjects from the file", true),
+    ] {
+        let batches = match_batches(&p, &reason, args, known);
+        let (rate, total, hit_subjects, hit_refs, elapsed) =
+            match_throughput(&fed, batches, args.concurrency).await?;
+        let key = if known {
+            "match_known_subjects_per_second"
+        } else {
+            "match_unknown_subjects_per_second"
+        };
+        report.add(
+            key,
+            json!(rate),
+            format!(
+                "match     {total} {label} in batches of {} ({} in flight) over mTLS in {elapsed:.1} s: {rate:.0} subjects per second ({hit_subjects} with a hit, {hit_refs} hit references issued)",
+                args.batch, args.concurrency
+            ),
+        );
+    }
+
+    let _ = stop_tx.send(true);
+    for h in handles {
+        h.await??;
+    }
+    if let Some(mut process) = child {
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+    Ok(())
+}
+
+/// Match batches: subjects from DE's synthetic file, or made-up names nobody holds.
+fn match_batches(
+    p: &Pseudonymiser,
+    reason: &Reason,
+    args: &BenchArgs,
+    known: bool,
+) -> Vec<MatchRequest> {
+    (0..args.match_subjects.div_ceil(args.batch))
         .map(|b| MatchRequest {
-            request_id: format!("bench-{b}"),
+            request_id: format!("bench-{known}-{b}"),
             country: "FR".into(),
             key_epoch: 1,
             reason: Some(reason.clone()),
             subjects: (0..args.batch)
                 .map(|s| {
                     let i = (b * args.batch + s) as u64;
-                    let seed = if i.is_multiple_of(2) { SEED } else { SEED + 7 };
-                    let r = synthetic::record(seed, i % args.records.max(1));
+                    let mut record = synthetic::record(SEED, i % args.records.max(1));
+                    if !known {
+                        record.identity.name.family = format!("Qz{}", base26(i));
+                        record.identity.name.given = format!("Vx{}", base26(i * 7 + 3));
+                    }
                     MatchSubject {
                         subject: s as u32,
                         keys: p
-                            .hash_identity(&r.identity, Side::Query)
+                            .hash_identity(&record.identity, Side::Query)
                             .into_iter()
                             .map(|k| MatchKey {
                                 kind: k.kind.code(),
@@ -320,12 +463,32 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
                 })
                 .collect(),
         })
-        .collect();
+        .collect()
+}
+
+fn base26(mut n: u64) -> String {
+    let mut s = String::new();
+    loop {
+        s.push((b'a' + (n % 26) as u8) as char);
+        n /= 26;
+        if n == 0 {
+            return s;
+        }
+    }
+}
+
+/// Sends every batch through Match with `concurrency` calls in flight; returns the
+/// rate, subjects, subjects with a hit, hit references and seconds.
+async fn match_throughput(
+    fed: &FederationClient<tonic::transport::Channel>,
+    batches: Vec<MatchRequest>,
+    concurrency: usize,
+) -> Result<(f64, usize, usize, usize, f64)> {
     let total: usize = batches.iter().map(|b| b.subjects.len()).sum();
     let queue = Arc::new(std::sync::Mutex::new(batches));
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
+    for _ in 0..concurrency {
         let queue = queue.clone();
         let mut client = fed.clone();
         workers.push(tokio::spawn(async move {
@@ -348,53 +511,11 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
         hit_refs += r;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let rate = total as f64 / elapsed;
-    report.add(
-        "match_subjects_per_second",
-        json!(rate),
-        format!(
-            "match     {total} subjects in batches of {} ({} in flight) over mTLS in {elapsed:.1} s: {rate:.0} subjects per second ({hit_subjects} with a hit, {hit_refs} hit references issued)",
-            args.batch, args.concurrency
-        ),
-    );
-
-    // Search latency: one subject from FR's officer, fanned out to DE and ES.
-    let officer = Profile::load(&pki_dir.join("FR").join(format!("{}.toml", Role::Officer)))?;
-    let mut national = officer.national_client()?;
-    let known = synthetic::record(SEED, 42);
-    let subject = Identity {
-        family_name: known.identity.name.family.clone(),
-        given_names: known.identity.name.given.clone(),
-        date_of_birth: known.identity.date_of_birth.to_string(),
-        ..Identity::default()
-    };
-    let search = SearchRequest {
-        reason: Some(reason),
-        subjects: vec![subject],
-    };
-    for _ in 0..20 {
-        national.search(search.clone()).await?;
-    }
-    let mut samples = Vec::with_capacity(args.calls);
-    for _ in 0..args.calls {
-        let started = Instant::now();
-        let resp = national.search(search.clone()).await?.into_inner();
-        samples.push(started.elapsed());
-        std::hint::black_box(resp);
-    }
-    let search_median = median(samples);
-    report.add(
-        "search_median_us",
-        json!(search_median.as_micros()),
-        format!(
-            "search    one subject, FR to DE and ES: median {} µs = {:.1} x the empty call",
-            search_median.as_micros(),
-            search_median.as_secs_f64() / empty.as_secs_f64().max(1e-9)
-        ),
-    );
-    let _ = stop_tx.send(true);
-    for h in handles {
-        h.await??;
-    }
-    Ok(())
+    Ok((
+        total as f64 / elapsed,
+        total,
+        hit_subjects,
+        hit_refs,
+        elapsed,
+    ))
 }

@@ -131,43 +131,6 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
     }
 }
 
-/// Decodes stored records and hashes their keys, using every core.
-fn decode_and_hash(
-    p: &Pseudonymiser,
-    entries: &[Entry],
-) -> Result<Vec<(RecordId, Vec<HashedKey>)>, IndexError> {
-    let work = |part: &[Entry]| {
-        part.iter()
-            .map(|e| {
-                let record = decode(&e.key, &e.value)?;
-                let keys = p.hash_identity(&record.identity, Side::Record);
-                Ok((record.id, keys))
-            })
-            .collect::<Result<Vec<_>, IndexError>>()
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8);
-    if entries.len() < 256 || threads == 1 {
-        return work(entries);
-    }
-    let chunk = entries.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = entries
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || work(part)))
-            .collect();
-        let mut out = Vec::with_capacity(entries.len());
-        for h in handles {
-            out.extend(
-                h.join()
-                    .unwrap_or_else(|_| Err(IndexError::Corrupt("(worker)".into())))?,
-            );
-        }
-        Ok(out)
-    })
-}
-
 /// Hashes the keys of many records, using every core.
 fn hash_all(p: &Pseudonymiser, records: &[Record]) -> Vec<Vec<HashedKey>> {
     let threads = std::thread::available_parallelism()
@@ -445,24 +408,74 @@ pub fn build(
     let started = Instant::now();
     let mut index = Index::new();
     let mut run = Run::new();
-    let mut chunk: Vec<Entry> = Vec::with_capacity(BUILD_CHUNK);
     let mut done = 0;
     let mut last_report = Instant::now();
-    let mut flush = |chunk: &mut Vec<Entry>, index: &mut Index| -> Result<(), IndexError> {
-        for (id, keys) in decode_and_hash(p, chunk)? {
-            index.insert_into_run(id, &keys, &mut run);
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    // A pipeline: one thread scans the store, `workers` threads decode and hash, and
+    // this thread fills the index, so no core waits for another stage.
+    let (raw_tx, raw_rx) = std::sync::mpsc::sync_channel::<Vec<Entry>>(workers);
+    let raw_rx = Mutex::new(raw_rx);
+    std::thread::scope(|scope| {
+        let (hashed_tx, hashed_rx) = std::sync::mpsc::sync_channel::<
+            Result<Vec<(RecordId, Vec<HashedKey>)>, IndexError>,
+        >(workers);
+        let scan_tx = hashed_tx.clone();
+        scope.spawn(move || {
+            let mut chunk = Vec::with_capacity(BUILD_CHUNK);
+            for entry in store.scan_prefix(Table::Records, b"") {
+                match entry {
+                    Ok(e) => chunk.push(e),
+                    Err(e) => {
+                        let _ = scan_tx.send(Err(e.into()));
+                        return;
+                    }
+                }
+                if chunk.len() == BUILD_CHUNK
+                    && raw_tx
+                        .send(std::mem::replace(
+                            &mut chunk,
+                            Vec::with_capacity(BUILD_CHUNK),
+                        ))
+                        .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = raw_tx.send(chunk);
+        });
+        for _ in 0..workers {
+            let raw_rx = &raw_rx;
+            let hashed_tx = hashed_tx.clone();
+            scope.spawn(move || {
+                loop {
+                    let next = raw_rx.lock().map(|rx| rx.recv());
+                    let Ok(Ok(chunk)) = next else { return };
+                    let hashed = chunk
+                        .iter()
+                        .map(|e| {
+                            let record = decode(&e.key, &e.value)?;
+                            let keys = p.hash_identity(&record.identity, Side::Record);
+                            Ok((record.id, keys))
+                        })
+                        .collect();
+                    if hashed_tx.send(hashed).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        chunk.clear();
-        if run.len() >= RUN_ENTRIES.max(index.keys() / 2) {
-            index.absorb(std::mem::take(&mut run));
-        }
-        Ok(())
-    };
-    for entry in store.scan_prefix(Table::Records, b"") {
-        chunk.push(entry?);
-        if chunk.len() == BUILD_CHUNK {
-            done += chunk.len();
-            flush(&mut chunk, &mut index)?;
+        drop(hashed_tx);
+        for hashed in hashed_rx {
+            let hashed = hashed?;
+            done += hashed.len();
+            for (id, keys) in hashed {
+                index.insert_into_run(id, &keys, &mut run);
+            }
+            if run.len() >= RUN_ENTRIES.max(index.keys() / 4) {
+                index.absorb(std::mem::take(&mut run));
+            }
             if last_report.elapsed() > Duration::from_millis(500) {
                 progress(Progress {
                     stage: Stage::Rebuilding,
@@ -472,9 +485,8 @@ pub fn build(
                 last_report = Instant::now();
             }
         }
-    }
-    done += chunk.len();
-    flush(&mut chunk, &mut index)?;
+        Ok::<(), IndexError>(())
+    })?;
     index.absorb(run);
     index.compact();
     progress(Progress {
