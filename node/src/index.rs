@@ -280,21 +280,20 @@ impl NationalIndex {
                         result = Err(IndexError::from(e));
                         break;
                     }
-                    let mut index = index.write().unwrap_or_else(PoisonError::into_inner);
+                    let mut guard = index.write().unwrap_or_else(PoisonError::into_inner);
                     for id in &old {
-                        index.remove(id);
+                        guard.remove(id);
                     }
                     for (record, keys) in new.into_iter().zip(&keys) {
-                        index.insert_into_run(record.id, keys, &mut run);
+                        guard.insert_into_run(record.id, keys, &mut run);
                     }
-                    if run.len() >= RUN_ENTRIES.max(index.keys() / 2) {
-                        index.absorb(std::mem::take(&mut run));
+                    let due = run.len() >= RUN_ENTRIES.max(guard.keys() / 2);
+                    drop(guard);
+                    if due {
+                        absorb(index, std::mem::take(&mut run));
                     }
                 }
-                index
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .absorb(run);
+                absorb(index, run);
                 result
             });
             loop {
@@ -397,6 +396,23 @@ impl NationalIndex {
             .map(|bytes| decode(key, &bytes))
             .transpose()
     }
+}
+
+/// Merges a run into a shared index: the merge is computed under the read lock (so
+/// lookups go on) and installed under a short write lock. Only the single writer
+/// (imports hold `NationalIndex::writer`) calls it, so nothing changes in between.
+fn absorb(index: &RwLock<Index>, run: Run) {
+    if run.is_empty() {
+        return;
+    }
+    let table = index
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .merged(run);
+    index
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .install(table);
 }
 
 /// Builds a match index from every stored record.

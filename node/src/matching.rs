@@ -104,6 +104,10 @@ impl Run {
     }
 }
 
+/// A merged frozen table, ready to install (see [`Index::merged`]).
+#[derive(Debug)]
+pub struct MergedTable(Frozen);
+
 /// Entries per run before a bulk load absorbs it (64 MiB of run).
 pub const RUN_ENTRIES: usize = 4 << 20;
 
@@ -116,7 +120,8 @@ pub struct Index {
     delta: EntryMap,
     overflow: Vec<Vec<u32>>,
     delta_entries: usize,
-    /// Ordinal to record id; `None` once erased (dead until the next merge).
+    /// Ordinal to record id; `None` once erased. Ordinals are never reused (a rebuild
+    /// at start-up or for a new epoch numbers the records densely again).
     ids: Vec<Option<RecordId>>,
     /// Keys per ordinal, to keep [`Index::keys`] exact across erasures.
     key_counts: Vec<u32>,
@@ -327,26 +332,35 @@ impl Index {
         true
     }
 
-    /// Merges the delta into the frozen table, drops dead records' entries and
-    /// renumbers the live records densely. One pass over both, in (bucket,
-    /// fingerprint) order.
+    /// Merges the delta into the frozen table and drops dead records' entries.
     fn merge(&mut self, run: Vec<(u64, u32)>) {
-        let mut remap = vec![u32::MAX; self.ids.len()];
-        let mut ids = Vec::with_capacity(self.ordinals.len());
-        let mut key_counts = Vec::with_capacity(self.ordinals.len());
-        for (old, id) in self.ids.drain(..).enumerate() {
-            if let Some(id) = id {
-                remap[old] = ids.len() as u32;
-                self.ordinals.insert(id.clone(), ids.len() as u32);
-                ids.push(Some(id));
-                key_counts.push(self.key_counts[old]);
-            }
-        }
-        let live = |o: u32| remap.get(o as usize).copied().filter(|&n| n != u32::MAX);
-        // The delta as (bucket and fingerprint, ordinal), sorted.
+        let table = MergedTable(self.merged_inner(run));
+        self.install(table);
+    }
+
+    /// The frozen table that merging the delta and `run` would give, computed without
+    /// changing the index, so a caller can do it under a read lock while lookups go on
+    /// and then [`Index::install`] it under a short write lock. The index must not
+    /// change in between (one writer at a time).
+    pub fn merged(&self, run: Run) -> MergedTable {
+        MergedTable(self.merged_inner(run.0))
+    }
+
+    /// Installs a table from [`Index::merged`]: the delta is now in it.
+    pub fn install(&mut self, table: MergedTable) {
+        self.frozen = table.0;
+        self.delta = EntryMap::default();
+        self.overflow = Vec::new();
+        self.delta_entries = 0;
+        self.dead = 0;
+    }
+
+    fn merged_inner(&self, run: Vec<(u64, u32)>) -> Frozen {
+        let live = |o: u32| self.ids.get(o as usize).is_some_and(Option::is_some);
+        // The delta and the run as (bucket and fingerprint, ordinal), sorted.
         let mut delta = run;
         delta.reserve(self.delta_entries);
-        for (e, v) in std::mem::take(&mut self.delta) {
+        for (&e, &v) in &self.delta {
             let position = e >> (64 - BUCKET_BITS - 32);
             if v & MANY == 0 {
                 delta.push((position, v));
@@ -358,11 +372,10 @@ impl Index {
                 );
             }
         }
-        self.overflow = Vec::new();
-        delta.retain(|&(_, o)| live(o).is_some());
+        delta.retain(|&(_, o)| live(o));
         delta.sort_unstable();
 
-        let old = std::mem::take(&mut self.frozen);
+        let old = &self.frozen;
         let capacity = old.len() + delta.len();
         let mut fingerprints = Vec::with_capacity(capacity);
         let mut ordinals = Vec::with_capacity(capacity);
@@ -402,24 +415,20 @@ impl Index {
                         }
                     }
                 };
-                if let Some(n) = live(o) {
+                if live(o) {
                     fingerprints.push(fp);
-                    ordinals.push(n);
+                    ordinals.push(o);
                 }
             }
         }
         offsets.push(fingerprints.len() as u32);
         fingerprints.shrink_to_fit();
         ordinals.shrink_to_fit();
-        self.frozen = Frozen {
+        Frozen {
             offsets,
             fingerprints,
             ordinals,
-        };
-        self.ids = ids;
-        self.key_counts = key_counts;
-        self.delta_entries = 0;
-        self.dead = 0;
+        }
     }
 
     /// Merges everything into the frozen table now (after a bulk build).
