@@ -606,7 +606,8 @@ impl Columns {
     }
 }
 
-fn check_column_name(name: &str) -> Result<(), Problem> {
+/// Checks a column (or payload field) name: 1-64 bytes of `a-z0-9_`.
+pub fn check_column_name(name: &str) -> Result<(), Problem> {
     if name.is_empty() {
         return Err(Problem::Missing);
     }

@@ -185,20 +185,24 @@ impl Index {
         self.ordinals.contains_key(id)
     }
 
+    /// Gives a new record the next ordinal; None when it is indexed already or the
+    /// ordinals are exhausted.
+    fn register(&mut self, id: RecordId) -> Option<u32> {
+        if self.ordinals.contains_key(&id) {
+            return None;
+        }
+        let ordinal = u32::try_from(self.ids.len()).ok().filter(|&o| o < MANY)?;
+        self.ids.push(Some(id.clone()));
+        self.ordinals.insert(id, ordinal);
+        Some(ordinal)
+    }
+
     /// Adds a record under its hashed keys. Returns false, changing nothing, when the
     /// record is already indexed (remove it first to replace it).
     pub fn insert(&mut self, id: RecordId, keys: &[HashedKey]) -> bool {
-        if self.ordinals.contains_key(&id) {
-            return false;
-        }
-        let Ok(ordinal) = u32::try_from(self.ids.len()) else {
+        let Some(ordinal) = self.register(id) else {
             return false;
         };
-        if ordinal >= MANY {
-            return false;
-        }
-        self.ids.push(Some(id.clone()));
-        self.ordinals.insert(id, ordinal);
         let mut added = 0u32;
         for key in keys {
             if self.add_delta(entry(key), ordinal) {
@@ -217,17 +221,9 @@ impl Index {
     /// record is found only once the run is absorbed ([`Index::absorb`]). Bulk loads
     /// use this; it needs no hash map and merges once per run.
     pub fn insert_into_run(&mut self, id: RecordId, keys: &[HashedKey], run: &mut Run) -> bool {
-        if self.ordinals.contains_key(&id) {
-            return false;
-        }
-        let Ok(ordinal) = u32::try_from(self.ids.len()) else {
+        let Some(ordinal) = self.register(id) else {
             return false;
         };
-        if ordinal >= MANY {
-            return false;
-        }
-        self.ids.push(Some(id.clone()));
-        self.ordinals.insert(id, ordinal);
         let start = run.0.len();
         run.0.extend(
             keys.iter()

@@ -149,12 +149,7 @@ pub fn record(i: usize, data: v1::RecordData) -> Result<Record, Status> {
     let mut payload = BTreeMap::new();
     for (name, value) in data.payload {
         let reserved = identity::IDENTITY_COLUMNS.contains(&name.as_str());
-        let well_formed = !name.is_empty()
-            && name.len() <= limits::COLUMN_NAME_BYTES
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if reserved || !well_formed {
+        if reserved || identity::check_column_name(&name).is_err() {
             return Err(bad(
                 "payload",
                 "has a field name that is not allowed".into(),
