@@ -23,9 +23,10 @@ use adep_node::{client::Profile, config::Country, pki};
 /// adep: hit/no-hit police-record exchange between European states.
 ///
 /// Officers search and file follow-up requests, reviewers decide on incoming requests,
-/// operators run the node, auditors verify its audit log. Every command except `pki` and
-/// `network` talks to a node's national API as the user of a CLI profile (`--profile` or
-/// ADEP_PROFILE), over mutual TLS with that user's certificate.
+/// operators run the node, auditors verify its audit log. `status`, `search` and
+/// `records` talk to a node's national API as the user of a CLI profile (`--profile` or
+/// ADEP_PROFILE), over mutual TLS with that user's certificate; `pki`, `network`,
+/// `match-test` and `bench` need no profile.
 #[derive(Debug, Parser)]
 #[command(name = "adep", version, propagate_version = true)]
 struct Cli {

@@ -59,7 +59,7 @@ pub struct SearchArgs {
     /// Search every subject of a record file (CSV or .jsonl, interchange format), in batches.
     #[arg(long, value_name = "FILE")]
     file: Option<PathBuf>,
-    /// Your case reference (recorded in the audit logs of every node asked).
+    /// Your case reference, sent with the query to every node asked.
     #[arg(long)]
     case_ref: String,
     /// ECRIS offence category code of the case.
