@@ -20,6 +20,8 @@ use crate::{
 
 /// Records written per atomic store batch during an import.
 pub const WRITE_CHUNK: usize = 5_000;
+/// Entries a build gathers before absorbing them (12 bytes each: 576 MiB).
+const BUILD_RUN_ENTRIES: usize = 48 << 20;
 /// Records decoded and hashed together when building an index.
 const BUILD_CHUNK: usize = 20_000;
 
@@ -489,7 +491,9 @@ pub fn build(
             for (id, keys) in hashed {
                 index.insert_into_run(id, &keys, &mut run);
             }
-            if run.len() >= RUN_ENTRIES.max(index.keys() / 4) {
+            // One absorb at the end builds the table by a linear counting sort; only
+            // a very large file is absorbed in parts, to bound the run's memory.
+            if run.len() >= BUILD_RUN_ENTRIES {
                 index.absorb(std::mem::take(&mut run));
             }
             if last_report.elapsed() > Duration::from_millis(500) {
