@@ -694,20 +694,12 @@ fn record_from_fields<'a>(
             "family_name" => family = value,
             "given_names" => given = value,
             "date_of_birth" => dob = value,
-            "sex" if !value.trim().is_empty() => {
-                sex = Some(Sex::parse(value).map_err(|p| err(name, p))?);
-            }
-            "place_of_birth" if !value.trim().is_empty() => {
-                if value.chars().count() > limits::PLACE_CHARS {
-                    return Err(err(name, Problem::TooLong(limits::PLACE_CHARS)));
-                }
-                place = Some(value.trim().to_owned());
-            }
+            "sex" => sex = parse_sex(value).map_err(|p| err(name, p))?,
+            "place_of_birth" => place = parse_place_of_birth(value).map_err(|p| err(name, p))?,
             "nationality" => {
                 nationalities = parse_nationalities(value).map_err(|p| err(name, p))?;
             }
             "aliases" => aliases = parse_aliases(value).map_err(|p| err(name, p))?,
-            "sex" | "place_of_birth" => {}
             _ => {
                 if value.len() > limits::PAYLOAD_VALUE_BYTES {
                     return Err(err(name, Problem::TooLong(limits::PAYLOAD_VALUE_BYTES)));
@@ -747,6 +739,23 @@ fn name_field(value: &str, required: bool) -> Result<String, Problem> {
         return Err(Problem::Missing);
     }
     Ok(value.to_owned())
+}
+
+/// Parses an optional sex field: empty is unknown.
+pub fn parse_sex(value: &str) -> Result<Option<Sex>, Problem> {
+    match value.trim() {
+        "" => Ok(None),
+        v => Sex::parse(v).map(Some),
+    }
+}
+
+/// Parses an optional place of birth: empty is unknown; at most 200 characters.
+pub fn parse_place_of_birth(value: &str) -> Result<Option<String>, Problem> {
+    match value.trim() {
+        "" => Ok(None),
+        v if v.chars().count() > limits::PLACE_CHARS => Err(Problem::TooLong(limits::PLACE_CHARS)),
+        v => Ok(Some(v.to_owned())),
+    }
 }
 
 /// Parses `;`-separated ISO 3166-1 codes (two or three upper-case letters).

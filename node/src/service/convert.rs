@@ -7,7 +7,7 @@ use adep_proto::v1;
 use tonic::Status;
 
 use crate::{
-    identity::{self, Identity, Record, RecordId, Sex, limits},
+    identity::{self, Identity, Record, RecordId, limits},
     pseudonymise::Quality,
     reason::{Aim, PersonCategory, Reason},
 };
@@ -124,20 +124,9 @@ pub fn record(i: usize, data: v1::RecordData) -> Result<Record, Status> {
         .identity
         .ok_or_else(|| bad("identity", "is required".into()))?;
     let identity = identity("records", i, &proto)?;
-    let sex = match proto.sex.trim() {
-        "" => None,
-        s => Some(Sex::parse(s).map_err(|p| bad("sex", p.to_string()))?),
-    };
-    let place = match proto.place_of_birth.trim() {
-        "" => None,
-        p if p.chars().count() > limits::PLACE_CHARS => {
-            return Err(bad(
-                "place_of_birth",
-                format!("is longer than {}", limits::PLACE_CHARS),
-            ));
-        }
-        p => Some(p.to_owned()),
-    };
+    let sex = identity::parse_sex(&proto.sex).map_err(|p| bad("sex", p.to_string()))?;
+    let place = identity::parse_place_of_birth(&proto.place_of_birth)
+        .map_err(|p| bad("place_of_birth", p.to_string()))?;
     let nationalities = identity::parse_nationalities(&proto.nationalities.join(";"))
         .map_err(|p| bad("nationality", p.to_string()))?;
     if data.payload.len() > limits::COLUMNS {
