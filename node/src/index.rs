@@ -12,7 +12,7 @@ use std::{
 };
 
 use crate::{
-    identity::{Record, RecordId},
+    identity::{Identity, Record, RecordId},
     matching::{Found, Index, RUN_ENTRIES, Run},
     pseudonymise::{HashedKey, KeyEpoch, Pseudonymiser, Side},
     store::{Batch, Entry, Store, StoreError, Table},
@@ -129,6 +129,24 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
     let corrupt = || IndexError::Corrupt(String::from_utf8_lossy(key).into_owned());
     match value.split_first() {
         Some((&RECORD_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|_| corrupt()),
+        _ => Err(corrupt()),
+    }
+}
+
+/// The leading fields of a stored [`Record`]: what indexing needs, decoded without
+/// the payload behind them.
+#[derive(serde::Deserialize)]
+struct RecordHead {
+    id: RecordId,
+    identity: Identity,
+}
+
+fn decode_head(key: &[u8], value: &[u8]) -> Result<RecordHead, IndexError> {
+    let corrupt = || IndexError::Corrupt(String::from_utf8_lossy(key).into_owned());
+    match value.split_first() {
+        Some((&RECORD_FORMAT, rest)) => postcard::take_from_bytes(rest)
+            .map(|(head, _)| head)
+            .map_err(|_| corrupt()),
         _ => Err(corrupt()),
     }
 }
@@ -473,9 +491,9 @@ pub fn build(
                     let hashed = chunk
                         .iter()
                         .map(|e| {
-                            let record = decode(&e.key, &e.value)?;
-                            let keys = p.hash_identity(&record.identity, Side::Record);
-                            Ok((record.id, keys))
+                            let head = decode_head(&e.key, &e.value)?;
+                            let keys = p.hash_identity(&head.identity, Side::Record);
+                            Ok((head.id, keys))
                         })
                         .collect();
                     if hashed_tx.send(hashed).is_err() {

@@ -83,11 +83,33 @@ impl Frozen {
     }
 }
 
+/// Top bits of an entry's bucket that choose its partition when a [`Run`] is counted
+/// into a table.
+const PART_BITS: u32 = 8;
+const PARTS: usize = 1 << PART_BITS;
+/// Buckets per partition.
+const PART_BUCKETS: usize = BUCKETS >> PART_BITS;
+/// Entries appended to a run before they are grouped by partition.
+const BLOCK_ENTRIES: usize = 1 << 16;
+
+fn partition(position: u64) -> usize {
+    (position >> (32 + BUCKET_BITS - PART_BITS)) as usize
+}
+
 /// Entries waiting to be absorbed into an index: (bucket and fingerprint, ordinal).
+///
+/// The entries are kept in two flat arrays (which grow and shrink in place) and
+/// grouped by partition in blocks of [`BLOCK_ENTRIES`], so that counting them into a
+/// table reads each partition's entries from every block and writes one range of the
+/// table small enough to stay in cache; the partitions are done on every core.
 #[derive(Debug, Default)]
 pub struct Run {
     positions: Vec<u64>,
     ordinals: Vec<u32>,
+    /// For each grouped block, the start of each partition in it, and its end.
+    blocks: Vec<[usize; PARTS + 1]>,
+    /// Entries before this index are grouped.
+    grouped: usize,
 }
 
 impl Run {
@@ -104,6 +126,114 @@ impl Run {
     /// Whether the run is empty.
     pub fn is_empty(&self) -> bool {
         self.positions.is_empty()
+    }
+
+    fn push(&mut self, position: u64, ordinal: u32) {
+        self.positions.push(position);
+        self.ordinals.push(ordinal);
+        if self.positions.len() - self.grouped >= BLOCK_ENTRIES {
+            self.group();
+        }
+    }
+
+    /// Groups the entries appended since the last call by partition (a counting sort
+    /// of one block through a scratch copy).
+    fn group(&mut self) {
+        let start = self.grouped;
+        let end = self.positions.len();
+        if start == end {
+            return;
+        }
+        let mut bounds = [0usize; PARTS + 1];
+        for &p in &self.positions[start..end] {
+            bounds[partition(p) + 1] += 1;
+        }
+        bounds[0] = start;
+        for i in 0..PARTS {
+            bounds[i + 1] += bounds[i];
+        }
+        let positions = self.positions[start..end].to_vec();
+        let ordinals = self.ordinals[start..end].to_vec();
+        let mut next = bounds;
+        for (p, o) in positions.into_iter().zip(ordinals) {
+            let at = &mut next[partition(p)];
+            self.positions[*at] = p;
+            self.ordinals[*at] = o;
+            *at += 1;
+        }
+        self.blocks.push(bounds);
+        self.grouped = end;
+    }
+
+    /// All entries, in no particular order.
+    fn into_entries(self) -> impl Iterator<Item = (u64, u32)> {
+        self.positions.into_iter().zip(self.ordinals)
+    }
+
+    /// The entries of one partition, block by block.
+    fn part(&self, part: usize) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.blocks.iter().flat_map(move |bounds| {
+            let (start, end) = (bounds[part], bounds[part + 1]);
+            self.positions[start..end]
+                .iter()
+                .copied()
+                .zip(self.ordinals[start..end].iter().copied())
+        })
+    }
+}
+
+/// One partition of a [`Run`] and the part of the table it fills (see
+/// [`Index::counted`]).
+struct PartJob<'t> {
+    part: usize,
+    /// Where the partition starts in the table.
+    base: u32,
+    fingerprints: &'t mut [u32],
+    ordinals: &'t mut [u32],
+    /// The partition's bucket offsets.
+    offsets: &'t mut [u32],
+}
+
+impl PartJob<'_> {
+    fn fill(self, run: &Run, live: impl Fn(u32) -> bool) {
+        let PartJob {
+            part,
+            base,
+            fingerprints: fps,
+            ordinals: ords,
+            offsets,
+        } = self;
+        let local = |p: u64| (p >> 32) as usize & (PART_BUCKETS - 1);
+        let mut next = vec![0u32; PART_BUCKETS + 1];
+        for (p, o) in run.part(part) {
+            if live(o) {
+                next[local(p) + 1] += 1;
+            }
+        }
+        for b in 0..PART_BUCKETS {
+            next[b + 1] += next[b];
+            offsets[b] = base + next[b];
+        }
+        let starts: Vec<u32> = next[..PART_BUCKETS].to_vec();
+        for (p, o) in run.part(part) {
+            if live(o) {
+                let at = &mut next[local(p)];
+                fps[*at as usize] = p as u32;
+                ords[*at as usize] = o;
+                *at += 1;
+            }
+        }
+        for (b, &start) in starts.iter().enumerate() {
+            let (start, end) = (start as usize, next[b] as usize);
+            for i in start + 1..end {
+                let mut j = i;
+                while j > start && (fps[j - 1], ords[j - 1]) > (fps[j], ords[j]) {
+                    fps.swap(j - 1, j);
+                    ords.swap(j - 1, j);
+                    j -= 1;
+                }
+            }
+        }
     }
 }
 
@@ -227,22 +357,25 @@ impl Index {
         let Some(ordinal) = self.register(id) else {
             return false;
         };
-        let positions = &mut run.positions;
-        let start = positions.len();
-        positions.extend(keys.iter().map(|k| entry(k) >> (64 - BUCKET_BITS - 32)));
-        // Keys are sorted and deduplicated by the pseudonymiser; entries almost surely
-        // are too, but count what is really added.
-        positions[start..].sort_unstable();
-        let mut kept = start;
-        for i in start..positions.len() {
-            if i == start || positions[i] != positions[kept - 1] {
-                positions[kept] = positions[i];
-                kept += 1;
+        let position = |k: &HashedKey| entry(k) >> (64 - BUCKET_BITS - 32);
+        // Keys come sorted and deduplicated from the pseudonymiser, so equal entries
+        // (almost impossible anyway) are neighbours; count what is really added.
+        let mut added = 0u32;
+        let mut previous = None;
+        let mut push = |p: u64| {
+            if previous != Some(p) {
+                run.push(p, ordinal);
+                added += 1;
+                previous = Some(p);
             }
+        };
+        if keys.is_sorted_by_key(position) {
+            keys.iter().map(position).for_each(&mut push);
+        } else {
+            let mut positions: Vec<u64> = keys.iter().map(position).collect();
+            positions.sort_unstable();
+            positions.into_iter().for_each(&mut push);
         }
-        positions.truncate(kept);
-        run.ordinals.resize(kept, ordinal);
-        let added = (kept - start) as u32;
         self.key_counts.push(added);
         self.keys += added as usize;
         true
@@ -359,7 +492,7 @@ impl Index {
         }
         let live = |o: u32| self.ids.get(o as usize).is_some_and(Option::is_some);
         // The delta and the run as (bucket and fingerprint, ordinal), sorted.
-        let mut delta: Vec<(u64, u32)> = run.positions.into_iter().zip(run.ordinals).collect();
+        let mut delta: Vec<(u64, u32)> = run.into_entries().collect();
         delta.reserve(self.delta_entries);
         for (&e, &v) in &self.delta {
             let position = e >> (64 - BUCKET_BITS - 32);
@@ -432,47 +565,66 @@ impl Index {
         }
     }
 
-    /// A frozen table from a run alone (the index has no other entries): a counting
-    /// sort by bucket, then a sort of each small bucket. Linear, and needs no copy of
+    /// A frozen table from a run alone (the index has no other entries): each
+    /// partition is counted into its own range of the table, bucket by bucket, then
+    /// each small bucket is sorted. Linear, done on every core, and needs no copy of
     /// the run beside the table it fills.
-    fn counted(&self, run: Run) -> Frozen {
+    fn counted(&self, mut run: Run) -> Frozen {
         let live = |o: u32| self.ids.get(o as usize).is_some_and(Option::is_some);
-        let mut offsets = vec![0u32; BUCKETS + 1];
-        for (&p, &o) in run.positions.iter().zip(&run.ordinals) {
-            if live(o) {
-                offsets[(p >> 32) as usize + 1] += 1;
+        run.group();
+        // Entries kept per partition, to cut the table into disjoint ranges.
+        let mut sizes = vec![0usize; PARTS];
+        for bounds in &run.blocks {
+            for (part, size) in sizes.iter_mut().enumerate() {
+                *size += run.ordinals[bounds[part]..bounds[part + 1]]
+                    .iter()
+                    .filter(|&&o| live(o))
+                    .count();
             }
         }
-        for b in 0..BUCKETS {
-            offsets[b + 1] += offsets[b];
-        }
-        let total = offsets[BUCKETS] as usize;
+        let total: usize = sizes.iter().sum();
         let mut fingerprints = vec![0u32; total];
         let mut ordinals = vec![0u32; total];
-        let mut next: Vec<u32> = offsets[..BUCKETS].to_vec();
-        for (p, o) in run.positions.into_iter().zip(run.ordinals) {
-            if live(o) {
-                let b = (p >> 32) as usize;
-                let at = next[b] as usize;
-                fingerprints[at] = p as u32;
-                ordinals[at] = o;
-                next[b] += 1;
+        let mut offsets = vec![0u32; BUCKETS + 1];
+        offsets[BUCKETS] = total as u32;
+        let mut jobs = Vec::with_capacity(PARTS);
+        {
+            let (mut fp_rest, mut ord_rest) = (&mut fingerprints[..], &mut ordinals[..]);
+            let mut offset_rest = &mut offsets[..BUCKETS];
+            let mut base = 0u32;
+            for (part, &size) in sizes.iter().enumerate() {
+                let (fp, fp_tail) = std::mem::take(&mut fp_rest).split_at_mut(size);
+                let (ord, ord_tail) = std::mem::take(&mut ord_rest).split_at_mut(size);
+                let (off, off_tail) = std::mem::take(&mut offset_rest).split_at_mut(PART_BUCKETS);
+                jobs.push(PartJob {
+                    part,
+                    base,
+                    fingerprints: fp,
+                    ordinals: ord,
+                    offsets: off,
+                });
+                (fp_rest, ord_rest, offset_rest) = (fp_tail, ord_tail, off_tail);
+                base += size as u32;
             }
         }
-        drop(next);
-        for b in 0..BUCKETS {
-            let (start, end) = (offsets[b] as usize, offsets[b + 1] as usize);
-            for i in start + 1..end {
-                let mut j = i;
-                while j > start
-                    && (fingerprints[j - 1], ordinals[j - 1]) > (fingerprints[j], ordinals[j])
-                {
-                    fingerprints.swap(j - 1, j);
-                    ordinals.swap(j - 1, j);
-                    j -= 1;
-                }
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        let jobs = std::sync::Mutex::new(jobs.into_iter());
+        let run = &run;
+        std::thread::scope(|scope| {
+            for _ in 0..threads {
+                scope.spawn(|| {
+                    loop {
+                        let job = jobs.lock().unwrap_or_else(|e| e.into_inner()).next();
+                        match job {
+                            Some(job) => job.fill(run, live),
+                            None => break,
+                        }
+                    }
+                });
             }
-        }
+        });
         Frozen {
             offsets,
             fingerprints,

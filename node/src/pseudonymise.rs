@@ -8,7 +8,12 @@
 //! Cleartext key material ([`KeyMaterial`]) exists only between reading an identity and
 //! hashing it. It has no `Display`, and its `Debug` hides the text.
 
-use std::{collections::BTreeSet, fmt};
+use std::{
+    cell::RefCell,
+    collections::{BTreeSet, HashMap},
+    fmt,
+    rc::Rc,
+};
 
 use ring::{hkdf, hmac};
 use rphonetic::DoubleMetaphone;
@@ -312,6 +317,27 @@ pub fn phonetic(token: &str) -> Vec<String> {
     codes
 }
 
+/// [`phonetic`], remembered per thread for the most recent few thousand tokens: names
+/// repeat across a national file, and Double Metaphone costs as much as the rest of
+/// a record's key assembly.
+fn phonetic_cached(token: &str) -> Rc<[String]> {
+    const CAPACITY: usize = 8192;
+    thread_local! {
+        static CODES: RefCell<HashMap<String, Rc<[String]>>> = RefCell::new(HashMap::new());
+    }
+    CODES.with_borrow_mut(|codes| {
+        if let Some(known) = codes.get(token) {
+            return known.clone();
+        }
+        if codes.len() >= CAPACITY {
+            codes.clear();
+        }
+        let computed: Rc<[String]> = phonetic(token).into();
+        codes.insert(token.to_owned(), computed.clone());
+        computed
+    })
+}
+
 /// Which side of a match an identity is on. A few kinds are one-sided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -403,14 +429,14 @@ fn name_keys(
     for part in name.family_parts() {
         add(KeyKind::SurnamePart, &[part, first, &dob]);
     }
-    let first_codes = if first.is_empty() {
-        vec![String::new()]
+    let first_codes: Rc<[String]> = if first.is_empty() {
+        Rc::new([String::new()])
     } else {
-        phonetic(first)
+        phonetic_cached(first)
     };
-    let family_codes = phonetic(&family);
-    for f in &family_codes {
-        for g in &first_codes {
+    let family_codes = phonetic_cached(&family);
+    for f in family_codes.iter() {
+        for g in first_codes.iter() {
             add(KeyKind::Phonetic, &[f, g, &dob]);
         }
     }
@@ -440,7 +466,7 @@ fn name_keys(
             } else if part == first {
                 first_codes.clone()
             } else {
-                phonetic(part)
+                phonetic_cached(part)
             };
             for code in codes.iter().filter(|c| !c.is_empty()) {
                 add(KeyKind::PhoneticPart, &[code, &dob]);
