@@ -114,6 +114,12 @@ fn parse_country(s: &str) -> Result<Country, String> {
     s.trim().parse()
 }
 
+/// mimalloc: the node and the CLI (which runs `adep bench` and `adep match-test` in
+/// process) allocate many small strings while keying records, and build the index in
+/// large temporary runs that the system allocator would keep resident afterwards.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     adep_node::install_crypto_provider();

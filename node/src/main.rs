@@ -23,6 +23,12 @@ struct Args {
     config: PathBuf,
 }
 
+/// mimalloc: the node and the CLI (which runs `adep bench` and `adep match-test` in
+/// process) allocate many small strings while keying records, and build the index in
+/// large temporary runs that the system allocator would keep resident afterwards.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match Config::load(&args.config) {
