@@ -22,18 +22,35 @@ fn engine_err(e: sled::Error) -> StoreError {
 }
 
 impl SledStore {
+    /// Opens the engine's files. The caller holds the data directory's own lock, so
+    /// no other store is open on it; sled's file lock can still be held for a moment
+    /// by the background threads of a store this process has just closed (a node
+    /// restarted in place), so a busy lock is retried for up to ten seconds.
     pub(super) fn open(path: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
             // Records are read in bulk only at start-up and on rotation; the match index
             // lives in memory. sled's default 1 GiB page cache would double the footprint.
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| StoreError::Directory {
-                path: path.to_owned(),
-                message: format!("cannot open the sled store: {e}"),
-            })?;
+            .cache_capacity(CACHE_BYTES);
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock && attempts < 200 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => {
+                    return Err(StoreError::Directory {
+                        path: path.to_owned(),
+                        message: format!("cannot open the sled store: {e}"),
+                    });
+                }
+            }
+        };
         let trees = Table::ALL
             .iter()
             .map(|t| Ok((*t, db.open_tree(t.name()).map_err(engine_err)?)))
