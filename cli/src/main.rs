@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod followup;
 mod matchtest;
 mod network;
 mod output;
@@ -59,6 +60,10 @@ enum Command {
     /// All four reason fields are mandatory and recorded. Exit status: 0 at least one hit,
     /// 1 no hit, 2 error (including when no peer answered).
     Search(search::SearchArgs),
+    /// Step 2: follow-up requests for hits. Officers request, list, show and
+    /// withdraw; reviewers list --incoming, show, approve, refuse and hold.
+    #[command(subcommand)]
+    Followup(followup::FollowUpCommand),
     /// Operator: import, sync, erase and count the national records.
     #[command(subcommand)]
     Records(records::RecordsCommand),
@@ -146,6 +151,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Search(args) => {
             let profile = load_profile(cli.profile.as_deref())?;
             runtime()?.block_on(search::run(&args, &profile, cli.json))
+        }
+        Command::Followup(cmd) => {
+            let profile = load_profile(cli.profile.as_deref())?;
+            runtime()?.block_on(followup::run(cmd, &profile, cli.json))
         }
         Command::Records(cmd) => {
             let profile = load_profile(cli.profile.as_deref())?;

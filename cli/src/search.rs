@@ -59,6 +59,13 @@ pub struct SearchArgs {
     /// Search every subject of a record file (CSV or .jsonl, interchange format), in batches.
     #[arg(long, value_name = "FILE")]
     file: Option<PathBuf>,
+    #[command(flatten)]
+    reason: ReasonArgs,
+}
+
+/// The reason of a query or follow-up (Prüm II Art. 33): all four are mandatory.
+#[derive(Debug, Args)]
+pub struct ReasonArgs {
     /// Your case reference, sent with the query to every node asked.
     #[arg(long)]
     case_ref: String,
@@ -73,7 +80,8 @@ pub struct SearchArgs {
     aim: AimArg,
 }
 
-fn reason(args: &SearchArgs) -> v1::Reason {
+/// The proto reason of the reason arguments.
+pub fn reason(args: &ReasonArgs) -> v1::Reason {
     let person = match args.person_category {
         PersonCategoryArg::Suspect => v1::PersonCategory::Suspect,
         PersonCategoryArg::Convicted => v1::PersonCategory::Convicted,
@@ -133,7 +141,8 @@ fn subjects(args: &SearchArgs) -> Result<Vec<(String, v1::Identity)>> {
     )])
 }
 
-fn quality(q: i32) -> &'static str {
+/// The name of a proto quality.
+pub fn quality(q: i32) -> &'static str {
     match Quality::try_from(q).unwrap_or(Quality::Unspecified) {
         Quality::Exact => "exact",
         Quality::Strong => "strong",
@@ -146,7 +155,7 @@ fn quality(q: i32) -> &'static str {
 /// answered, since "no hit" could not be established).
 pub async fn run(args: &SearchArgs, profile: &Profile, json: bool) -> Result<ExitCode> {
     let subjects = subjects(args)?;
-    let reason = reason(args);
+    let reason = reason(&args.reason);
     let mut client = profile.national_client()?;
     let mut request_ids = Vec::new();
     // Per peer, the worst state seen over all batches.

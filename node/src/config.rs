@@ -131,6 +131,69 @@ pub struct Config {
     /// Operational logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Follow-up requests: deadlines, four-eyes and the release policy.
+    #[serde(default)]
+    pub followup: FollowUpConfig,
+}
+
+/// Follow-up requests (DESIGN section 7).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowUpConfig {
+    /// Hours a reviewer has to decide before a request is listed as overdue.
+    /// Default 48.
+    #[serde(default = "default_decision_deadline_hours")]
+    pub decision_deadline_hours: u64,
+    /// Hours after which an undecided request closes as expired. Default 720 (30 days).
+    #[serde(default = "default_expiry_hours")]
+    pub expiry_hours: u64,
+    /// Whether an approval needs two different reviewers. Default false.
+    #[serde(default)]
+    pub four_eyes: bool,
+    /// The record fields released on approval (the core data), by interchange column
+    /// name: identity columns or payload columns. Nothing else ever leaves the node.
+    #[serde(default = "default_release_fields")]
+    pub release_fields: Vec<String>,
+    /// Longest wait between two attempts to deliver a decision, in seconds. Default 300.
+    #[serde(default = "default_retry_max_seconds")]
+    pub retry_max_seconds: u64,
+}
+
+impl Default for FollowUpConfig {
+    fn default() -> FollowUpConfig {
+        FollowUpConfig {
+            decision_deadline_hours: default_decision_deadline_hours(),
+            expiry_hours: default_expiry_hours(),
+            four_eyes: false,
+            release_fields: default_release_fields(),
+            retry_max_seconds: default_retry_max_seconds(),
+        }
+    }
+}
+
+fn default_decision_deadline_hours() -> u64 {
+    48
+}
+
+fn default_expiry_hours() -> u64 {
+    720
+}
+
+fn default_release_fields() -> Vec<String> {
+    [
+        "record_id",
+        "family_name",
+        "given_names",
+        "date_of_birth",
+        "sex",
+        "nationalities",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_retry_max_seconds() -> u64 {
+    300
 }
 
 /// A listen address.
@@ -471,6 +534,45 @@ impl Config {
                     "{} is out of range (1 to 8784)",
                     self.matching.hit_ref_ttl_hours
                 ),
+            ));
+        }
+        let f = &self.followup;
+        let in_range = |field: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                Err((
+                    field.to_owned(),
+                    format!("{v} is out of range ({lo} to {hi})"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        in_range(
+            "followup.decision_deadline_hours",
+            f.decision_deadline_hours,
+            1,
+            24 * 366,
+        )?;
+        in_range("followup.expiry_hours", f.expiry_hours, 1, 24 * 366 * 3)?;
+        if f.expiry_hours < f.decision_deadline_hours {
+            return Err((
+                "followup.expiry_hours".into(),
+                format!(
+                    "{} is shorter than followup.decision_deadline_hours ({})",
+                    f.expiry_hours, f.decision_deadline_hours
+                ),
+            ));
+        }
+        in_range("followup.retry_max_seconds", f.retry_max_seconds, 1, 86_400)?;
+        if let Some((i, _)) = f
+            .release_fields
+            .iter()
+            .enumerate()
+            .find(|(_, c)| crate::identity::check_column_name(c).is_err())
+        {
+            return Err((
+                format!("followup.release_fields[{i}]"),
+                "not a column name (1-64 characters of a-z 0-9 _)".into(),
             ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod followup;
 pub mod hitref;
 pub mod identity;
 pub mod index;

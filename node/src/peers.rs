@@ -109,7 +109,12 @@ impl Peers {
         })
     }
 
-    /// The peers, in configuration order.
+    /// The peer of `country`, if configured.
+    pub fn get(&self, country: Country) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.country == country)
+    }
+
+    /// Every peer, in configuration order.
     pub fn iter(&self) -> impl Iterator<Item = &Peer> {
         self.peers.iter()
     }

@@ -23,8 +23,8 @@ use time::{Duration, OffsetDateTime};
 use crate::{
     auth::{node_identity, user_identity},
     config::{
-        Config, Country, Limits, ListenerConfig, LogConfig, MatchingConfig, PeerConfig, Role,
-        TlsConfig, UserConfig,
+        Config, Country, FollowUpConfig, Limits, ListenerConfig, LogConfig, MatchingConfig,
+        PeerConfig, Role, TlsConfig, UserConfig,
     },
 };
 
@@ -378,6 +378,7 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
             key_epoch: 1,
             hit_ref_ttl_hours: 168,
         },
+        followup: FollowUpConfig::default(),
         peers: all
             .iter()
             .filter(|p| p.country != cc)

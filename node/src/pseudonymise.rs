@@ -39,7 +39,9 @@ pub const PARTICLES: [&str; 27] = [
 ];
 
 /// How much a hit through a key kind is worth.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Quality {
     /// Plausible: one name, or names with a tolerant date.
     Weak,

@@ -10,7 +10,7 @@ pub const CASE_REFERENCE_BYTES: usize = 64;
 pub const OFFENCE_CATEGORY_BYTES: usize = 16;
 
 /// Person category of a query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum PersonCategory {
     /// Suspect.
     Suspect,
@@ -47,7 +47,7 @@ impl PersonCategory {
 }
 
 /// Aim of a query.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Aim {
     /// Identify a person.
     Identify,
@@ -66,7 +66,7 @@ impl Aim {
 }
 
 /// A validated reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Reason {
     /// The requesting authority's case reference.
     pub case_reference: String,

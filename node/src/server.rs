@@ -131,6 +131,7 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         peers,
         index: Arc::new(index),
         config,
+        outbox_wake: tokio::sync::Notify::new(),
     });
     Ok(Prepared {
         state,
@@ -231,6 +232,10 @@ pub async fn serve(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let outbox_task = tokio::spawn(crate::service::followups::run_outbox(
+        state.clone(),
+        stop_rx.clone(),
+    ));
     let mut fed_task = tokio::spawn(
         federation.serve_with_incoming_shutdown(fed_incoming, stopped(stop_rx.clone())),
     );
@@ -273,6 +278,9 @@ pub async fn serve(
         );
         fed_task.abort();
         nat_task.abort();
+    }
+    if tokio::time::timeout(grace, outbox_task).await.is_err() {
+        tracing::warn!("the follow-up outbox did not stop in the grace period");
     }
     tracing::info!("node stopped");
     Ok(())

@@ -335,6 +335,15 @@ impl TestNetwork {
         Ok(summary.expect("the import ends with a summary"))
     }
 
+    /// Changes a country's node configuration file (before the node starts, or
+    /// between a stop and a start).
+    pub fn edit_config(&self, country: &str, edit: impl FnOnce(&mut Config)) {
+        let mut config = self.config(country);
+        edit(&mut config);
+        let text = toml::to_string_pretty(&config).expect("config serialises");
+        std::fs::write(self.config_path(country), text).expect("write config");
+    }
+
     /// The network matching secret's bytes.
     pub fn matching_secret(&self) -> Vec<u8> {
         let text = std::fs::read_to_string(self.dir().join("matching-secret")).expect("secret");

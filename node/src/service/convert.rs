@@ -62,11 +62,29 @@ pub fn quality_to_proto(quality: Quality) -> v1::Quality {
     }
 }
 
+/// The domain quality of a proto quality, None for UNSPECIFIED or unknown values.
+pub fn quality_from_proto(value: i32) -> Option<Quality> {
+    [Quality::Exact, Quality::Strong, Quality::Weak]
+        .into_iter()
+        .find(|q| quality_to_proto(*q) as i32 == value)
+}
+
+/// A single identity field (`field`), which is required.
+pub fn identity_of(field: &str, identity: Option<&v1::Identity>) -> Result<Identity, Status> {
+    let identity =
+        identity.ok_or_else(|| Status::invalid_argument(format!("field `{field}` is required")))?;
+    identity_in(field, identity)
+}
+
 /// The domain identity of `subjects[i]` (or another list named by `list`).
 pub fn identity(list: &str, i: usize, identity: &v1::Identity) -> Result<Identity, Status> {
+    identity_in(&format!("{list}[{i}]"), identity)
+}
+
+fn identity_in(at: &str, identity: &v1::Identity) -> Result<Identity, Status> {
     if identity.aliases.len() > limits::ALIASES {
         return Err(Status::invalid_argument(format!(
-            "{list}[{i}]: field `aliases` has more than {} items",
+            "{at}: field `aliases` has more than {} items",
             limits::ALIASES
         )));
     }
@@ -81,20 +99,26 @@ pub fn identity(list: &str, i: usize, identity: &v1::Identity) -> Result<Identit
         &identity.date_of_birth,
         &aliases,
     )
-    .map_err(|e| Status::invalid_argument(format!("{list}[{i}]: {e}")))
+    .map_err(|e| Status::invalid_argument(format!("{at}: {e}")))
 }
 
 /// The proto identity of a domain identity (for records sent to the node).
 pub fn identity_to_proto(record: &Record) -> v1::Identity {
     v1::Identity {
-        family_name: record.identity.name.family.clone(),
-        given_names: record.identity.name.given.clone(),
-        date_of_birth: record.identity.date_of_birth.to_string(),
         sex: record.sex.map(|s| s.code().to_owned()).unwrap_or_default(),
         place_of_birth: record.place_of_birth.clone().unwrap_or_default(),
         nationalities: record.nationalities.clone(),
-        aliases: record
-            .identity
+        ..matched_identity_to_proto(&record.identity)
+    }
+}
+
+/// The proto form of the matched part of an identity (names, date of birth, aliases).
+pub fn matched_identity_to_proto(identity: &Identity) -> v1::Identity {
+    v1::Identity {
+        family_name: identity.name.family.clone(),
+        given_names: identity.name.given.clone(),
+        date_of_birth: identity.date_of_birth.to_string(),
+        aliases: identity
             .aliases
             .iter()
             .map(|a| v1::Alias {
@@ -102,6 +126,7 @@ pub fn identity_to_proto(record: &Record) -> v1::Identity {
                 given_names: a.given.clone(),
             })
             .collect(),
+        ..v1::Identity::default()
     }
 }
 

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use adep_proto::v1::{
-    HelloRequest, HelloResponse, Hit, MatchRequest, MatchResponse, SubjectResult,
-    federation_server::Federation,
+    DecisionReceipt, FollowUpDecision, FollowUpFiling, FollowUpPoll, FollowUpPollResponse,
+    FollowUpReceipt, FollowUpWithdrawal, HelloRequest, HelloResponse, Hit, MatchRequest,
+    MatchResponse, SubjectResult, federation_server::Federation,
 };
 use tonic::{Request, Response, Status};
 
-use super::{NodeState, convert, principal};
+use super::{NodeState, convert, followups, principal};
 use crate::{
     auth::Principal,
     config::Country,
@@ -195,5 +196,52 @@ impl Federation for FederationService {
             .collect();
         tracing::info!(hits = hit_count, "match answered");
         Ok(Response::new(MatchResponse { results }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "FileFollowUp", peer))]
+    async fn file_follow_up(
+        &self,
+        req: Request<FollowUpFiling>,
+    ) -> Result<Response<FollowUpReceipt>, Status> {
+        let peer = calling_peer(&req, &req.get_ref().country)?;
+        tracing::Span::current().record("peer", peer.as_str());
+        followups::file(&self.state, peer, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "WithdrawFollowUp", peer))]
+    async fn withdraw_follow_up(
+        &self,
+        req: Request<FollowUpWithdrawal>,
+    ) -> Result<Response<FollowUpReceipt>, Status> {
+        let peer = calling_peer(&req, &req.get_ref().country)?;
+        tracing::Span::current().record("peer", peer.as_str());
+        followups::withdraw_incoming(&self.state, peer, req.into_inner().request_id)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "PollFollowUps", peer))]
+    async fn poll_follow_ups(
+        &self,
+        req: Request<FollowUpPoll>,
+    ) -> Result<Response<FollowUpPollResponse>, Status> {
+        let peer = calling_peer(&req, &req.get_ref().country)?;
+        tracing::Span::current().record("peer", peer.as_str());
+        followups::poll(&self.state, peer, req.into_inner().request_ids)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "DeliverDecision", peer))]
+    async fn deliver_decision(
+        &self,
+        req: Request<FollowUpDecision>,
+    ) -> Result<Response<DecisionReceipt>, Status> {
+        let peer = calling_peer(&req, &req.get_ref().country)?;
+        tracing::Span::current().record("peer", peer.as_str());
+        followups::deliver(&self.state, peer, req.into_inner()).await?;
+        Ok(Response::new(DecisionReceipt {}))
     }
 }

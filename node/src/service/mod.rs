@@ -3,6 +3,7 @@
 
 pub mod convert;
 pub mod federation;
+pub mod followups;
 pub mod national;
 
 use std::sync::Arc;
@@ -31,6 +32,8 @@ pub struct NodeState {
     pub peers: Peers,
     /// The national records and their match index.
     pub index: Arc<NationalIndex>,
+    /// Wakes the follow-up outbox when a decision is ready to deliver.
+    pub outbox_wake: tokio::sync::Notify,
 }
 
 /// The one mapping of refusals to gRPC status codes.

@@ -5,19 +5,21 @@ use std::sync::Arc;
 use std::{collections::HashMap, pin::Pin};
 
 use adep_proto::v1::{
-    Caller, CountRecordsRequest, CountRecordsResponse, DeleteRecordsRequest, DeleteRecordsResponse,
-    HelloRequest, ImportMode as ProtoImportMode, ImportProgress, ImportRequest,
-    ImportSummary as ProtoImportSummary, MatchKey, MatchRequest, MatchSubject, PeerState,
-    PeerStatus, SearchHit, SearchRequest, SearchResponse, StatusRequest, StatusResponse, StoreInfo,
-    national_server::National,
+    Caller, CountRecordsRequest, CountRecordsResponse, DecideFollowUpRequest, DeleteRecordsRequest,
+    DeleteRecordsResponse, FollowUp, HelloRequest, ImportMode as ProtoImportMode, ImportProgress,
+    ImportRequest, ImportSummary as ProtoImportSummary, ListFollowUpsRequest,
+    ListFollowUpsResponse, MatchKey, MatchRequest, MatchSubject, PeerState, PeerStatus,
+    RequestFollowUpRequest, SearchHit, SearchRequest, SearchResponse, ShowFollowUpRequest,
+    StatusRequest, StatusResponse, StoreInfo, WithdrawFollowUpRequest, national_server::National,
 };
 use ring::rand::{SecureRandom as _, SystemRandom};
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{NodeState, convert, user_with_role};
+use super::{NodeState, convert, followups, user_with_role};
 use crate::{
     config::Role,
+    followup::ReceivedHit,
     identity::RecordId,
     index::{ImportMode, IndexError, Progress},
     peers::{PeerFailure, PeerOutcome},
@@ -185,7 +187,6 @@ impl National for NationalService {
                     .collect(),
             })
             .collect();
-        drop(identities);
         let request_id = random_request_id()?;
         let span = tracing::Span::current();
         span.record("request_id", request_id.as_str());
@@ -231,6 +232,26 @@ impl National for NationalService {
             }
             peers.push(status);
         }
+        // Remember each hit with the subject as searched, so that a follow-up can be
+        // filed for it (and tell the owner who the requesting state is looking for).
+        let received = hits
+            .iter()
+            .filter(|h| h.hit_ref.parse::<crate::hitref::HitRef>().is_ok())
+            .filter_map(|h| {
+                Some((
+                    h.hit_ref.clone(),
+                    ReceivedHit {
+                        country: h.country.clone(),
+                        quality: convert::quality_from_proto(h.quality)?,
+                        expires_at: h.expires_at,
+                        subject: identities.get(h.subject as usize)?.clone(),
+                        request_id: request_id.clone(),
+                    },
+                ))
+            })
+            .collect();
+        drop(identities);
+        followups::remember_hits(&self.state, received).await?;
         let ok = peers
             .iter()
             .filter(|p| p.state == PeerState::Ok as i32)
@@ -395,5 +416,65 @@ impl National for NationalService {
             keys: counts.keys as u64,
             key_epoch: counts.epoch.0,
         }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RequestFollowUp"))]
+    async fn request_follow_up(
+        &self,
+        req: Request<RequestFollowUpRequest>,
+    ) -> Result<Response<FollowUp>, Status> {
+        let (user, _) = user_with_role(&req, &[Role::Officer])?;
+        let user = user.to_owned();
+        followups::request(&self.state, user, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ListFollowUps"))]
+    async fn list_follow_ups(
+        &self,
+        req: Request<ListFollowUpsRequest>,
+    ) -> Result<Response<ListFollowUpsResponse>, Status> {
+        let (user, role) = user_with_role(&req, &[Role::Officer, Role::Reviewer])?;
+        let user = user.to_owned();
+        followups::list(&self.state, user, role, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ShowFollowUp"))]
+    async fn show_follow_up(
+        &self,
+        req: Request<ShowFollowUpRequest>,
+    ) -> Result<Response<FollowUp>, Status> {
+        let (user, role) = user_with_role(&req, &[Role::Officer, Role::Reviewer])?;
+        let user = user.to_owned();
+        followups::show(&self.state, user, role, req.into_inner().id)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "DecideFollowUp"))]
+    async fn decide_follow_up(
+        &self,
+        req: Request<DecideFollowUpRequest>,
+    ) -> Result<Response<FollowUp>, Status> {
+        let (user, _) = user_with_role(&req, &[Role::Reviewer])?;
+        let user = user.to_owned();
+        followups::decide(&self.state, user, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "WithdrawFollowUp"))]
+    async fn withdraw_follow_up(
+        &self,
+        req: Request<WithdrawFollowUpRequest>,
+    ) -> Result<Response<FollowUp>, Status> {
+        let (user, _) = user_with_role(&req, &[Role::Officer])?;
+        let user = user.to_owned();
+        followups::withdraw_outgoing(&self.state, user, req.into_inner().id)
+            .await
+            .map(Response::new)
     }
 }

@@ -32,11 +32,24 @@ pub enum Table {
     Records,
     /// Hit references issued to peers: reference to record, requesting country, expiry.
     HitRefs,
+    /// Follow-up requests, incoming and outgoing.
+    FollowUps,
+    /// Decisions waiting for the requesting node to acknowledge them.
+    Outbox,
+    /// Hits this node's officers received in searches.
+    ReceivedHits,
 }
 
 impl Table {
     /// Every table, so an engine can open them all up front.
-    pub const ALL: [Table; 3] = [Table::Meta, Table::Records, Table::HitRefs];
+    pub const ALL: [Table; 6] = [
+        Table::Meta,
+        Table::Records,
+        Table::HitRefs,
+        Table::FollowUps,
+        Table::Outbox,
+        Table::ReceivedHits,
+    ];
 
     /// The table's name inside the engine. Never change a published name.
     pub fn name(&self) -> &'static str {
@@ -44,6 +57,9 @@ impl Table {
             Table::Meta => "meta",
             Table::Records => "records",
             Table::HitRefs => "hit_refs",
+            Table::FollowUps => "follow_ups",
+            Table::Outbox => "outbox",
+            Table::ReceivedHits => "received_hits",
         }
     }
 }

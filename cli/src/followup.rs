@@ -1,0 +1,373 @@
+//! `adep followup`: step 2. Officers file follow-up requests for hits and read the
+//! outcome; reviewers at the node that holds the record decide.
+
+use std::process::ExitCode;
+
+use adep_node::client::Profile;
+use adep_proto::v1::{self as pb, Decision, Direction, FollowUpState};
+use anyhow::Result;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use crate::{output, search};
+
+/// `adep followup` commands.
+#[derive(Debug, Subcommand)]
+pub enum FollowUpCommand {
+    /// Officer: file a follow-up request for a hit reference from one of your searches.
+    /// It is sent to the node that holds the record, where a reviewer decides.
+    Request(RequestArgs),
+    /// Officer: your requests. Reviewer: requests filed with your node (--incoming).
+    List(ListArgs),
+    /// One request with its state and, once released, the record's core data
+    /// (officer); or an incoming request next to the local record (reviewer).
+    Show(IdArgs),
+    /// Reviewer: approve an incoming request; the core data named by the release
+    /// policy is sent to the requesting node.
+    Approve(DecideArgs),
+    /// Reviewer: refuse an incoming request; nothing is released.
+    Refuse(DecideArgs),
+    /// Reviewer: hold an incoming request while judicial authorisation is sought.
+    Hold(DecideArgs),
+    /// Officer: withdraw one of your undecided requests.
+    Withdraw(IdArgs),
+}
+
+/// `adep followup request` arguments.
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// The hit reference (40 hexadecimal digits) from `adep search`.
+    #[arg(long = "hit", value_name = "REF")]
+    hit_ref: String,
+    /// Why you need the record: shown to the reviewer who decides.
+    #[arg(long)]
+    justification: String,
+    /// The offence, in your words.
+    #[arg(long)]
+    offence_description: String,
+    #[command(flatten)]
+    reason: search::ReasonArgs,
+}
+
+/// A state to filter on.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StateArg {
+    /// Waiting for a reviewer.
+    Pending,
+    /// Undecided past the decision deadline.
+    Overdue,
+    /// Waiting for judicial authorisation.
+    OnHold,
+    /// Approved, core data not yet acknowledged.
+    Approved,
+    /// Approved and delivered.
+    Delivered,
+    /// Refused.
+    Refused,
+    /// Closed undecided at its expiry.
+    Expired,
+    /// Withdrawn by the officer.
+    Withdrawn,
+}
+
+/// `adep followup list` arguments.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Reviewer: list requests filed with this node by other countries.
+    #[arg(long)]
+    incoming: bool,
+    /// Only requests in this state.
+    #[arg(long, value_enum)]
+    state: Option<StateArg>,
+}
+
+/// A follow-up id.
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// The follow-up's id (32 hexadecimal digits).
+    id: String,
+}
+
+/// Arguments of a reviewer's decision.
+#[derive(Debug, Args)]
+pub struct DecideArgs {
+    /// The follow-up's id (32 hexadecimal digits).
+    id: String,
+    /// Why: recorded with the decision and sent to the requesting node.
+    #[arg(long)]
+    reason: String,
+}
+
+/// Runs a follow-up command.
+pub async fn run(cmd: FollowUpCommand, profile: &Profile, json: bool) -> Result<ExitCode> {
+    let mut client = profile.national_client()?;
+    let fail = |s| output::call_error(&profile.node, s);
+    let decide = |args: &DecideArgs, decision: Decision| pb::DecideFollowUpRequest {
+        id: args.id.clone(),
+        decision: decision as i32,
+        reason: args.reason.clone(),
+    };
+    let one = match cmd {
+        FollowUpCommand::Request(args) => client
+            .request_follow_up(pb::RequestFollowUpRequest {
+                hit_ref: args.hit_ref.clone(),
+                justification: args.justification.clone(),
+                offence_description: args.offence_description.clone(),
+                reason: Some(search::reason(&args.reason)),
+            })
+            .await
+            .map_err(fail)?
+            .into_inner(),
+        FollowUpCommand::List(args) => {
+            let (state, overdue) = match args.state {
+                None => (FollowUpState::Unspecified, false),
+                Some(StateArg::Overdue) => (FollowUpState::Unspecified, true),
+                Some(s) => (state_of(s), false),
+            };
+            let list = client
+                .list_follow_ups(pb::ListFollowUpsRequest {
+                    incoming: args.incoming,
+                    state: state as i32,
+                    overdue,
+                })
+                .await
+                .map_err(fail)?
+                .into_inner();
+            print_list(&list.follow_ups, json);
+            return Ok(ExitCode::SUCCESS);
+        }
+        FollowUpCommand::Show(args) => client
+            .show_follow_up(pb::ShowFollowUpRequest { id: args.id })
+            .await
+            .map_err(fail)?
+            .into_inner(),
+        FollowUpCommand::Approve(args) => client
+            .decide_follow_up(decide(&args, Decision::Approve))
+            .await
+            .map_err(fail)?
+            .into_inner(),
+        FollowUpCommand::Refuse(args) => client
+            .decide_follow_up(decide(&args, Decision::Refuse))
+            .await
+            .map_err(fail)?
+            .into_inner(),
+        FollowUpCommand::Hold(args) => client
+            .decide_follow_up(decide(&args, Decision::Hold))
+            .await
+            .map_err(fail)?
+            .into_inner(),
+        FollowUpCommand::Withdraw(args) => client
+            .withdraw_follow_up(pb::WithdrawFollowUpRequest { id: args.id })
+            .await
+            .map_err(fail)?
+            .into_inner(),
+    };
+    if json {
+        println!("{}", to_json(&one));
+    } else {
+        print_one(&one);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn state_of(s: StateArg) -> FollowUpState {
+    match s {
+        StateArg::Pending | StateArg::Overdue => FollowUpState::Pending,
+        StateArg::OnHold => FollowUpState::OnHold,
+        StateArg::Approved => FollowUpState::Approved,
+        StateArg::Delivered => FollowUpState::Delivered,
+        StateArg::Refused => FollowUpState::Refused,
+        StateArg::Expired => FollowUpState::Expired,
+        StateArg::Withdrawn => FollowUpState::Withdrawn,
+    }
+}
+
+/// The CLI name of a proto follow-up state.
+pub fn state_name(s: i32) -> &'static str {
+    match FollowUpState::try_from(s).unwrap_or(FollowUpState::Unspecified) {
+        FollowUpState::Pending => "pending",
+        FollowUpState::OnHold => "on_hold",
+        FollowUpState::Approved => "approved",
+        FollowUpState::Delivered => "delivered",
+        FollowUpState::Refused => "refused",
+        FollowUpState::Expired => "expired",
+        FollowUpState::Withdrawn => "withdrawn",
+        FollowUpState::Unspecified => "unknown",
+    }
+}
+
+fn decision_name(d: i32) -> &'static str {
+    match Decision::try_from(d).unwrap_or(Decision::Unspecified) {
+        Decision::Approve => "approve",
+        Decision::Refuse => "refuse",
+        Decision::Hold => "hold",
+        Decision::Unspecified => "unknown",
+    }
+}
+
+fn identity_json(i: &pb::Identity) -> Value {
+    json!({
+        "family_name": i.family_name,
+        "given_names": i.given_names,
+        "date_of_birth": i.date_of_birth,
+        "aliases": i.aliases.iter().map(|a| json!({"family_name": a.family_name, "given_names": a.given_names})).collect::<Vec<_>>(),
+    })
+}
+
+/// The JSON form of a follow-up.
+pub fn to_json(f: &pb::FollowUp) -> Value {
+    let reason = f.reason.clone().unwrap_or_default();
+    let mut v = json!({
+        "id": f.id,
+        "direction": if f.direction == Direction::Incoming as i32 { "incoming" } else { "outgoing" },
+        "country": f.country,
+        "hit_ref": f.hit_ref,
+        "state": state_name(f.state),
+        "overdue": f.overdue,
+        "officer_id": f.officer_id,
+        "reason": {
+            "case_reference": reason.case_reference,
+            "offence_category": reason.offence_category,
+            "person_category": reason.person_category().as_str_name(),
+            "aim": reason.aim().as_str_name(),
+        },
+        "justification": f.justification,
+        "offence_description": f.offence_description,
+        "subject": f.subject.as_ref().map(identity_json),
+        "quality": search::quality(f.quality),
+        "filed_at": f.filed_at,
+        "deadline_at": f.deadline_at,
+        "expires_at": f.expires_at,
+        "steps": f.steps.iter().map(|s| json!({
+            "reviewer": s.reviewer, "decision": decision_name(s.decision), "reason": s.reason, "at": s.at,
+        })).collect::<Vec<_>>(),
+        "decision_reason": f.decision_reason,
+        "core_data": f.core_data.iter().collect::<std::collections::BTreeMap<_, _>>(),
+    });
+    if let Some(r) = &f.record {
+        v["record"] = json!({
+            "record_id": r.record_id,
+            "identity": r.identity.as_ref().map(identity_json),
+            "payload": r.payload.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        });
+    }
+    v
+}
+
+fn time(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}
+
+fn print_list(all: &[pb::FollowUp], json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({ "follow_ups": all.iter().map(to_json).collect::<Vec<_>>() })
+        );
+        return;
+    }
+    if all.is_empty() {
+        println!("no follow-up requests");
+        return;
+    }
+    println!(
+        "{:<32}  {:<2}  {:<10}  {:<20}  case",
+        "id", "cc", "state", "filed"
+    );
+    for f in all {
+        let state = if f.overdue {
+            "overdue"
+        } else {
+            state_name(f.state)
+        };
+        println!(
+            "{:<32}  {:<2}  {:<10}  {:<20}  {}",
+            f.id,
+            f.country,
+            state,
+            time(f.filed_at),
+            f.reason.as_ref().map_or("", |r| r.case_reference.as_str())
+        );
+    }
+}
+
+fn print_one(f: &pb::FollowUp) {
+    let incoming = f.direction == Direction::Incoming as i32;
+    println!("follow-up {}", f.id);
+    println!(
+        "  {}         {}",
+        if incoming { "from" } else { "to  " },
+        f.country
+    );
+    let state = state_name(f.state);
+    println!(
+        "  state        {state}{}",
+        if f.overdue { " (overdue)" } else { "" }
+    );
+    println!(
+        "  hit          {} ({})",
+        f.hit_ref,
+        search::quality(f.quality)
+    );
+    println!("  officer      {}", f.officer_id);
+    if let Some(r) = &f.reason {
+        println!(
+            "  reason       case {}, offence {}, {}, {}",
+            r.case_reference,
+            r.offence_category,
+            r.person_category().as_str_name(),
+            r.aim().as_str_name()
+        );
+    }
+    println!("  justification  {}", f.justification);
+    println!("  offence      {}", f.offence_description);
+    if let Some(s) = &f.subject {
+        println!(
+            "  subject      {}, {} (born {})",
+            s.family_name, s.given_names, s.date_of_birth
+        );
+    }
+    println!(
+        "  filed {}, overdue from {}, expires {}",
+        time(f.filed_at),
+        time(f.deadline_at),
+        time(f.expires_at)
+    );
+    for s in &f.steps {
+        println!(
+            "  {} {} by {}: {}",
+            time(s.at),
+            decision_name(s.decision),
+            s.reviewer,
+            s.reason
+        );
+    }
+    if !f.decision_reason.is_empty() {
+        println!("  decision     {}", f.decision_reason);
+    }
+    if let Some(r) = &f.record {
+        println!("  local record {}", r.record_id);
+        if let Some(i) = &r.identity {
+            println!(
+                "    {}, {} (born {})",
+                i.family_name, i.given_names, i.date_of_birth
+            );
+        }
+        for (k, v) in &r.payload {
+            println!("    {k}: {v}");
+        }
+    }
+    if !f.core_data.is_empty() {
+        println!("  released core data:");
+        let sorted: std::collections::BTreeMap<_, _> = f.core_data.iter().collect();
+        for (k, v) in sorted {
+            println!("    {k}: {v}");
+        }
+    }
+}

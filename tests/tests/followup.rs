@@ -1,0 +1,361 @@
+//! Step 2 over real nodes: an officer in FR files a follow-up for a hit in DE; a
+//! reviewer in DE decides; the decision and the released core data travel back
+//! through DE's outbox. Nothing of the record reaches FR before the approval.
+
+use std::time::Duration;
+
+use adep_node::config::Role;
+use adep_proto::v1::{
+    Aim, DecideFollowUpRequest, Decision, FollowUp, FollowUpFiling, FollowUpState,
+    Identity as ProtoIdentity, ImportMode, ListFollowUpsRequest, PersonCategory, Reason,
+    RequestFollowUpRequest, SearchRequest, ShowFollowUpRequest, WithdrawFollowUpRequest,
+};
+use adep_tests::{TestNetwork, record};
+use tonic::Code;
+
+fn reason() -> Reason {
+    Reason {
+        case_reference: "FR-2026-0042".into(),
+        offence_category: "0301".into(),
+        person_category: PersonCategory::Suspect as i32,
+        aim: Aim::Identify as i32,
+    }
+}
+
+/// FR, DE and ES; DE holds two records; outbox retries at most every second.
+async fn network() -> TestNetwork {
+    let mut net = TestNetwork::new(&["FR", "DE", "ES"]).await;
+    for cc in ["FR", "DE", "ES"] {
+        net.edit_config(cc, |c| c.followup.retry_max_seconds = 1);
+    }
+    net.start_all().await;
+    let records = vec![
+        record("de-1", "Müller", "Hans Peter", "1970-05-12"),
+        record("de-2", "Schmidt", "Karl", "1955-01-01"),
+    ];
+    net.import("DE", records, ImportMode::Import, 100)
+        .await
+        .expect("import");
+    net
+}
+
+/// Searches as FR's officer and returns DE's hit reference for the subject.
+async fn hit_in_de(net: &TestNetwork, family: &str, given: &str, dob: &str) -> String {
+    let answer = net
+        .national("FR", Role::Officer)
+        .search(SearchRequest {
+            reason: Some(reason()),
+            subjects: vec![ProtoIdentity {
+                family_name: family.into(),
+                given_names: given.into(),
+                date_of_birth: dob.into(),
+                ..ProtoIdentity::default()
+            }],
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    answer
+        .hits
+        .iter()
+        .find(|h| h.country == "DE")
+        .map(|h| h.hit_ref.clone())
+        .expect("a hit in DE")
+}
+
+async fn request(net: &TestNetwork, hit_ref: &str) -> Result<FollowUp, tonic::Status> {
+    net.national("FR", Role::Officer)
+        .request_follow_up(RequestFollowUpRequest {
+            hit_ref: hit_ref.into(),
+            justification: "The subject is suspected of a burglary series in Lyon.".into(),
+            offence_description: "Burglary of dwellings, 12 cases".into(),
+            reason: Some(reason()),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn decide(
+    net: &TestNetwork,
+    cc: &str,
+    role: Role,
+    id: &str,
+    decision: Decision,
+) -> Result<FollowUp, tonic::Status> {
+    net.national(cc, role)
+        .decide_follow_up(DecideFollowUpRequest {
+            id: id.into(),
+            decision: decision as i32,
+            reason: "Checked against the local file.".into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn show(net: &TestNetwork, cc: &str, role: Role, id: &str) -> FollowUp {
+    net.national(cc, role)
+        .show_follow_up(ShowFollowUpRequest { id: id.into() })
+        .await
+        .expect("show")
+        .into_inner()
+}
+
+/// Waits until FR's officer sees the follow-up in `state`.
+async fn until_state(net: &TestNetwork, id: &str, state: FollowUpState) -> FollowUp {
+    for _ in 0..150 {
+        let f = show(net, "FR", Role::Officer, id).await;
+        if f.state == state as i32 {
+            return f;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("follow-up {id} never reached {state:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_record_data_before_approval_and_only_policy_fields_after() {
+    let mut net = network().await;
+    let hit_ref = hit_in_de(&net, "MUELLER", "Hans Peter", "1970-05-12").await;
+    let filed = request(&net, &hit_ref).await.expect("follow-up filed");
+    assert_eq!(filed.state, FollowUpState::Pending as i32);
+    assert_eq!(filed.country, "DE");
+    assert!(filed.core_data.is_empty());
+
+    // Before approval, nothing FR answers carries the record's payload or its id.
+    let before = format!(
+        "{:?}{:?}",
+        show(&net, "FR", Role::Officer, &filed.id).await,
+        net.national("FR", Role::Officer)
+            .list_follow_ups(ListFollowUpsRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+    );
+    assert!(!before.contains("payload of de-1"), "{before}");
+    assert!(!before.contains("de-1"), "{before}");
+
+    // DE's reviewer sees the request next to the local record.
+    let incoming = net
+        .national("DE", Role::Reviewer)
+        .list_follow_ups(ListFollowUpsRequest {
+            incoming: true,
+            ..ListFollowUpsRequest::default()
+        })
+        .await
+        .expect("incoming list")
+        .into_inner()
+        .follow_ups;
+    assert_eq!(incoming.len(), 1);
+    assert_eq!(incoming[0].id, filed.id);
+    assert_eq!(incoming[0].officer_id, filed.officer_id);
+    let seen = show(&net, "DE", Role::Reviewer, &filed.id).await;
+    let local = seen.record.expect("the local record");
+    assert_eq!(local.record_id, "de-1");
+    assert_eq!(
+        seen.subject.expect("subject").family_name,
+        "MUELLER",
+        "the subject as FR searched it"
+    );
+
+    let approved = decide(&net, "DE", Role::Reviewer, &filed.id, Decision::Approve)
+        .await
+        .expect("approve");
+    assert!(matches!(
+        FollowUpState::try_from(approved.state),
+        Ok(FollowUpState::Approved | FollowUpState::Delivered)
+    ));
+
+    let delivered = until_state(&net, &filed.id, FollowUpState::Delivered).await;
+    let mut fields: Vec<&str> = delivered.core_data.keys().map(String::as_str).collect();
+    fields.sort_unstable();
+    // The default release policy; the test record has no sex or nationalities, and
+    // its payload column is not named by the policy.
+    assert_eq!(
+        fields,
+        ["date_of_birth", "family_name", "given_names", "record_id"]
+    );
+    assert_eq!(delivered.core_data["family_name"], "Müller");
+    assert!(!format!("{delivered:?}").contains("payload of de-1"));
+    // DE marks it delivered once FR acknowledged; the decision is not sent again.
+    for _ in 0..100 {
+        if show(&net, "DE", Role::Reviewer, &filed.id).await.state
+            == FollowUpState::Delivered as i32
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        show(&net, "DE", Role::Reviewer, &filed.id).await.state,
+        FollowUpState::Delivered as i32
+    );
+    net.stop("FR").await;
+    net.stop("DE").await;
+    net.stop("ES").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_hold_and_withdrawal_reach_the_officer() {
+    let net = network().await;
+    // Refused: the officer learns it, with the reason, and receives nothing.
+    let refused = request(
+        &net,
+        &hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await,
+    )
+    .await
+    .expect("filed");
+    decide(&net, "DE", Role::Reviewer, &refused.id, Decision::Refuse)
+        .await
+        .expect("refuse");
+    let seen = until_state(&net, &refused.id, FollowUpState::Refused).await;
+    assert_eq!(seen.decision_reason, "Checked against the local file.");
+    assert!(seen.core_data.is_empty());
+
+    // Hold, then approval.
+    let held = request(
+        &net,
+        &hit_in_de(&net, "Schmidt", "Karl", "1955-01-01").await,
+    )
+    .await
+    .expect("filed");
+    let on_hold = decide(&net, "DE", Role::Reviewer, &held.id, Decision::Hold)
+        .await
+        .expect("hold");
+    assert_eq!(on_hold.state, FollowUpState::OnHold as i32);
+    decide(&net, "DE", Role::Reviewer, &held.id, Decision::Approve)
+        .await
+        .expect("approve after hold");
+    let delivered = until_state(&net, &held.id, FollowUpState::Delivered).await;
+    assert_eq!(delivered.core_data["record_id"], "de-2");
+
+    // Withdrawn before a decision: DE can no longer decide it.
+    let withdrawn = request(
+        &net,
+        &hit_in_de(&net, "Schmidt", "Karl", "1955-01-01").await,
+    )
+    .await
+    .expect("filed");
+    let w = net
+        .national("FR", Role::Officer)
+        .withdraw_follow_up(WithdrawFollowUpRequest {
+            id: withdrawn.id.clone(),
+        })
+        .await
+        .expect("withdraw")
+        .into_inner();
+    assert_eq!(w.state, FollowUpState::Withdrawn as i32);
+    let late = decide(&net, "DE", Role::Reviewer, &withdrawn.id, Decision::Approve)
+        .await
+        .expect_err("a withdrawn request cannot be approved");
+    assert_eq!(late.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_and_foreign_or_unknown_hit_references_are_refused() {
+    let net = network().await;
+    let hit_ref = hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await;
+    let filed = request(&net, &hit_ref).await.expect("filed");
+
+    // Only reviewers decide; only officers request; nobody decides their own node's
+    // request.
+    let by_officer = decide(&net, "DE", Role::Officer, &filed.id, Decision::Approve)
+        .await
+        .expect_err("an officer cannot decide");
+    assert_eq!(by_officer.code(), Code::PermissionDenied);
+    let own = decide(&net, "FR", Role::Reviewer, &filed.id, Decision::Approve)
+        .await
+        .expect_err("FR cannot decide its own request");
+    assert_eq!(own.code(), Code::PermissionDenied, "{own:?}");
+    let by_reviewer = net
+        .national("FR", Role::Reviewer)
+        .request_follow_up(RequestFollowUpRequest {
+            hit_ref: hit_ref.clone(),
+            justification: "j".into(),
+            offence_description: "o".into(),
+            reason: Some(reason()),
+        })
+        .await
+        .expect_err("a reviewer cannot request");
+    assert_eq!(by_reviewer.code(), Code::PermissionDenied);
+
+    // ES presents FR's hit reference to DE: refused as if unknown.
+    let mut es_to_de = net.federation_as_peer("DE", "ES");
+    let filing = |hit: &str| FollowUpFiling {
+        request_id: "b".repeat(32),
+        country: "ES".into(),
+        hit_ref: hit.into(),
+        justification: "j".into(),
+        offence_description: "o".into(),
+        reason: Some(reason()),
+        subject: Some(ProtoIdentity {
+            family_name: "Müller".into(),
+            given_names: "Hans".into(),
+            date_of_birth: "1970-05-12".into(),
+            ..ProtoIdentity::default()
+        }),
+        officer_id: "es-officer".into(),
+        ..FollowUpFiling::default()
+    };
+    let foreign = es_to_de
+        .file_follow_up(filing(&hit_ref))
+        .await
+        .expect_err("another country's hit reference");
+    assert_eq!(foreign.code(), Code::NotFound);
+    let unknown = es_to_de
+        .file_follow_up(filing(&"0".repeat(40)))
+        .await
+        .expect_err("an unknown hit reference");
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(foreign.message(), unknown.message());
+
+    // An officer can only file for hits their own node received.
+    let not_ours = request(&net, &"1".repeat(40))
+        .await
+        .expect_err("a hit this node never received");
+    assert_eq!(not_ours.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_reaches_a_requesting_node_that_was_down() {
+    let mut net = network().await;
+    let filed = request(
+        &net,
+        &hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await,
+    )
+    .await
+    .expect("filed");
+    net.stop("FR").await;
+    decide(&net, "DE", Role::Reviewer, &filed.id, Decision::Approve)
+        .await
+        .expect("approve while FR is down");
+    // DE keeps trying; give it a few failed attempts.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        show(&net, "DE", Role::Reviewer, &filed.id).await.state,
+        FollowUpState::Approved as i32,
+        "not delivered while FR is down"
+    );
+    net.start("FR").await;
+    let delivered = until_state(&net, &filed.id, FollowUpState::Delivered).await;
+    assert_eq!(delivered.core_data["record_id"], "de-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_requests_survive_a_restart_of_the_owner() {
+    let mut net = network().await;
+    let filed = request(
+        &net,
+        &hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await,
+    )
+    .await
+    .expect("filed");
+    net.stop("DE").await;
+    net.start("DE").await;
+    let seen = show(&net, "DE", Role::Reviewer, &filed.id).await;
+    assert_eq!(seen.state, FollowUpState::Pending as i32);
+    assert_eq!(seen.record.expect("record").record_id, "de-1");
+    decide(&net, "DE", Role::Reviewer, &filed.id, Decision::Approve)
+        .await
+        .expect("approve after the restart");
+    until_state(&net, &filed.id, FollowUpState::Delivered).await;
+}
