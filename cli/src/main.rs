@@ -12,6 +12,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod demo;
 mod followup;
 mod matchtest;
 mod network;
@@ -46,6 +47,11 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Development PKI: certificates, keys, matching secret, node configurations, profiles.
+    /// Start here: run the whole exchange on a fresh three-country network on
+    /// loopback (PKI, nodes, synthetic national files), from a search that hits in
+    /// another country through the reviewer's approval to the released core data.
+    /// Needs no profile; exits 0 when every step did what it should.
+    Demo(demo::DemoArgs),
     #[command(subcommand)]
     Pki(PkiCommand),
     /// Run a whole test network on this machine (development and demonstrations).
@@ -148,6 +154,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Network(cmd) => network::run(cmd, cli.json),
         Command::MatchTest(args) => matchtest::run(&args, cli.json),
         Command::Bench(args) => bench::run(&args, cli.json),
+        Command::Demo(args) => demo::run(&args),
         Command::Search(args) => {
             let profile = load_profile(cli.profile.as_deref())?;
             runtime()?.block_on(search::run(&args, &profile, cli.json))

@@ -389,3 +389,35 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
     let json: serde_json::Value = serde_json::from_slice(&down.stdout).expect("json");
     assert_eq!(json["peers"][0]["status"], "unavailable");
 }
+
+#[test]
+fn demo_tells_the_whole_exchange_and_exits_zero() {
+    let out = Command::new(BIN)
+        .args(["demo", "--records", "300"])
+        .output()
+        .expect("run adep demo");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "DE: ok",
+        "hit in DE: reference",
+        "filed with DE: pending",
+        "local record DE-BKA-2019-004711",
+        "released core data",
+        "family_name: Müller",
+        "approved by reviewer de-reviewer",
+        "demo complete",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+    // The release policy's fields only: the record's payload stays in DE.
+    assert!(!stdout.contains("Bundeskriminalamt"), "{stdout}");
+    assert!(!stdout.contains("Convicted 2019"), "{stdout}");
+}

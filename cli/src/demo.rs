@@ -1,0 +1,380 @@
+//! `adep demo`: the whole exchange on a fresh three-country network on loopback,
+//! told step by step, through the same APIs the CLI's users call.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use adep_node::{
+    client::Profile,
+    config::{Config, Country, Role},
+    identity::{DateOfBirth, Identity, Name, Record, RecordId, Sex},
+    pki, server,
+    service::convert,
+    synthetic,
+};
+use adep_proto::v1::{
+    self as pb, Aim, Decision, FollowUpState, ImportMode, ImportRequest, PeerState, PersonCategory,
+};
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::StreamExt as _;
+
+use crate::{followup, output, search};
+
+/// `adep demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Leave the network running afterwards (until Ctrl-C) and print the CLI profiles,
+    /// to try the commands yourself.
+    #[arg(long)]
+    keep_running: bool,
+    /// Directory for the PKI and the three nodes' stores. Default: a temporary
+    /// directory, removed at the end. Must not hold a PKI already.
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Synthetic records in each country's national file.
+    #[arg(long, default_value_t = 2000)]
+    records: u64,
+}
+
+const COUNTRIES: [&str; 3] = ["FR", "DE", "ES"];
+
+/// The person DE holds and FR asks about.
+fn wanted_person() -> Record {
+    Record {
+        id: RecordId::try_from("DE-BKA-2019-004711").unwrap_or_else(|_| unreachable()),
+        identity: Identity {
+            name: Name {
+                family: "Müller".into(),
+                given: "Hans Peter".into(),
+            },
+            date_of_birth: DateOfBirth::Full {
+                year: 1970,
+                month: 5,
+                day: 12,
+            },
+            aliases: Vec::new(),
+        },
+        sex: Some(Sex::M),
+        place_of_birth: Some("Köln".into()),
+        nationalities: vec!["DE".into()],
+        payload: [
+            ("offence_category", "0502"),
+            ("file_reference", "BKA-2019-004711"),
+            ("authority", "Bundeskriminalamt, Wiesbaden"),
+            (
+                "notes",
+                "Convicted 2019 of aggravated burglary; released 2023.",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    }
+}
+
+#[allow(clippy::panic)]
+fn unreachable() -> RecordId {
+    panic!("the demo's record id is valid")
+}
+
+fn step(n: u32, text: &str) {
+    println!("\n== {n}. {text}");
+}
+
+/// Runs the demo. Exit 0 when every step did what it should.
+pub fn run(args: &DemoArgs) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let temp;
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            temp.path().to_owned()
+        }
+    };
+    super::runtime()?.block_on(demo(args, dir))
+}
+
+async fn demo(args: &DemoArgs, dir: PathBuf) -> Result<ExitCode> {
+    step(
+        1,
+        "A development PKI and three nodes on loopback: FR, DE, ES",
+    );
+    let mut plans = Vec::new();
+    let mut bound = Vec::new();
+    for cc in COUNTRIES {
+        let country: Country = cc.parse().map_err(anyhow::Error::msg)?;
+        let federation = TcpListener::bind("127.0.0.1:0").await?;
+        let national = TcpListener::bind("127.0.0.1:0").await?;
+        plans.push(pki::NodePlan {
+            country,
+            federation: federation.local_addr()?,
+            national: national.local_addr()?,
+        });
+        bound.push(server::Listeners {
+            federation,
+            national,
+        });
+    }
+    pki::init(&dir, &plans)?;
+    println!(
+        "   network CA, national CAs, node and user certificates in {}",
+        dir.display()
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut nodes = Vec::new();
+    for (cc, listeners) in COUNTRIES.iter().zip(bound) {
+        let config = Config::load(&dir.join(cc).join("node.toml"))?;
+        let prepared = server::prepare(config).with_context(|| format!("node {cc}"))?;
+        let mut rx = stop_rx.clone();
+        nodes.push(tokio::spawn(server::serve(
+            prepared,
+            listeners,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        )));
+        println!("   {cc} node started");
+    }
+    let profile = |cc: &str, role: Role| Profile::load(&dir.join(cc).join(format!("{role}.toml")));
+    let outcome = story(args, &profile).await;
+    if outcome.is_ok() && args.keep_running {
+        println!("\nThe network stays up. Try, from another terminal:");
+        for cc in COUNTRIES {
+            for role in [Role::Officer, Role::Reviewer, Role::Operator] {
+                println!(
+                    "  adep --profile {} {}",
+                    dir.join(cc).join(format!("{role}.toml")).display(),
+                    match role {
+                        Role::Officer => "followup list",
+                        Role::Reviewer => "followup list --incoming",
+                        _ => "status",
+                    }
+                );
+            }
+        }
+        println!("Press Ctrl-C to stop.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop_tx.send(true);
+    for node in nodes {
+        let _ = node.await;
+    }
+    outcome?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn story(
+    args: &DemoArgs,
+    profile: &impl Fn(&str, Role) -> Result<Profile, adep_node::client::ProfileError>,
+) -> Result<()> {
+    step(2, "Each operator imports a synthetic national file");
+    for (i, cc) in COUNTRIES.iter().enumerate() {
+        let mut records = synthetic::records(100 + i as u64, args.records);
+        if *cc == "DE" {
+            records.push(wanted_person());
+        }
+        let count = records.len();
+        let operator = profile(cc, Role::Operator)?;
+        let batches: Vec<ImportRequest> = records
+            .chunks(1000)
+            .enumerate()
+            .map(|(j, chunk)| ImportRequest {
+                mode: if j == 0 { ImportMode::Import as i32 } else { 0 },
+                records: chunk.iter().map(convert::record_to_proto).collect(),
+            })
+            .collect();
+        let mut progress = operator
+            .national_client()?
+            .import_records(tokio_stream::iter(batches))
+            .await
+            .map_err(|s| output::call_error(&operator.node, s))?
+            .into_inner();
+        while let Some(p) = progress.next().await {
+            p.map_err(|s| output::call_error(&operator.node, s))?;
+        }
+        println!("   {cc}: {count} records stored, pseudonymised and indexed");
+    }
+
+    step(
+        3,
+        "An officer in FR searches for MUELLER, Hans Peter, born 1970-05-12",
+    );
+    println!("   FR's node sends only keyed digests to DE and ES; each answers hit or no hit.");
+    let reason = pb::Reason {
+        case_reference: "FR-PJ-2026-0815".into(),
+        offence_category: "0502".into(),
+        person_category: PersonCategory::Suspect as i32,
+        aim: Aim::LearnMore as i32,
+    };
+    let officer = profile("FR", Role::Officer)?;
+    let answer = officer
+        .national_client()?
+        .search(pb::SearchRequest {
+            reason: Some(reason.clone()),
+            subjects: vec![pb::Identity {
+                family_name: "MUELLER".into(),
+                given_names: "Hans Peter".into(),
+                date_of_birth: "1970-05-12".into(),
+                ..pb::Identity::default()
+            }],
+        })
+        .await
+        .map_err(|s| output::call_error(&officer.node, s))?
+        .into_inner();
+    for p in &answer.peers {
+        let hits = answer
+            .hits
+            .iter()
+            .filter(|h| h.country == p.country)
+            .count();
+        println!(
+            "   {}: {} ({} ms), {}",
+            p.country,
+            output::peer_state(p.state),
+            p.latency_ms,
+            if hits == 0 {
+                "no hit".to_owned()
+            } else {
+                format!("{hits} hit(s)")
+            }
+        );
+    }
+    if answer.peers.iter().any(|p| p.state != PeerState::Ok as i32) {
+        bail!("not every peer answered the search");
+    }
+    let Some(hit) = answer.hits.iter().find(|h| h.country == "DE") else {
+        bail!("the search found no hit in DE");
+    };
+    println!(
+        "   hit in DE: reference {} ({}); no record data has left DE",
+        hit.hit_ref,
+        search::quality(hit.quality)
+    );
+
+    step(4, "The FR officer files a follow-up request with DE");
+    let filed = officer
+        .national_client()?
+        .request_follow_up(pb::RequestFollowUpRequest {
+            hit_ref: hit.hit_ref.clone(),
+            justification: "Suspected of a series of burglaries in Lyon in 2026; we need \
+                            his criminal record to decide on pre-trial detention."
+                .into(),
+            offence_description: "Aggravated burglary of dwellings, 7 cases".into(),
+            reason: Some(reason),
+        })
+        .await
+        .map_err(|s| output::call_error(&officer.node, s))?
+        .into_inner();
+    println!(
+        "   follow-up {} filed with DE: {}; FR holds no data of the record",
+        filed.id,
+        followup::state_name(filed.state)
+    );
+
+    step(
+        5,
+        "A reviewer in DE sees the request next to the local record",
+    );
+    let reviewer = profile("DE", Role::Reviewer)?;
+    let incoming = reviewer
+        .national_client()?
+        .show_follow_up(pb::ShowFollowUpRequest {
+            id: filed.id.clone(),
+        })
+        .await
+        .map_err(|s| output::call_error(&reviewer.node, s))?
+        .into_inner();
+    let subject = incoming.subject.clone().unwrap_or_default();
+    println!(
+        "   asked by officer {} of FR about {}, {} ({})",
+        incoming.officer_id, subject.family_name, subject.given_names, subject.date_of_birth
+    );
+    if let Some(r) = &incoming.record {
+        println!("   local record {}", r.record_id);
+    }
+
+    step(
+        6,
+        "The DE reviewer approves; only the release policy's fields go to FR",
+    );
+    reviewer
+        .national_client()?
+        .decide_follow_up(pb::DecideFollowUpRequest {
+            id: filed.id.clone(),
+            decision: Decision::Approve as i32,
+            reason: "Identity confirmed against the local file; proportionate to the offence."
+                .into(),
+        })
+        .await
+        .map_err(|s| output::call_error(&reviewer.node, s))?;
+    let mut delivered = None;
+    for _ in 0..100 {
+        let f = officer
+            .national_client()?
+            .show_follow_up(pb::ShowFollowUpRequest {
+                id: filed.id.clone(),
+            })
+            .await
+            .map_err(|s| output::call_error(&officer.node, s))?
+            .into_inner();
+        if f.state == FollowUpState::Delivered as i32 {
+            delivered = Some(f);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(delivered) = delivered else {
+        bail!("the decision did not reach FR");
+    };
+    println!("   released core data, as the FR officer sees it:");
+    let sorted: std::collections::BTreeMap<_, _> = delivered.core_data.iter().collect();
+    for (k, v) in sorted {
+        println!("     {k}: {v}");
+    }
+
+    step(7, "The trail so far");
+    let owner_view = reviewer
+        .national_client()?
+        .show_follow_up(pb::ShowFollowUpRequest {
+            id: filed.id.clone(),
+        })
+        .await
+        .map_err(|s| output::call_error(&reviewer.node, s))?
+        .into_inner();
+    println!(
+        "   FR: search {} sent to DE and ES (case {}); follow-up {} filed by {}",
+        answer.request_id,
+        owner_view
+            .reason
+            .as_ref()
+            .map_or("", |r| r.case_reference.as_str()),
+        filed.id,
+        filed.officer_id
+    );
+    for s in &owner_view.steps {
+        println!(
+            "   DE: {} by reviewer {}: {}",
+            match Decision::try_from(s.decision) {
+                Ok(Decision::Approve) => "approved",
+                Ok(Decision::Refuse) => "refused",
+                _ => "held",
+            },
+            s.reviewer,
+            s.reason
+        );
+    }
+    println!(
+        "   DE: decision delivered to FR and acknowledged; DE state {}",
+        followup::state_name(owner_view.state)
+    );
+    println!("   (the signed, hash-chained audit log of every step is being built: issue #5)");
+    println!("\ndemo complete: hit, follow-up, human approval, release of core data");
+    Ok(())
+}
