@@ -136,17 +136,18 @@ pub struct Config {
     pub followup: FollowUpConfig,
 }
 
-/// Follow-up requests (DESIGN section 7).
+/// Follow-up requests (DESIGN section 7). Durations are written like `48h`, `30d`,
+/// `5m` or `90s`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FollowUpConfig {
-    /// Hours a reviewer has to decide before a request is listed as overdue.
-    /// Default 48.
-    #[serde(default = "default_decision_deadline_hours")]
-    pub decision_deadline_hours: u64,
-    /// Hours after which an undecided request closes as expired. Default 720 (30 days).
-    #[serde(default = "default_expiry_hours")]
-    pub expiry_hours: u64,
+    /// How long a reviewer has before an undecided request is listed as overdue.
+    /// Default 48h.
+    #[serde(default = "default_decision_deadline", with = "humantime_serde")]
+    pub decision_deadline: Duration,
+    /// After how long an undecided request closes as expired. Default 30d.
+    #[serde(default = "default_expiry", with = "humantime_serde")]
+    pub expiry: Duration,
     /// Whether an approval needs two different reviewers. Default false.
     #[serde(default)]
     pub four_eyes: bool,
@@ -154,29 +155,29 @@ pub struct FollowUpConfig {
     /// name: identity columns or payload columns. Nothing else ever leaves the node.
     #[serde(default = "default_release_fields")]
     pub release_fields: Vec<String>,
-    /// Longest wait between two attempts to deliver a decision, in seconds. Default 300.
-    #[serde(default = "default_retry_max_seconds")]
-    pub retry_max_seconds: u64,
+    /// Longest wait between two attempts to deliver a decision. Default 5m.
+    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    pub retry_max: Duration,
 }
 
 impl Default for FollowUpConfig {
     fn default() -> FollowUpConfig {
         FollowUpConfig {
-            decision_deadline_hours: default_decision_deadline_hours(),
-            expiry_hours: default_expiry_hours(),
+            decision_deadline: default_decision_deadline(),
+            expiry: default_expiry(),
             four_eyes: false,
             release_fields: default_release_fields(),
-            retry_max_seconds: default_retry_max_seconds(),
+            retry_max: default_retry_max(),
         }
     }
 }
 
-fn default_decision_deadline_hours() -> u64 {
-    48
+fn default_decision_deadline() -> Duration {
+    Duration::from_secs(48 * 3600)
 }
 
-fn default_expiry_hours() -> u64 {
-    720
+fn default_expiry() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 
 fn default_release_fields() -> Vec<String> {
@@ -192,8 +193,8 @@ fn default_release_fields() -> Vec<String> {
     .to_vec()
 }
 
-fn default_retry_max_seconds() -> u64 {
-    300
+fn default_retry_max() -> Duration {
+    Duration::from_secs(300)
 }
 
 /// A listen address.
@@ -232,17 +233,18 @@ pub struct MatchingConfig {
     /// The key epoch the index is built for and searches are made under. Default 1.
     #[serde(default = "default_key_epoch")]
     pub key_epoch: u32,
-    /// How long a hit reference issued to a peer stays valid, in hours. Default 168 (7 days).
-    #[serde(default = "default_hit_ref_ttl_hours")]
-    pub hit_ref_ttl_hours: u64,
+    /// How long a hit reference issued to a peer stays valid, like `7d` or `12h`.
+    /// Default 7d.
+    #[serde(default = "default_hit_ref_ttl", with = "humantime_serde")]
+    pub hit_ref_ttl: Duration,
 }
 
 fn default_key_epoch() -> u32 {
     1
 }
 
-fn default_hit_ref_ttl_hours() -> u64 {
-    168
+fn default_hit_ref_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
 }
 
 /// A peer node.
@@ -527,43 +529,53 @@ impl Config {
             1,
             100_000_000,
         )?;
-        if self.matching.hit_ref_ttl_hours == 0 || self.matching.hit_ref_ttl_hours > 24 * 366 {
-            return Err((
-                "matching.hit_ref_ttl_hours".into(),
-                format!(
-                    "{} is out of range (1 to 8784)",
-                    self.matching.hit_ref_ttl_hours
-                ),
-            ));
-        }
-        let f = &self.followup;
-        let in_range = |field: &str, v: u64, lo: u64, hi: u64| {
-            if v < lo || v > hi {
+        let span = |field: &str, d: Duration, lo: Duration, hi: Duration| {
+            if d < lo || d > hi {
                 Err((
                     field.to_owned(),
-                    format!("{v} is out of range ({lo} to {hi})"),
+                    format!(
+                        "{} is out of range ({} to {})",
+                        humantime::format_duration(d),
+                        humantime::format_duration(lo),
+                        humantime::format_duration(hi)
+                    ),
                 ))
             } else {
                 Ok(())
             }
         };
-        in_range(
-            "followup.decision_deadline_hours",
-            f.decision_deadline_hours,
-            1,
-            24 * 366,
+        const SECOND: Duration = Duration::from_secs(1);
+        const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
+        span(
+            "matching.hit_ref_ttl",
+            self.matching.hit_ref_ttl,
+            SECOND,
+            YEAR,
         )?;
-        in_range("followup.expiry_hours", f.expiry_hours, 1, 24 * 366 * 3)?;
-        if f.expiry_hours < f.decision_deadline_hours {
+        let f = &self.followup;
+        span(
+            "followup.decision_deadline",
+            f.decision_deadline,
+            SECOND,
+            YEAR,
+        )?;
+        span("followup.expiry", f.expiry, SECOND, 3 * YEAR)?;
+        if f.expiry < f.decision_deadline {
             return Err((
-                "followup.expiry_hours".into(),
+                "followup.expiry".into(),
                 format!(
-                    "{} is shorter than followup.decision_deadline_hours ({})",
-                    f.expiry_hours, f.decision_deadline_hours
+                    "{} is shorter than followup.decision_deadline ({})",
+                    humantime::format_duration(f.expiry),
+                    humantime::format_duration(f.decision_deadline)
                 ),
             ));
         }
-        in_range("followup.retry_max_seconds", f.retry_max_seconds, 1, 86_400)?;
+        span(
+            "followup.retry_max",
+            f.retry_max,
+            SECOND,
+            Duration::from_secs(86_400),
+        )?;
         if let Some((i, _)) = f
             .release_fields
             .iter()

@@ -376,7 +376,7 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
         matching: MatchingConfig {
             secret_file: "../matching-secret".into(),
             key_epoch: 1,
-            hit_ref_ttl_hours: 168,
+            hit_ref_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
         },
         followup: FollowUpConfig::default(),
         peers: all

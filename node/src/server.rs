@@ -132,6 +132,7 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         index: Arc::new(index),
         config,
         outbox_wake: tokio::sync::Notify::new(),
+        followup_writes: std::sync::Mutex::new(()),
     });
     Ok(Prepared {
         state,

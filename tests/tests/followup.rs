@@ -2,15 +2,22 @@
 //! reviewer in DE decides; the decision and the released core data travel back
 //! through DE's outbox. Nothing of the record reaches FR before the approval.
 
-use std::time::Duration;
+use std::{
+    io::Write,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
 
-use adep_node::config::Role;
+use adep_node::{
+    config::{Role, UserConfig},
+    pki::Leaf,
+};
 use adep_proto::v1::{
     Aim, DecideFollowUpRequest, Decision, FollowUp, FollowUpFiling, FollowUpState,
     Identity as ProtoIdentity, ImportMode, ListFollowUpsRequest, PersonCategory, Reason,
     RequestFollowUpRequest, SearchRequest, ShowFollowUpRequest, WithdrawFollowUpRequest,
 };
-use adep_tests::{TestNetwork, record};
+use adep_tests::{TestNetwork, cc, record};
 use tonic::Code;
 
 fn reason() -> Reason {
@@ -22,12 +29,52 @@ fn reason() -> Reason {
     }
 }
 
+/// Every log line of every node in this test binary, at debug level.
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+struct Captured;
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+            .with_writer(|| Captured)
+            .with_ansi(false)
+            .try_init();
+    });
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+}
+
 /// FR, DE and ES; DE holds two records; outbox retries at most every second.
 async fn network() -> TestNetwork {
+    network_with(|_| {}).await
+}
+
+/// As [`network`], with DE's configuration changed by `edit`.
+async fn network_with(edit: impl FnOnce(&mut adep_node::config::Config)) -> TestNetwork {
+    capture_logs();
     let mut net = TestNetwork::new(&["FR", "DE", "ES"]).await;
     for cc in ["FR", "DE", "ES"] {
-        net.edit_config(cc, |c| c.followup.retry_max_seconds = 1);
+        net.edit_config(cc, |c| c.followup.retry_max = Duration::from_secs(1));
     }
+    net.edit_config("DE", edit);
     net.start_all().await;
     let records = vec![
         record("de-1", "Müller", "Hans Peter", "1970-05-12"),
@@ -133,6 +180,17 @@ async fn no_record_data_before_approval_and_only_policy_fields_after() {
     );
     assert!(!before.contains("payload of de-1"), "{before}");
     assert!(!before.contains("de-1"), "{before}");
+    let logged = logs();
+    assert!(logged.contains("follow-up filed"), "the log capture works");
+    for value in [
+        "payload of de-1",
+        "Müller",
+        "MUELLER",
+        "Hans Peter",
+        &hit_ref,
+    ] {
+        assert!(!logged.contains(value), "a log line holds {value:?}");
+    }
 
     // DE's reviewer sees the request next to the local record.
     let incoming = net
@@ -189,6 +247,17 @@ async fn no_record_data_before_approval_and_only_policy_fields_after() {
         show(&net, "DE", Role::Reviewer, &filed.id).await.state,
         FollowUpState::Delivered as i32
     );
+    // Not after the release either: no log line of any node holds record content.
+    let logged = logs();
+    for value in [
+        "payload of de-1",
+        "Müller",
+        "MUELLER",
+        "Hans Peter",
+        "1970-05-12",
+    ] {
+        assert!(!logged.contains(value), "a log line holds {value:?}");
+    }
     net.stop("FR").await;
     net.stop("DE").await;
     net.stop("ES").await;
@@ -358,4 +427,131 @@ async fn pending_requests_survive_a_restart_of_the_owner() {
         .await
         .expect("approve after the restart");
     until_state(&net, &filed.id, FollowUpState::Delivered).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_eyes_needs_a_second_reviewer() {
+    let net = network_with(|c| {
+        c.followup.four_eyes = true;
+        c.users.push(UserConfig {
+            id: "de-reviewer-2".into(),
+            role: Role::Reviewer,
+        });
+    })
+    .await;
+    let (cert, key) = net.issue(
+        Some("DE"),
+        Leaf::User(cc("DE"), "de-reviewer-2".into()),
+        "r2",
+    );
+    let filed = request(
+        &net,
+        &hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await,
+    )
+    .await
+    .expect("filed");
+    let first = decide(&net, "DE", Role::Reviewer, &filed.id, Decision::Approve)
+        .await
+        .expect("first approval");
+    assert_eq!(
+        first.state,
+        FollowUpState::Pending as i32,
+        "one approval is not enough"
+    );
+    let again = decide(&net, "DE", Role::Reviewer, &filed.id, Decision::Approve)
+        .await
+        .expect_err("the same reviewer twice");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert_eq!(
+        show(&net, "FR", Role::Officer, &filed.id).await.state,
+        FollowUpState::Pending as i32
+    );
+    let second = net
+        .national_with("DE", Some((cert, key)))
+        .decide_follow_up(DecideFollowUpRequest {
+            id: filed.id.clone(),
+            decision: Decision::Approve as i32,
+            reason: "Second pair of eyes: agreed.".into(),
+        })
+        .await
+        .expect("second reviewer approves")
+        .into_inner();
+    assert_eq!(second.steps.len(), 2);
+    let delivered = until_state(&net, &filed.id, FollowUpState::Delivered).await;
+    assert_eq!(delivered.core_data["record_id"], "de-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecided_requests_turn_overdue_then_expire() {
+    let net = network_with(|c| {
+        c.followup.decision_deadline = Duration::from_secs(1);
+        c.followup.expiry = Duration::from_secs(3);
+    })
+    .await;
+    let filed = request(
+        &net,
+        &hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await,
+    )
+    .await
+    .expect("filed");
+    let overdue = || async {
+        net.national("DE", Role::Reviewer)
+            .list_follow_ups(ListFollowUpsRequest {
+                incoming: true,
+                overdue: true,
+                ..ListFollowUpsRequest::default()
+            })
+            .await
+            .expect("list overdue")
+            .into_inner()
+            .follow_ups
+    };
+    assert!(overdue().await.is_empty(), "not overdue yet");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let listed = overdue().await;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].overdue);
+    let expired = until_state(&net, &filed.id, FollowUpState::Expired).await;
+    assert!(expired.core_data.is_empty());
+    assert_eq!(
+        show(&net, "DE", Role::Reviewer, &filed.id).await.state,
+        FollowUpState::Expired as i32
+    );
+    let late = decide(&net, "DE", Role::Reviewer, &filed.id, Decision::Approve)
+        .await
+        .expect_err("an expired request cannot be approved");
+    assert_eq!(late.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_hit_reference_is_refused() {
+    let net = network_with(|c| c.matching.hit_ref_ttl = Duration::from_secs(1)).await;
+    let hit_ref = hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let local = request(&net, &hit_ref)
+        .await
+        .expect_err("FR knows the reference has expired");
+    assert_eq!(local.code(), Code::FailedPrecondition);
+    // And DE refuses it too, should a node send it anyway.
+    let remote = net
+        .federation_as_peer("DE", "FR")
+        .file_follow_up(FollowUpFiling {
+            request_id: "c".repeat(32),
+            country: "FR".into(),
+            hit_ref,
+            justification: "j".into(),
+            offence_description: "o".into(),
+            reason: Some(reason()),
+            subject: Some(ProtoIdentity {
+                family_name: "Müller".into(),
+                given_names: "Hans".into(),
+                date_of_birth: "1970-05-12".into(),
+                ..ProtoIdentity::default()
+            }),
+            officer_id: "fr-officer".into(),
+            ..FollowUpFiling::default()
+        })
+        .await
+        .expect_err("DE refuses an expired reference");
+    assert_eq!(remote.code(), Code::FailedPrecondition);
 }

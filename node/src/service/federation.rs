@@ -163,7 +163,7 @@ impl Federation for FederationService {
             .map(|f| (f.record.clone(), f.quality))
             .collect();
         let now = now();
-        let expires_at = now + 3600 * self.state.config.matching.hit_ref_ttl_hours as i64;
+        let expires_at = now + self.state.config.matching.hit_ref_ttl.as_secs() as i64;
         let store = self.state.store.clone();
         let request_id = m.request_id.clone();
         let hit_count = hits.len();

@@ -46,16 +46,24 @@ fn followup_error(e: FollowUpError) -> Status {
     }
 }
 
-/// Runs store work off the async threads.
+/// Runs follow-up store work off the async threads, one piece at a time: each piece
+/// reads, changes and writes follow-ups, and two must not interleave (a decision
+/// arriving while a poll updates the same request).
 async fn blocking<T: Send + 'static>(
     state: &Arc<NodeState>,
     work: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Status> {
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || work(store.as_ref()))
-        .await
-        .map_err(|_| Status::internal("a store task failed"))?
-        .map_err(store_error)
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = state
+            .followup_writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        work(state.store.as_ref())
+    })
+    .await
+    .map_err(|_| Status::internal("a store task failed"))?
+    .map_err(store_error)
 }
 
 /// A fresh follow-up id: 32 lower-case hexadecimal digits.
@@ -230,8 +238,8 @@ pub async fn file(
             offence_description,
             subject,
             filed_at: now,
-            deadline_at: now + 3600 * config.decision_deadline_hours as i64,
-            expires_at: now + 3600 * config.expiry_hours as i64,
+            deadline_at: now + config.decision_deadline.as_secs() as i64,
+            expires_at: now + config.expiry.as_secs() as i64,
             steps: Vec::new(),
             decision_reason: String::new(),
             core_data: BTreeMap::new(),
@@ -448,9 +456,14 @@ fn expire(store: &dyn Store, now: i64) -> Result<usize, StoreError> {
 /// that node acknowledges; failures are retried with a doubling wait. Also closes
 /// expired requests.
 pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let max_wait = state.config.followup.retry_max_seconds as i64;
+    let max_wait = state.config.followup.retry_max.as_secs() as i64;
+    let mut last_poll: Option<i64> = None;
     loop {
         let now = now();
+        if last_poll.is_none_or(|t| now - t >= max_wait) {
+            last_poll = Some(now);
+            poll_owners(&state).await;
+        }
         let due = blocking(&state, move |store| {
             let closed = expire(store, now)?;
             if closed > 0 {
@@ -505,6 +518,74 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
             _ = stop.wait_for(|s| *s) => return,
             _ = state.outbox_wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Asks each owner node about this node's undecided requests: an owner resends any
+/// decision not yet acknowledged at once, and a hold shows here. Runs at start-up and
+/// then at most every `followup.retry_max`.
+async fn poll_owners(state: &Arc<NodeState>) {
+    let open = blocking(state, |store| {
+        Ok(Book::new(store)
+            .list(Direction::Outgoing)?
+            .into_iter()
+            .filter(|f| f.state.is_open())
+            .collect::<Vec<_>>())
+    })
+    .await
+    .unwrap_or_default();
+    let mut by_owner: BTreeMap<String, Vec<FollowUp>> = BTreeMap::new();
+    for f in open {
+        by_owner.entry(f.country.clone()).or_default().push(f);
+    }
+    for (owner, followups) in by_owner {
+        let Some(peer) = owner.parse().ok().and_then(|c| state.peers.get(c)) else {
+            continue;
+        };
+        let mut client = peer.client.clone();
+        for chunk in followups.chunks(MAX_POLL_IDS) {
+            let poll = pb::FollowUpPoll {
+                country: state.config.country.to_string(),
+                request_ids: chunk.iter().map(|f| f.id.clone()).collect(),
+            };
+            let answer = tokio::time::timeout(
+                state.config.limits.peer_timeout(),
+                client.poll_follow_ups(poll),
+            )
+            .await;
+            let Ok(Ok(answer)) = answer else {
+                tracing::debug!(peer = %owner, "follow-up poll got no answer");
+                continue;
+            };
+            // Holds show here at once; decisions arrive with their reason through the
+            // owner's outbox.
+            let changed: Vec<(String, State)> = answer
+                .into_inner()
+                .receipts
+                .iter()
+                .filter_map(|r| Some((r.request_id.clone(), state_from_proto(r.state)?)))
+                .filter(|(_, s)| s.is_open())
+                .collect();
+            if !changed.is_empty() {
+                let result = blocking(state, move |store| {
+                    let book = Book::new(store);
+                    for (id, new) in changed {
+                        if let Some(mut f) = book.get(Direction::Outgoing, &id)?
+                            && f.state.is_open()
+                            && f.state != new
+                        {
+                            f.state = new;
+                            book.save(&f, OutboxChange::Keep)?;
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+                if let Err(e) = result {
+                    tracing::error!(error = %e.message(), "cannot store polled follow-up states");
+                }
+            }
         }
     }
 }
@@ -756,12 +837,19 @@ pub async fn withdraw_outgoing(
     .map_err(|_| Status::unavailable(format!("{owner} did not answer in time; try again")))?
     .map_err(|s| Status::new(s.code(), format!("{owner}: {}", s.message())))?
     .into_inner();
-    let mut f = f;
-    // The owner's answer is the truth: withdrawn, or decided in the meantime.
-    f.state = state_from_proto(answer.state).unwrap_or(f.state);
-    let saved = f.clone();
-    blocking(state, move |store| {
-        Book::new(store).save(&saved, OutboxChange::Keep)
+    // The owner's answer is the truth: withdrawn, or decided in the meantime (then
+    // the decision itself arrives, or has arrived, through the owner's outbox).
+    let answered = state_from_proto(answer.state);
+    let f = blocking(state, move |store| {
+        let book = Book::new(store);
+        let Some(mut f) = book.get(Direction::Outgoing, &id)? else {
+            return Ok(f);
+        };
+        if answered == Some(State::Withdrawn) && f.state.is_open() {
+            f.state = State::Withdrawn;
+            book.save(&f, OutboxChange::Keep)?;
+        }
+        Ok(f)
     })
     .await?;
     tracing::info!(followup = %f.id, peer = %owner, state = f.state.name(), "follow-up withdrawal");

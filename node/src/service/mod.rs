@@ -34,6 +34,8 @@ pub struct NodeState {
     pub index: Arc<NationalIndex>,
     /// Wakes the follow-up outbox when a decision is ready to deliver.
     pub outbox_wake: tokio::sync::Notify,
+    /// Serialises the read-change-write steps of follow-ups.
+    pub followup_writes: std::sync::Mutex<()>,
 }
 
 /// The one mapping of refusals to gRPC status codes.
