@@ -421,3 +421,123 @@ fn demo_tells_the_whole_exchange_and_exits_zero() {
     assert!(!stdout.contains("Bundeskriminalamt"), "{stdout}");
     assert!(!stdout.contains("Convicted 2019"), "{stdout}");
 }
+
+/// Kills the demo's network when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn followup_commands_for_officers_and_reviewers() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = dir.path().join("net");
+    let mut child = Command::new(BIN)
+        .args(["demo", "--records", "200", "--keep-running", "--dir"])
+        .arg(&net)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start adep demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let _running = Running(child);
+    let mut told = String::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.expect("demo output");
+        told.push_str(&line);
+        told.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    assert!(told.contains("The network stays up"), "{told}");
+    let adep = |profile: &str, args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("--profile")
+            .arg(net.join(profile))
+            .args(args)
+            .output()
+            .expect("run adep");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // The officer's requests, as JSON: the demo's one, delivered, with core data.
+    let (code, out, err) = adep("FR/officer.toml", &["--json", "followup", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let mine = &list["follow_ups"][0];
+    assert_eq!(mine["state"], "delivered", "{out}");
+    assert_eq!(mine["country"], "DE");
+    assert_eq!(mine["core_data"]["family_name"], "Müller");
+    let id = mine["id"].as_str().expect("id").to_owned();
+
+    // Text for people.
+    let (code, out, _) = adep("FR/officer.toml", &["followup", "show", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("released core data"), "{out}");
+    assert!(out.contains("family_name: Müller"), "{out}");
+
+    // The reviewer's incoming list, filtered by state, with the local record on show.
+    let (code, out, _) = adep(
+        "DE/reviewer.toml",
+        &[
+            "--json",
+            "followup",
+            "list",
+            "--incoming",
+            "--state",
+            "delivered",
+        ],
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.contains(&id), "{out}");
+    let (code, out, _) = adep(
+        "DE/reviewer.toml",
+        &[
+            "--json",
+            "followup",
+            "list",
+            "--incoming",
+            "--state",
+            "pending",
+        ],
+    );
+    assert_eq!(code, Some(0));
+    assert!(!out.contains(&id), "{out}");
+    let (code, out, _) = adep("DE/reviewer.toml", &["--json", "followup", "show", &id]);
+    assert_eq!(code, Some(0));
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(shown["record"]["record_id"], "DE-BKA-2019-004711");
+
+    // Refusals a user sees: deciding twice, deciding as an officer, deciding one's
+    // own node's request.
+    let (code, _, err) = adep(
+        "DE/reviewer.toml",
+        &["followup", "refuse", &id, "--reason", "second thoughts"],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("delivered and can no longer change"), "{err}");
+    let (code, _, err) = adep(
+        "DE/officer.toml",
+        &["followup", "approve", &id, "--reason", "x"],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("the node refused the call"), "{err}");
+    let (code, _, err) = adep(
+        "FR/reviewer.toml",
+        &["followup", "approve", &id, "--reason", "x"],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("filed by this node"), "{err}");
+    let (code, _, err) = adep("FR/officer.toml", &["followup", "withdraw", &id]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("can no longer be withdrawn"), "{err}");
+}
