@@ -78,18 +78,23 @@ fn unreachable() -> RecordId {
     panic!("the demo's record id is valid")
 }
 
+/// A follow-up as `user` sees it.
+async fn show(user: &Profile, id: &str) -> Result<pb::FollowUp> {
+    Ok(user
+        .national_client()?
+        .show_follow_up(pb::ShowFollowUpRequest { id: id.to_owned() })
+        .await
+        .map_err(|s| output::call_error(&user.node, s))?
+        .into_inner())
+}
+
 fn step(n: u32, text: &str) {
     println!("\n== {n}. {text}");
 }
 
 /// Runs the demo. Exit 0 when every step did what it should.
 pub fn run(args: &DemoArgs) -> Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::in_process_logs("error");
     let temp;
     let dir = match &args.dir {
         Some(d) => d.clone(),
@@ -283,14 +288,7 @@ async fn story(
         "A reviewer in DE sees the request next to the local record",
     );
     let reviewer = profile("DE", Role::Reviewer)?;
-    let incoming = reviewer
-        .national_client()?
-        .show_follow_up(pb::ShowFollowUpRequest {
-            id: filed.id.clone(),
-        })
-        .await
-        .map_err(|s| output::call_error(&reviewer.node, s))?
-        .into_inner();
+    let incoming = show(&reviewer, &filed.id).await?;
     let subject = incoming.subject.clone().unwrap_or_default();
     println!(
         "   asked by officer {} of FR about {}, {} ({})",
@@ -316,14 +314,7 @@ async fn story(
         .map_err(|s| output::call_error(&reviewer.node, s))?;
     let mut delivered = None;
     for _ in 0..100 {
-        let f = officer
-            .national_client()?
-            .show_follow_up(pb::ShowFollowUpRequest {
-                id: filed.id.clone(),
-            })
-            .await
-            .map_err(|s| output::call_error(&officer.node, s))?
-            .into_inner();
+        let f = show(&officer, &filed.id).await?;
         if f.state == FollowUpState::Delivered as i32 {
             delivered = Some(f);
             break;
@@ -340,14 +331,7 @@ async fn story(
     }
 
     step(7, "The trail so far");
-    let owner_view = reviewer
-        .national_client()?
-        .show_follow_up(pb::ShowFollowUpRequest {
-            id: filed.id.clone(),
-        })
-        .await
-        .map_err(|s| output::call_error(&reviewer.node, s))?
-        .into_inner();
+    let owner_view = show(&reviewer, &filed.id).await?;
     println!(
         "   FR: search {} sent to DE and ES (case {}); follow-up {} filed by {}",
         answer.request_id,

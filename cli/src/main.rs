@@ -174,6 +174,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// Logs of nodes run inside this process (network up, demo, bench) go to stderr at
+/// `default` level unless RUST_LOG says otherwise.
+pub(crate) fn in_process_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -41,12 +41,7 @@ pub struct UpArgs {
 
 pub fn run(cmd: NetworkCommand, json: bool) -> Result<ExitCode> {
     let NetworkCommand::Up(args) = cmd;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::in_process_logs("warn");
     super::runtime()?.block_on(up(args, json))
 }
 

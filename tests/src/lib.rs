@@ -285,6 +285,17 @@ impl TestNetwork {
     }
 }
 
+/// A complete query reason for tests.
+pub fn reason() -> adep_proto::v1::Reason {
+    use adep_proto::v1::{Aim, PersonCategory};
+    adep_proto::v1::Reason {
+        case_reference: "FR-2026-0042".into(),
+        offence_category: "0301".into(),
+        person_category: PersonCategory::Suspect as i32,
+        aim: Aim::Identify as i32,
+    }
+}
+
 /// A record for tests: id, family name, given names, date of birth, one payload field.
 pub fn record(id: &str, family: &str, given: &str, dob: &str) -> RecordData {
     RecordData {

@@ -13,21 +13,12 @@ use adep_node::{
     pki::Leaf,
 };
 use adep_proto::v1::{
-    Aim, DecideFollowUpRequest, Decision, FollowUp, FollowUpFiling, FollowUpState,
-    Identity as ProtoIdentity, ImportMode, ListFollowUpsRequest, PersonCategory, Reason,
-    RequestFollowUpRequest, SearchRequest, ShowFollowUpRequest, WithdrawFollowUpRequest,
+    DecideFollowUpRequest, Decision, FollowUp, FollowUpFiling, FollowUpState,
+    Identity as ProtoIdentity, ImportMode, ListFollowUpsRequest, RequestFollowUpRequest,
+    SearchRequest, ShowFollowUpRequest, WithdrawFollowUpRequest,
 };
-use adep_tests::{TestNetwork, cc, record};
+use adep_tests::{TestNetwork, cc, reason, record};
 use tonic::Code;
-
-fn reason() -> Reason {
-    Reason {
-        case_reference: "FR-2026-0042".into(),
-        offence_category: "0301".into(),
-        person_category: PersonCategory::Suspect as i32,
-        aim: Aim::Identify as i32,
-    }
-}
 
 /// Every log line of every node in this test binary, at debug level.
 static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -108,6 +99,26 @@ async fn hit_in_de(net: &TestNetwork, family: &str, given: &str, dob: &str) -> S
         .find(|h| h.country == "DE")
         .map(|h| h.hit_ref.clone())
         .expect("a hit in DE")
+}
+
+/// A filing as a peer node would send it, naming Müller as the subject.
+fn filing(country: &str, id: char, hit_ref: &str) -> FollowUpFiling {
+    FollowUpFiling {
+        request_id: id.to_string().repeat(32),
+        country: country.into(),
+        hit_ref: hit_ref.into(),
+        justification: "j".into(),
+        offence_description: "o".into(),
+        reason: Some(reason()),
+        subject: Some(ProtoIdentity {
+            family_name: "Müller".into(),
+            given_names: "Hans".into(),
+            date_of_birth: "1970-05-12".into(),
+            ..ProtoIdentity::default()
+        }),
+        officer_id: format!("{}-officer", country.to_lowercase()),
+        ..FollowUpFiling::default()
+    }
 }
 
 async fn request(net: &TestNetwork, hit_ref: &str) -> Result<FollowUp, tonic::Status> {
@@ -349,29 +360,13 @@ async fn roles_and_foreign_or_unknown_hit_references_are_refused() {
 
     // ES presents FR's hit reference to DE: refused as if unknown.
     let mut es_to_de = net.federation_as_peer("DE", "ES");
-    let filing = |hit: &str| FollowUpFiling {
-        request_id: "b".repeat(32),
-        country: "ES".into(),
-        hit_ref: hit.into(),
-        justification: "j".into(),
-        offence_description: "o".into(),
-        reason: Some(reason()),
-        subject: Some(ProtoIdentity {
-            family_name: "Müller".into(),
-            given_names: "Hans".into(),
-            date_of_birth: "1970-05-12".into(),
-            ..ProtoIdentity::default()
-        }),
-        officer_id: "es-officer".into(),
-        ..FollowUpFiling::default()
-    };
     let foreign = es_to_de
-        .file_follow_up(filing(&hit_ref))
+        .file_follow_up(filing("ES", 'b', &hit_ref))
         .await
         .expect_err("another country's hit reference");
     assert_eq!(foreign.code(), Code::NotFound);
     let unknown = es_to_de
-        .file_follow_up(filing(&"0".repeat(40)))
+        .file_follow_up(filing("ES", 'b', &"0".repeat(40)))
         .await
         .expect_err("an unknown hit reference");
     assert_eq!(unknown.code(), Code::NotFound);
@@ -535,22 +530,7 @@ async fn an_expired_hit_reference_is_refused() {
     // And DE refuses it too, should a node send it anyway.
     let remote = net
         .federation_as_peer("DE", "FR")
-        .file_follow_up(FollowUpFiling {
-            request_id: "c".repeat(32),
-            country: "FR".into(),
-            hit_ref,
-            justification: "j".into(),
-            offence_description: "o".into(),
-            reason: Some(reason()),
-            subject: Some(ProtoIdentity {
-                family_name: "Müller".into(),
-                given_names: "Hans".into(),
-                date_of_birth: "1970-05-12".into(),
-                ..ProtoIdentity::default()
-            }),
-            officer_id: "fr-officer".into(),
-            ..FollowUpFiling::default()
-        })
+        .file_follow_up(filing("FR", 'c', &hit_ref))
         .await
         .expect_err("DE refuses an expired reference");
     assert_eq!(remote.code(), Code::FailedPrecondition);

@@ -8,20 +8,10 @@ use adep_node::{
 };
 use adep_proto::v1::{
     Aim, CountRecordsRequest, DeleteRecordsRequest, Identity as ProtoIdentity, ImportMode,
-    MatchKey, MatchRequest, MatchSubject, PeerState, PersonCategory, Quality, Reason,
-    SearchRequest,
+    MatchKey, MatchRequest, MatchSubject, PeerState, Quality, SearchRequest,
 };
-use adep_tests::{TestNetwork, record};
+use adep_tests::{TestNetwork, reason, record};
 use tonic::Code;
-
-fn reason() -> Reason {
-    Reason {
-        case_reference: "FR-2026-0042".into(),
-        offence_category: "0301".into(),
-        person_category: PersonCategory::Suspect as i32,
-        aim: Aim::Identify as i32,
-    }
-}
 
 fn subject(family: &str, given: &str, dob: &str) -> ProtoIdentity {
     ProtoIdentity {

@@ -9,7 +9,6 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use adep_proto::v1 as pb;
-use ring::rand::{SecureRandom as _, SystemRandom};
 use tonic::Status;
 
 use super::{NodeState, convert};
@@ -64,15 +63,6 @@ async fn blocking<T: Send + 'static>(
     .await
     .map_err(|_| Status::internal("a store task failed"))?
     .map_err(store_error)
-}
-
-/// A fresh follow-up id: 32 lower-case hexadecimal digits.
-fn random_id() -> Result<String, Status> {
-    let mut bytes = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| Status::internal("the system random generator failed"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Checks a follow-up id: 32 lower-case hexadecimal digits.
@@ -669,7 +659,7 @@ pub async fn request(
     let peer = state.peers.get(owner).ok_or_else(|| {
         Status::failed_precondition(format!("{owner} is no longer a configured peer"))
     })?;
-    let id = random_id()?;
+    let id = super::random_id()?;
     let filing = pb::FollowUpFiling {
         request_id: id.clone(),
         country: state.config.country.to_string(),

@@ -38,6 +38,16 @@ pub struct NodeState {
     pub followup_writes: std::sync::Mutex<()>,
 }
 
+/// A fresh random id of a search or a follow-up: 32 lower-case hexadecimal digits.
+pub fn random_id() -> Result<String, Status> {
+    use ring::rand::{SecureRandom as _, SystemRandom};
+    let mut bytes = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Status::internal("the system random generator failed"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// The one mapping of refusals to gRPC status codes.
 pub fn status(refusal: Refusal) -> Status {
     match refusal {

@@ -12,7 +12,6 @@ use adep_proto::v1::{
     RequestFollowUpRequest, SearchHit, SearchRequest, SearchResponse, ShowFollowUpRequest,
     StatusRequest, StatusResponse, StoreInfo, WithdrawFollowUpRequest, national_server::National,
 };
-use ring::rand::{SecureRandom as _, SystemRandom};
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -49,14 +48,6 @@ fn peer_status<T>(o: &PeerOutcome<T>) -> PeerStatus {
         detail,
         latency_ms: u32::try_from(o.elapsed.as_millis()).unwrap_or(u32::MAX),
     }
-}
-
-fn random_request_id() -> Result<String, Status> {
-    let mut bytes = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| Status::internal("the system random generator failed"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn index_error(e: IndexError) -> Status {
@@ -187,7 +178,7 @@ impl National for NationalService {
                     .collect(),
             })
             .collect();
-        let request_id = random_request_id()?;
+        let request_id = super::random_id()?;
         let span = tracing::Span::current();
         span.record("request_id", request_id.as_str());
         span.record("subjects", subjects.len());
