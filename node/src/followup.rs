@@ -448,6 +448,25 @@ impl<'s> Book<'s> {
         self.store.apply(&batch)
     }
 
+    /// Forgets the hits received in searches whose references have expired by `now`
+    /// (with the subjects they remember). Returns how many.
+    pub fn prune_received_hits(&self, now: i64) -> Result<usize, StoreError> {
+        let mut batch = Batch::new();
+        for entry in self.store.scan_prefix(Table::ReceivedHits, b"") {
+            let entry = entry?;
+            let expired = decode::<ReceivedHit>("received_hits", &entry.value)
+                .map_or(true, |hit| hit.expires_at <= now);
+            if expired {
+                batch.delete(Table::ReceivedHits, entry.key);
+            }
+        }
+        let pruned = batch.ops().len();
+        if pruned > 0 {
+            self.store.apply(&batch)?;
+        }
+        Ok(pruned)
+    }
+
     /// A hit received in a search.
     pub fn received_hit(&self, hit_ref: &str) -> Result<Option<ReceivedHit>, StoreError> {
         self.store
@@ -570,5 +589,25 @@ mod tests {
         assert_eq!(backoff(3, 300), 8);
         assert_eq!(backoff(20, 300), 300);
         assert_eq!(backoff(200, 300), 300);
+    }
+
+    #[test]
+    fn received_hits_are_forgotten_once_expired() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let opened = crate::store::open(dir.path(), "FR".parse().expect("cc")).expect("store");
+        let book = Book::new(opened.store.as_ref());
+        let hit = |expires_at| ReceivedHit {
+            country: "DE".into(),
+            quality: Quality::Exact,
+            expires_at,
+            subject: incoming().subject,
+            request_id: "r".into(),
+        };
+        book.remember_hits(&[("a".repeat(40), hit(100)), ("b".repeat(40), hit(300))])
+            .expect("remember");
+        assert_eq!(book.prune_received_hits(50).expect("prune"), 0);
+        assert_eq!(book.prune_received_hits(200).expect("prune"), 1);
+        assert!(book.received_hit(&"a".repeat(40)).expect("get").is_none());
+        assert!(book.received_hit(&"b".repeat(40)).expect("get").is_some());
     }
 }

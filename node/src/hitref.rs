@@ -158,6 +158,31 @@ pub fn resolve(
     Ok(Ok(issued))
 }
 
+/// Deletes the hit references that have expired by `now`, among those issued at
+/// least `ttl_seconds` ago (the current validity; older ones issued under a longer one
+/// stay until they expire). Returns how many were deleted.
+pub fn prune(store: &dyn Store, now: i64, ttl_seconds: i64) -> Result<usize, StoreError> {
+    let issued_before = (now - ttl_seconds).clamp(0, i64::from(u32::MAX)) as u32;
+    let mut pruned = 0;
+    let mut batch = Batch::relaxed();
+    for entry in store.scan_range(Table::HitRefs, &[], Some(&issued_before.to_be_bytes())) {
+        let entry = entry?;
+        let expired = postcard::from_bytes::<IssuedHit>(&entry.value)
+            .map_or(true, |issued| issued.expires_at <= now);
+        if expired {
+            batch.delete(Table::HitRefs, entry.key);
+            pruned += 1;
+        }
+        if batch.ops().len() >= 10_000 {
+            store.apply(&std::mem::replace(&mut batch, Batch::relaxed()))?;
+        }
+    }
+    if !batch.is_empty() {
+        store.apply(&batch)?;
+    }
+    Ok(pruned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +200,30 @@ mod tests {
         assert_eq!(a.to_string().parse::<HitRef>(), Ok(a));
         assert!("xyz".parse::<HitRef>().is_err());
         assert!("zz".repeat(20).parse::<HitRef>().is_err());
+    }
+
+    #[test]
+    fn expired_references_are_pruned_and_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let fr: Country = "FR".parse().expect("country");
+        let opened = crate::store::open(dir.path(), fr).expect("store");
+        let store = opened.store.as_ref();
+        let record = RecordId::try_from("r-1").expect("id");
+        let hit = [(record, Quality::Strong)];
+        // Issued at 1000: one valid for 100 s, one for 10,000 s.
+        let short = issue(store, &hit, fr, 1000, 1100, "q1").expect("issue");
+        let long = issue(store, &hit, fr, 1000, 11_000, "q2").expect("issue");
+        assert_eq!(
+            prune(store, 1050, 100).expect("prune"),
+            0,
+            "nothing expired yet"
+        );
+        assert_eq!(prune(store, 2000, 100).expect("prune"), 1);
+        assert_eq!(
+            resolve(store, &short[0], fr, 500).expect("resolve"),
+            Err(HitRefError::Unknown)
+        );
+        assert!(resolve(store, &long[0], fr, 2000).expect("resolve").is_ok());
+        assert_eq!(prune(store, 20_000, 100).expect("prune"), 1);
     }
 }

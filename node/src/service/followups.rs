@@ -448,8 +448,13 @@ fn expire(store: &dyn Store, now: i64) -> Result<usize, StoreError> {
 pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let max_wait = state.config.followup.retry_max.as_secs() as i64;
     let mut last_poll: Option<i64> = None;
+    let mut last_prune: Option<i64> = None;
     loop {
         let now = now();
+        if last_prune.is_none_or(|t| now - t >= PRUNE_EVERY_SECONDS) {
+            last_prune = Some(now);
+            prune(&state, now).await;
+        }
         if last_poll.is_none_or(|t| now - t >= max_wait) {
             last_poll = Some(now);
             poll_owners(&state).await;
@@ -509,6 +514,30 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
             _ = state.outbox_wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// How often expired hit references (issued and received) are deleted.
+const PRUNE_EVERY_SECONDS: i64 = 3600;
+
+/// Deletes expired hit references: those this node issued, and those its searches
+/// received with the subjects they remember.
+async fn prune(state: &Arc<NodeState>, now: i64) {
+    let store = state.store.clone();
+    let ttl = state.config.matching.hit_ref_ttl.as_secs() as i64;
+    let pruned = tokio::task::spawn_blocking(move || {
+        let issued = hitref::prune(store.as_ref(), now, ttl)?;
+        let received = Book::new(store.as_ref()).prune_received_hits(now)?;
+        Ok::<_, StoreError>((issued, received))
+    })
+    .await;
+    match pruned {
+        Ok(Ok((issued, received))) if issued + received > 0 => {
+            tracing::info!(issued, received, "expired hit references deleted");
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot delete expired hit references"),
+        Err(_) => tracing::error!("the hit reference clean-up task failed"),
     }
 }
 

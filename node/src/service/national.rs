@@ -225,6 +225,7 @@ impl National for NationalService {
         }
         // Remember each hit with the subject as searched, so that a follow-up can be
         // filed for it (and tell the owner who the requesting state is looking for).
+        let now = followups::now();
         let received = hits
             .iter()
             .filter(|h| h.hit_ref.parse::<crate::hitref::HitRef>().is_ok())
@@ -234,7 +235,8 @@ impl National for NationalService {
                     ReceivedHit {
                         country: h.country.clone(),
                         quality: convert::quality_from_proto(h.quality)?,
-                        expires_at: h.expires_at,
+                        // A peer's answer: kept at most a year, whatever it says.
+                        expires_at: h.expires_at.min(now + 366 * 24 * 3600),
                         subject: identities.get(h.subject as usize)?.clone(),
                         request_id: request_id.clone(),
                     },
