@@ -79,6 +79,9 @@ pub struct ListArgs {
     /// Only requests in this state.
     #[arg(long, value_enum)]
     state: Option<StateArg>,
+    /// At most this many, oldest first (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    limit: u32,
 }
 
 /// A follow-up id.
@@ -129,11 +132,12 @@ pub async fn run(cmd: FollowUpCommand, profile: &Profile, json: bool) -> Result<
                     incoming: args.incoming,
                     state: state as i32,
                     overdue,
+                    limit: args.limit,
                 })
                 .await
                 .map_err(fail)?
                 .into_inner();
-            print_list(&list.follow_ups, json);
+            print_list(&list.follow_ups, list.total, json);
             return Ok(ExitCode::SUCCESS);
         }
         FollowUpCommand::Show(args) => client
@@ -264,11 +268,11 @@ fn time(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-fn print_list(all: &[pb::FollowUp], json: bool) {
+fn print_list(all: &[pb::FollowUp], total: u32, json: bool) {
     if json {
         println!(
             "{}",
-            json!({ "follow_ups": all.iter().map(to_json).collect::<Vec<_>>() })
+            json!({ "total": total, "follow_ups": all.iter().map(to_json).collect::<Vec<_>>() })
         );
         return;
     }
@@ -293,6 +297,12 @@ fn print_list(all: &[pb::FollowUp], json: bool) {
             state,
             time(f.filed_at),
             f.reason.as_ref().map_or("", |r| r.case_reference.as_str())
+        );
+    }
+    if total as usize > all.len() {
+        println!(
+            "({} of {total} shown, oldest first; see --limit)",
+            all.len()
         );
     }
 }

@@ -473,6 +473,7 @@ fn followup_commands_for_officers_and_reviewers() {
     let (code, out, err) = adep("FR/officer.toml", &["--json", "followup", "list"]);
     assert_eq!(code, Some(0), "{err}");
     let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(list["total"], 1, "{out}");
     let mine = &list["follow_ups"][0];
     assert_eq!(mine["state"], "delivered", "{out}");
     assert_eq!(mine["country"], "DE");

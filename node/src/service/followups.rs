@@ -23,6 +23,10 @@ use crate::{
     store::{Store, StoreError},
 };
 
+/// Follow-ups listed when the caller names no limit, and the most it may name.
+const DEFAULT_LIST: usize = 100;
+const MAX_LIST: usize = 1000;
+
 /// Most request ids in one poll.
 pub const MAX_POLL_IDS: usize = 1000;
 
@@ -907,14 +911,29 @@ pub async fn list(
         };
     let now = now();
     let all = blocking(state, move |store| Book::new(store).list(direction)).await?;
-    let follow_ups = all
+    let limit = match req.limit {
+        0 => DEFAULT_LIST,
+        n if n as usize > MAX_LIST => {
+            return Err(Status::invalid_argument(format!(
+                "field `limit`: at most {MAX_LIST}"
+            )));
+        }
+        n => n as usize,
+    };
+    let matching: Vec<&FollowUp> = all
         .iter()
         .filter(|f| direction == Direction::Incoming || f.officer_id == user)
         .filter(|f| wanted.is_none_or(|w| f.state == w))
         .filter(|f| !req.overdue || f.overdue(now))
-        .map(|f| view(f, None, now))
         .collect();
-    Ok(pb::ListFollowUpsResponse { follow_ups })
+    Ok(pb::ListFollowUpsResponse {
+        total: matching.len() as u32,
+        follow_ups: matching
+            .into_iter()
+            .take(limit)
+            .map(|f| view(f, None, now))
+            .collect(),
+    })
 }
 
 /// Shows one follow-up: an officer's own, or (reviewer) an incoming one next to the
