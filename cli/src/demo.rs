@@ -19,7 +19,7 @@ use clap::Args;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_stream::StreamExt as _;
 
-use crate::{followup, output, search};
+use crate::{audit, followup, output, search};
 
 /// `adep demo` arguments.
 #[derive(Debug, Args)]
@@ -330,35 +330,31 @@ async fn story(
         println!("     {k}: {v}");
     }
 
-    step(7, "The trail so far");
-    let owner_view = show(&reviewer, &filed.id).await?;
-    println!(
-        "   FR: search {} sent to DE and ES (case {}); follow-up {} filed by {}",
-        answer.request_id,
-        owner_view
-            .reason
-            .as_ref()
-            .map_or("", |r| r.case_reference.as_str()),
-        filed.id,
-        filed.officer_id
+    step(
+        7,
+        "The audit trail so far, as each node's auditor exports and verifies it",
     );
-    for s in &owner_view.steps {
+    for cc in ["FR", "DE"] {
+        let auditor = profile(cc, Role::Auditor)?;
+        for e in audit::entries(&auditor, 0, 0).await? {
+            let fields: serde_json::Value =
+                serde_json::from_str(&e.fields_json).unwrap_or_default();
+            println!("   {cc} #{:<3} {:<28} {}", e.seq, e.kind, fields);
+        }
+        let v = auditor
+            .national_client()?
+            .verify_audit(pb::VerifyAuditRequest {})
+            .await
+            .map_err(|s| output::call_error(&auditor.node, s))?
+            .into_inner();
+        if !v.ok {
+            bail!("{cc}'s audit log does not verify: {}", v.problem);
+        }
         println!(
-            "   DE: {} by reviewer {}: {}",
-            match Decision::try_from(s.decision) {
-                Ok(Decision::Approve) => "approved",
-                Ok(Decision::Refuse) => "refused",
-                _ => "held",
-            },
-            s.reviewer,
-            s.reason
+            "   {cc}: {} entries, hash-chained and signed: verified",
+            v.entries
         );
     }
-    println!(
-        "   DE: decision delivered to FR and acknowledged; DE state {}",
-        followup::state_name(owner_view.state)
-    );
-    println!("   (the signed, hash-chained audit log of every step is being built: issue #5)");
     println!("\ndemo complete: hit, follow-up, human approval, release of core data");
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+mod audit;
 mod bench;
 mod demo;
 mod followup;
@@ -66,6 +67,9 @@ enum Command {
     /// All four reason fields are mandatory and recorded. Exit status: 0 at least one hit,
     /// 1 no hit, 2 error (including when no peer answered).
     Search(search::SearchArgs),
+    /// Auditor: verify the node's audit log, or export a period of it as JSON Lines.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Step 2: follow-up requests for hits. Officers request, list, show and
     /// withdraw; reviewers list --incoming, show, approve, refuse and hold.
     #[command(subcommand)]
@@ -158,6 +162,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Search(args) => {
             let profile = load_profile(cli.profile.as_deref())?;
             runtime()?.block_on(search::run(&args, &profile, cli.json))
+        }
+        Command::Audit(cmd) => {
+            let profile = load_profile(cli.profile.as_deref())?;
+            runtime()?.block_on(audit::run(cmd, &profile, cli.json))
         }
         Command::Followup(cmd) => {
             let profile = load_profile(cli.profile.as_deref())?;

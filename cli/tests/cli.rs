@@ -409,7 +409,9 @@ fn demo_tells_the_whole_exchange_and_exits_zero() {
         "local record DE-BKA-2019-004711",
         "released core data",
         "family_name: Müller",
-        "approved by reviewer de-reviewer",
+        "followup.decided",
+        "\"reviewer\":\"de-reviewer\"",
+        "DE: 5 entries, hash-chained and signed: verified",
         "demo complete",
     ] {
         assert!(
@@ -541,4 +543,36 @@ fn followup_commands_for_officers_and_reviewers() {
     let (code, _, err) = adep("FR/officer.toml", &["followup", "withdraw", &id]);
     assert_eq!(code, Some(2));
     assert!(err.contains("can no longer be withdrawn"), "{err}");
+
+    // The auditor's commands: verify (exit 0) and export as JSON Lines; no other role.
+    let (code, out, err) = adep("DE/auditor.toml", &["audit", "verify"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("audit log verified"), "{out}");
+    let (code, out, _) = adep(
+        "DE/auditor.toml",
+        &["audit", "export", "--since", "2000-01-01"],
+    );
+    assert_eq!(code, Some(0));
+    let kinds: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
+            v["kind"].as_str().expect("kind").to_owned()
+        })
+        .collect();
+    for kind in [
+        "match.received",
+        "followup.filed",
+        "followup.decided",
+        "followup.delivered",
+    ] {
+        assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+    }
+    assert!(
+        !out.contains("Müller") && !out.contains("1970-05-12"),
+        "{out}"
+    );
+    let (code, _, err) = adep("DE/officer.toml", &["audit", "verify"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("the node refused the call"), "{err}");
 }

@@ -134,6 +134,24 @@ pub struct Config {
     /// Follow-up requests: deadlines, four-eyes and the release policy.
     #[serde(default)]
     pub followup: FollowUpConfig,
+    /// The audit log: signing key and retention.
+    pub audit: AuditConfig,
+}
+
+/// The audit log (DESIGN section 8).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// File holding the node's Ed25519 audit signing key (PKCS#8, written by
+    /// `adep pki init`). Keep it: entries signed with it verify only under it.
+    pub signing_key: PathBuf,
+    /// How long entries are kept. Default 1096d (three years).
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+fn default_retention() -> Duration {
+    Duration::from_secs(1096 * 24 * 3600)
 }
 
 /// Follow-up requests (DESIGN section 7). Durations are written like `48h`, `30d`,
@@ -441,6 +459,7 @@ impl Config {
         fix(&mut self.tls.national_cert);
         fix(&mut self.tls.national_key);
         fix(&mut self.matching.secret_file);
+        fix(&mut self.audit.signing_key);
     }
 
     /// Checks everything that can be checked without reading the files it names.
@@ -652,6 +671,8 @@ national_cert = "national-node.pem"
 national_key = "national-node.key.pem"
 [matching]
 secret_file = "../matching-secret"
+[audit]
+signing_key = "audit.key"
 [[peers]]
 country = "DE"
 endpoint = "https://127.0.0.1:7110"
@@ -681,7 +702,7 @@ role = "officer"
         let m = e.to_string();
         assert!(m.starts_with("node.toml:"), "{m}");
         assert!(m.contains("`de` is not a country code"), "{m}");
-        assert!(m.contains("line 18"), "{m}");
+        assert!(m.contains("line 20"), "{m}");
     }
 
     #[test]

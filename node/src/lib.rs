@@ -5,6 +5,7 @@
 //! are the only modules that convert between proto and domain types, `store::sled_engine`
 //! is the only module that names the database crate, and binaries own process concerns.
 
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod config;

@@ -23,8 +23,8 @@ use time::{Duration, OffsetDateTime};
 use crate::{
     auth::{node_identity, user_identity},
     config::{
-        Config, Country, FollowUpConfig, Limits, ListenerConfig, LogConfig, MatchingConfig,
-        PeerConfig, Role, TlsConfig, UserConfig,
+        AuditConfig, Config, Country, FollowUpConfig, Limits, ListenerConfig, LogConfig,
+        MatchingConfig, PeerConfig, Role, TlsConfig, UserConfig,
     },
 };
 
@@ -48,6 +48,9 @@ pub enum PkiError {
     /// Bad arguments.
     #[error("{0}")]
     Invalid(String),
+    /// The system random generator failed.
+    #[error("cannot generate {0}: the system random generator failed")]
+    Random(&'static str),
 }
 
 /// Validity of CA certificates.
@@ -310,6 +313,9 @@ pub fn init(out: &Path, plans: &[NodePlan]) -> Result<PkiSummary, PkiError> {
         let node = network.issue(&Leaf::Node(cc))?;
         write(&dir.join("node.pem"), &node.cert_pem, false)?;
         write(&dir.join("node.key.pem"), &node.key_pem, true)?;
+        let audit_key =
+            crate::audit::generate_key().map_err(|_| PkiError::Random("the audit signing key"))?;
+        write_bytes(&dir.join("audit.key"), &audit_key)?;
         let server = national.issue(&Leaf::NationalServer(cc))?;
         write(&dir.join("national-node.pem"), &server.cert_pem, false)?;
         write(&dir.join("national-node.key.pem"), &server.key_pem, true)?;
@@ -379,6 +385,10 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
             hit_ref_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
         },
         followup: FollowUpConfig::default(),
+        audit: AuditConfig {
+            signing_key: "audit.key".into(),
+            retention: std::time::Duration::from_secs(1096 * 24 * 3600),
+        },
         peers: all
             .iter()
             .filter(|p| p.country != cc)
@@ -430,6 +440,15 @@ pub fn new_secret_hex() -> String {
 
 /// Writes a file, creating parent directories; `private` files are readable by the owner only.
 pub fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
+    write_file(path, contents.as_bytes(), private)
+}
+
+/// Writes a private binary file (mode 0600).
+fn write_bytes(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
+    write_file(path, contents, true)
+}
+
+fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
     let err = |source| PkiError::Write {
         path: path.to_owned(),
         source,
@@ -445,7 +464,7 @@ pub fn write(path: &Path, contents: &str, private: bool) -> Result<(), PkiError>
         opts.mode(if private { 0o600 } else { 0o644 });
     }
     let mut f = opts.open(path).map_err(err)?;
-    f.write_all(contents.as_bytes()).map_err(err)?;
+    f.write_all(contents).map_err(err)?;
     f.sync_all().map_err(err)
 }
 
@@ -461,6 +480,7 @@ CC/national-ca.pem    national CA of CC; CC/national-ca.key.pem is its PRIVATE K
 CC/national-node.pem  the node's server certificate on the national listener (national CA)
 CC/<role>.toml        CLI profile of CC's user of that role: adep --profile CC/officer.toml status
 CC/users/             user certificates and keys, identity adep://user/CC/<cc>-<role>
+CC/audit.key          the node's Ed25519 audit signing key (PKCS#8): it signs every audit entry
 CC/data/              created by the node on first start: its store
 ";
 

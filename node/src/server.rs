@@ -39,6 +39,14 @@ pub enum NodeError {
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The audit log could not be opened.
+    #[error("audit log ({path}): {message}")]
+    Audit {
+        /// The signing key file.
+        path: std::path::PathBuf,
+        /// What failed.
+        message: String,
+    },
     /// The match index could not be built from the stored records.
     #[error("match index: {0}")]
     Index(#[from] IndexError),
@@ -118,6 +126,15 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     drop(secret);
     let peers = Peers::from_config(&config)?;
     let opened = store::open(&config.data_dir, config.country)?;
+    let audit_error = |message: String| NodeError::Audit {
+        path: config.audit.signing_key.clone(),
+        message,
+    };
+    let key = std::fs::read(&config.audit.signing_key)
+        .map_err(|e| audit_error(format!("cannot read the signing key: {e}")))?;
+    let audit = crate::audit::AuditLog::open(opened.store.as_ref(), &key)
+        .map_err(|e| audit_error(e.to_string()))?;
+    drop(key);
     let index = NationalIndex::load(opened.store.clone(), pseudonymiser, &mut |p| {
         tracing::info!(
             stage = p.stage.name(),
@@ -133,6 +150,7 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         config,
         outbox_wake: tokio::sync::Notify::new(),
         followup_writes: std::sync::Mutex::new(()),
+        audit,
     });
     Ok(Prepared {
         state,

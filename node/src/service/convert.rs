@@ -62,6 +62,16 @@ pub fn quality_to_proto(quality: Quality) -> v1::Quality {
     }
 }
 
+/// The reason fields as an audit event records them.
+pub fn reason_json(reason: &Reason) -> serde_json::Value {
+    serde_json::json!({
+        "case_reference": reason.case_reference,
+        "offence_category": reason.offence_category,
+        "person_category": reason.person_category.name(),
+        "aim": reason.aim.name(),
+    })
+}
+
 /// The domain quality of a proto quality, None for UNSPECIFIED or unknown values.
 pub fn quality_from_proto(value: i32) -> Option<Quality> {
     [Quality::Exact, Quality::Strong, Quality::Weak]

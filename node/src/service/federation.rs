@@ -147,7 +147,7 @@ impl Federation for FederationService {
         check_request_id(&m.request_id)?;
         span.record("request_id", m.request_id.as_str());
         span.record("subjects", m.subjects.len());
-        let _reason = convert::reason(m.reason.as_ref())?;
+        let reason = convert::reason(m.reason.as_ref())?;
         let epoch = self.state.index.epoch();
         if m.key_epoch != epoch.0 {
             return Err(Status::failed_precondition(format!(
@@ -195,6 +195,19 @@ impl Federation for FederationService {
             })
             .collect();
         tracing::info!(hits = hit_count, "match answered");
+        self.state
+            .audit(
+                "match.received",
+                serde_json::json!({
+                    "request_id": m.request_id,
+                    "peer": peer.as_str(),
+                    "reason": convert::reason_json(&reason),
+                    "subjects": m.subjects.len(),
+                    "subjects_with_hits": found.iter().filter(|f| !f.is_empty()).count(),
+                    "hit_refs_issued": hit_count,
+                }),
+            )
+            .await;
         Ok(Response::new(MatchResponse { results }))
     }
 

@@ -250,6 +250,18 @@ pub async fn file(
         )),
         Ok(f) => {
             tracing::info!(peer = %peer, followup = %f.id, state = f.state.name(), "follow-up filed");
+            state
+                .audit(
+                    "followup.filed",
+                    serde_json::json!({
+                        "followup": f.id,
+                        "peer": peer.as_str(),
+                        "officer": f.officer_id,
+                        "reason": convert::reason_json(&f.reason),
+                        "quality": f.quality.map(|q| q.name()),
+                    }),
+                )
+                .await;
             Ok(receipt(&f))
         }
         // Unknown and another country's reference look the same to the caller.
@@ -292,6 +304,12 @@ pub async fn withdraw_incoming(
     .await?
     .ok_or_else(|| Status::not_found("field `request_id`: no follow-up of yours has this id"))?;
     tracing::info!(peer = %peer, followup = %f.id, state = f.state.name(), "follow-up withdrawal");
+    state
+        .audit(
+            "followup.withdrawn",
+            serde_json::json!({ "followup": f.id, "peer": peer.as_str(), "state": f.state.name() }),
+        )
+        .await;
     Ok(receipt(&f))
 }
 
@@ -408,10 +426,36 @@ pub async fn decide(
     })
     .await??;
     tracing::info!(followup = %f.id, peer = %f.country, state = f.state.name(), "follow-up decided");
+    let last = f.steps.last();
+    state
+        .audit(
+            "followup.decided",
+            serde_json::json!({
+                "followup": f.id,
+                "peer": f.country,
+                "reviewer": last.map(|s| s.reviewer.as_str()),
+                "decision": last.map(|s| format!("{:?}", s.decision).to_lowercase()),
+                "state": f.state.name(),
+                "released_fields": match f.state {
+                    State::Approved => config_fields(state, record.as_ref()),
+                    _ => Vec::new(),
+                },
+            }),
+        )
+        .await;
     if !f.state.is_open() {
         state.outbox_wake.notify_one();
     }
     Ok(view(&f, record.as_ref(), now))
+}
+
+/// The names of the fields an approval released (never their values).
+fn config_fields(state: &NodeState, record: Option<&Record>) -> Vec<String> {
+    record.map_or_else(Vec::new, |r| {
+        followup::release(r, &state.config.followup.release_fields)
+            .into_keys()
+            .collect()
+    })
 }
 
 impl From<FollowUpError> for Status {
@@ -463,10 +507,18 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
             last_poll = Some(now);
             poll_owners(&state).await;
         }
+        let audit_state = state.clone();
         let due = blocking(&state, move |store| {
             let closed = expire(store, now)?;
             if closed > 0 {
                 tracing::info!(closed, "undecided follow-ups expired");
+                let fields = serde_json::json!({ "closed": closed });
+                if let Err(e) = audit_state
+                    .audit
+                    .append(store, now, "followup.expired", &fields)
+                {
+                    tracing::error!(error = %e, "cannot record an audit event");
+                }
             }
             Book::new(store).outbox()
         })
@@ -482,6 +534,7 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
                 continue;
             }
             let delivered = deliver_one(&state, &entry).await;
+            let sent = delivered.is_ok();
             let mut entry = entry;
             let result = match delivered {
                 Ok(()) => {
@@ -508,8 +561,22 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
                     blocking(&state, move |store| Book::new(store).reschedule(&e)).await
                 }
             };
-            if let Err(e) = result {
-                tracing::error!(error = %e.message(), "outbox update failed");
+            match result {
+                Err(e) => tracing::error!(error = %e.message(), "outbox update failed"),
+                Ok(()) if sent => {
+                    state
+                        .audit(
+                            "followup.delivered",
+                            serde_json::json!({
+                                "followup": entry.id,
+                                "peer": entry.country,
+                                "state": entry.state.name(),
+                                "released_fields": entry.core_data.keys().collect::<Vec<_>>(),
+                            }),
+                        )
+                        .await;
+                }
+                Ok(()) => {}
             }
         }
         let wait = Duration::from_secs((next - now).clamp(1, max_wait.max(1)) as u64);
@@ -751,6 +818,17 @@ pub async fn request(
     })
     .await?;
     tracing::info!(followup = %f.id, peer = %owner, "follow-up requested");
+    state
+        .audit(
+            "followup.requested",
+            serde_json::json!({
+                "followup": f.id,
+                "peer": owner.as_str(),
+                "officer": f.officer_id,
+                "reason": convert::reason_json(&f.reason),
+            }),
+        )
+        .await;
     Ok(view(&f, None, now))
 }
 
@@ -818,6 +896,17 @@ pub async fn deliver(
         Status::not_found("field `request_id`: this node filed no such follow-up with you")
     })?;
     tracing::info!(followup = %updated.id, peer = %peer, state = updated.state.name(), "decision received");
+    state
+        .audit(
+            "followup.decision_received",
+            serde_json::json!({
+                "followup": updated.id,
+                "peer": peer.as_str(),
+                "state": updated.state.name(),
+                "released_fields": updated.core_data.keys().collect::<Vec<_>>(),
+            }),
+        )
+        .await;
     Ok(())
 }
 
@@ -876,6 +965,12 @@ pub async fn withdraw_outgoing(
     })
     .await?;
     tracing::info!(followup = %f.id, peer = %owner, state = f.state.name(), "follow-up withdrawal");
+    state
+        .audit(
+            "followup.withdrawn",
+            serde_json::json!({ "followup": f.id, "peer": owner.as_str(), "state": f.state.name() }),
+        )
+        .await;
     Ok(view(&f, None, now()))
 }
 

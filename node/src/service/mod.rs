@@ -36,6 +36,30 @@ pub struct NodeState {
     pub outbox_wake: tokio::sync::Notify,
     /// Serialises the read-change-write steps of follow-ups.
     pub followup_writes: std::sync::Mutex<()>,
+    /// The audit log.
+    pub audit: crate::audit::AuditLog,
+}
+
+impl NodeState {
+    /// Records an audit event. The call it records has happened; a failure to record
+    /// is logged as an error (and shows as a gap to nobody: the chain stays intact).
+    pub async fn audit(self: &Arc<Self>, kind: &'static str, fields: serde_json::Value) {
+        let state = self.clone();
+        let appended = tokio::task::spawn_blocking(move || {
+            state.audit.append(
+                state.store.as_ref(),
+                crate::store::unix_now(),
+                kind,
+                &fields,
+            )
+        })
+        .await;
+        match appended {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(kind, error = %e, "cannot record an audit event"),
+            Err(_) => tracing::error!(kind, "the audit task failed"),
+        }
+    }
 }
 
 /// A fresh random id of a search or a follow-up: 32 lower-case hexadecimal digits.

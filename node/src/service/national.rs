@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::{collections::HashMap, pin::Pin};
 
 use adep_proto::v1::{
-    Caller, CountRecordsRequest, CountRecordsResponse, DecideFollowUpRequest, DeleteRecordsRequest,
-    DeleteRecordsResponse, FollowUp, HelloRequest, ImportMode as ProtoImportMode, ImportProgress,
-    ImportRequest, ImportSummary as ProtoImportSummary, ListFollowUpsRequest,
-    ListFollowUpsResponse, MatchKey, MatchRequest, MatchSubject, PeerState, PeerStatus,
-    RequestFollowUpRequest, SearchHit, SearchRequest, SearchResponse, ShowFollowUpRequest,
-    StatusRequest, StatusResponse, StoreInfo, WithdrawFollowUpRequest, national_server::National,
+    AuditEntry, AuditExportRequest, Caller, CountRecordsRequest, CountRecordsResponse,
+    DecideFollowUpRequest, DeleteRecordsRequest, DeleteRecordsResponse, FollowUp, HelloRequest,
+    ImportMode as ProtoImportMode, ImportProgress, ImportRequest,
+    ImportSummary as ProtoImportSummary, ListFollowUpsRequest, ListFollowUpsResponse, MatchKey,
+    MatchRequest, MatchSubject, PeerState, PeerStatus, RequestFollowUpRequest, SearchHit,
+    SearchRequest, SearchResponse, ShowFollowUpRequest, StatusRequest, StatusResponse, StoreInfo,
+    VerifyAuditRequest, VerifyAuditResponse, WithdrawFollowUpRequest, national_server::National,
 };
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -31,6 +32,17 @@ pub const IMPORT_BATCH: usize = 1_000;
 
 /// Most ids in one DeleteRecords call.
 pub const MAX_DELETE_IDS: usize = 100_000;
+
+/// A peer state as audit events name it.
+fn peer_state_name(state: i32) -> &'static str {
+    match PeerState::try_from(state) {
+        Ok(PeerState::Ok) => "ok",
+        Ok(PeerState::Unavailable) => "unavailable",
+        Ok(PeerState::TimedOut) => "timed_out",
+        Ok(PeerState::Refused) => "refused",
+        _ => "unknown",
+    }
+}
 
 /// The status an officer or operator sees for one peer's outcome.
 fn peer_status<T>(o: &PeerOutcome<T>) -> PeerStatus {
@@ -142,7 +154,7 @@ impl National for NationalService {
         &self,
         req: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        user_with_role(&req, &[Role::Officer])?;
+        let officer = user_with_role(&req, &[Role::Officer])?.0.to_owned();
         let state = &self.state;
         let search = req.get_ref();
         let reason = convert::reason(search.reason.as_ref())?;
@@ -249,6 +261,22 @@ impl National for NationalService {
             .iter()
             .filter(|p| p.state == PeerState::Ok as i32)
             .count();
+        state
+            .audit(
+                "search.sent",
+                serde_json::json!({
+                    "request_id": request_id,
+                    "officer": officer,
+                    "reason": convert::reason_json(&reason),
+                    "subjects": subject_count,
+                    "peers": peers.iter().map(|p| serde_json::json!({
+                        "country": p.country,
+                        "status": peer_state_name(p.state),
+                        "hits": hits.iter().filter(|h| h.country == p.country).count(),
+                    })).collect::<Vec<_>>(),
+                }),
+            )
+            .await;
         tracing::info!(
             peers = peers.len(),
             peers_ok = ok,
@@ -267,7 +295,7 @@ impl National for NationalService {
         &self,
         req: Request<Streaming<ImportRequest>>,
     ) -> Result<Response<Self::ImportRecordsStream>, Status> {
-        user_with_role(&req, &[Role::Operator])?;
+        let operator = user_with_role(&req, &[Role::Operator])?.0.to_owned();
         let max = self.state.config.limits.max_import_records;
         let mut stream = req.into_inner();
         let mut mode = None;
@@ -317,6 +345,11 @@ impl National for NationalService {
         let received = records.len() as u64;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let index = self.state.index.clone();
+        let state = self.state.clone();
+        let mode_name = match mode {
+            ImportMode::Import => "import",
+            ImportMode::Sync => "sync",
+        };
         tokio::task::spawn_blocking(move || {
             let progress_tx = tx.clone();
             let mut progress = |p: Progress| {
@@ -338,6 +371,23 @@ impl National for NationalService {
                         erased = s.erased,
                         "records imported"
                     );
+                    let fields = serde_json::json!({
+                        "operator": operator,
+                        "mode": mode_name,
+                        "received": received,
+                        "added": s.added,
+                        "updated": s.updated,
+                        "unchanged": s.unchanged,
+                        "erased": s.erased,
+                    });
+                    if let Err(e) = state.audit.append(
+                        state.store.as_ref(),
+                        crate::store::unix_now(),
+                        "records.imported",
+                        &fields,
+                    ) {
+                        tracing::error!(error = %e, "cannot record an audit event");
+                    }
                     Ok(ImportProgress {
                         stage: "done".into(),
                         done: received,
@@ -364,7 +414,7 @@ impl National for NationalService {
         &self,
         req: Request<DeleteRecordsRequest>,
     ) -> Result<Response<DeleteRecordsResponse>, Status> {
-        user_with_role(&req, &[Role::Operator])?;
+        let operator = user_with_role(&req, &[Role::Operator])?.0.to_owned();
         let ids = &req.get_ref().record_ids;
         if ids.is_empty() || ids.len() > MAX_DELETE_IDS {
             return Err(Status::invalid_argument(format!(
@@ -391,6 +441,16 @@ impl National for NationalService {
             .map(ToString::to_string)
             .collect();
         tracing::info!(erased = erased.len(), "records erased");
+        self.state
+            .audit(
+                "records.erased",
+                serde_json::json!({
+                    "operator": operator,
+                    "requested": ids.len(),
+                    "erased": erased.len(),
+                }),
+            )
+            .await;
         Ok(Response::new(DeleteRecordsResponse {
             erased: erased.iter().map(ToString::to_string).collect(),
             unknown,
@@ -469,5 +529,78 @@ impl National for NationalService {
         followups::withdraw_outgoing(&self.state, user, req.into_inner().id)
             .await
             .map(Response::new)
+    }
+
+    type ExportAuditStream =
+        Pin<Box<dyn Stream<Item = Result<AuditEntry, Status>> + Send + 'static>>;
+
+    #[tracing::instrument(skip_all, fields(rpc = "ExportAudit"))]
+    async fn export_audit(
+        &self,
+        req: Request<AuditExportRequest>,
+    ) -> Result<Response<Self::ExportAuditStream>, Status> {
+        user_with_role(&req, &[Role::Auditor])?;
+        let AuditExportRequest { since, until } = req.into_inner();
+        let until = if until == 0 { i64::MAX } else { until };
+        if since >= until {
+            return Err(Status::invalid_argument(
+                "field `since` must be before field `until`",
+            ));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let store = self.state.store.clone();
+        tokio::task::spawn_blocking(move || {
+            for entry in crate::audit::AuditLog::export(store.as_ref(), since, until) {
+                let message = entry
+                    .map(|e| AuditEntry {
+                        seq: e.seq,
+                        time: e.time,
+                        kind: e.kind,
+                        fields_json: e.fields,
+                        hash: e.hash.to_vec(),
+                        prev_hash: e.prev.to_vec(),
+                        signature: e.signature,
+                    })
+                    .map_err(|e| Status::unavailable(format!("the store failed: {e}")));
+                let failed = message.is_err();
+                if tx.blocking_send(message).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "VerifyAudit"))]
+    async fn verify_audit(
+        &self,
+        req: Request<VerifyAuditRequest>,
+    ) -> Result<Response<VerifyAuditResponse>, Status> {
+        user_with_role(&req, &[Role::Auditor])?;
+        let state = self.state.clone();
+        let outcome = tokio::task::spawn_blocking(move || {
+            crate::audit::verify(state.store.as_ref(), state.audit.public_key())
+        })
+        .await
+        .map_err(|_| Status::internal("the verification task failed"))?
+        .map_err(|e| Status::unavailable(format!("the store failed: {e}")))?;
+        let public_key = self.state.audit.public_key().to_vec();
+        Ok(Response::new(match outcome {
+            Ok(v) => VerifyAuditResponse {
+                ok: true,
+                entries: v.entries,
+                first: v.range.map_or(0, |r| r.0),
+                last: v.range.map_or(0, |r| r.1),
+                public_key,
+                ..VerifyAuditResponse::default()
+            },
+            Err(broken) => VerifyAuditResponse {
+                ok: false,
+                bad_entry: broken.entry(),
+                problem: broken.to_string(),
+                public_key,
+                ..VerifyAuditResponse::default()
+            },
+        }))
     }
 }

@@ -38,17 +38,20 @@ pub enum Table {
     Outbox,
     /// Hits this node's officers received in searches.
     ReceivedHits,
+    /// The audit log, by position.
+    Audit,
 }
 
 impl Table {
     /// Every table, so an engine can open them all up front.
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Meta,
         Table::Records,
         Table::HitRefs,
         Table::FollowUps,
         Table::Outbox,
         Table::ReceivedHits,
+        Table::Audit,
     ];
 
     /// The table's name inside the engine. Never change a published name.
@@ -60,6 +63,7 @@ impl Table {
             Table::FollowUps => "follow_ups",
             Table::Outbox => "outbox",
             Table::ReceivedHits => "received_hits",
+            Table::Audit => "audit",
         }
     }
 }

@@ -1,0 +1,429 @@
+//! The audit log (DESIGN section 8): every step of the exchange recorded on the node
+//! where it happens, append-only, hash-chained, each entry's hash signed with the
+//! node's own Ed25519 key, so that altering, removing or reordering an entry is
+//! detected by [`verify`].
+//!
+//! An entry holds a kind (`search.sent`, `followup.decided`, ...) and fields: request
+//! ids, countries, user ids, counts and outcomes. Never an identity or a digest.
+//!
+//! Chain: `hash(n) = SHA-256("adep audit v1" ‖ hash(n-1) ‖ seq ‖ time ‖ kind ‖ fields)`,
+//! with lengths before the variable parts; the first entry chains to 32 zero bytes.
+//! Pruning old entries keeps the chain verifiable: verification starts at the oldest
+//! kept entry, whose signature vouches for its hash.
+
+use std::sync::Mutex;
+
+use ring::{
+    digest,
+    signature::{self, Ed25519KeyPair, KeyPair as _},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Batch, Store, StoreError, Table};
+
+const DOMAIN: &[u8] = b"adep audit v1";
+
+/// One audit entry as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// Seconds since the Unix epoch.
+    pub time: i64,
+    /// The event kind, like `followup.decided`.
+    pub kind: String,
+    /// The event's fields, as a JSON object.
+    pub fields: String,
+    /// The previous entry's hash (zeros for the first).
+    pub prev: [u8; 32],
+    /// This entry's hash.
+    pub hash: [u8; 32],
+    /// Ed25519 signature of `hash` by the node's audit key.
+    pub signature: Vec<u8>,
+}
+
+fn chain_hash(prev: &[u8; 32], seq: u64, time: i64, kind: &str, fields: &str) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(DOMAIN);
+    ctx.update(prev);
+    ctx.update(&seq.to_be_bytes());
+    ctx.update(&time.to_be_bytes());
+    ctx.update(&(kind.len() as u64).to_be_bytes());
+    ctx.update(kind.as_bytes());
+    ctx.update(&(fields.len() as u64).to_be_bytes());
+    ctx.update(fields.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// Why an audit log does not verify. Names the first bad entry.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Broken {
+    /// An entry cannot be read.
+    #[error("entry at key {0}: cannot be decoded")]
+    Unreadable(u64),
+    /// An entry is stored under another position than its own.
+    #[error(
+        "entry {found} is stored where entry {expected} belongs (entries removed or reordered)"
+    )]
+    OutOfPlace {
+        /// The position the chain expects.
+        expected: u64,
+        /// The position the entry names.
+        found: u64,
+    },
+    /// An entry's content does not give its hash.
+    #[error("entry {0}: its content does not match its hash (altered)")]
+    Altered(u64),
+    /// An entry does not chain to the one before it.
+    #[error(
+        "entry {0}: does not chain to the entry before it (an entry was removed, inserted or reordered)"
+    )]
+    Unchained(u64),
+    /// An entry's signature does not verify under the node's audit key.
+    #[error("entry {0}: its signature does not verify")]
+    BadSignature(u64),
+}
+
+impl Broken {
+    /// The position of the first bad entry.
+    pub fn entry(&self) -> u64 {
+        match self {
+            Broken::Unreadable(n)
+            | Broken::Altered(n)
+            | Broken::Unchained(n)
+            | Broken::BadSignature(n) => *n,
+            Broken::OutOfPlace { expected, .. } => *expected,
+        }
+    }
+}
+
+/// The outcome of a verification that completed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// Entries checked.
+    pub entries: u64,
+    /// The first and last positions checked (None when the log is empty).
+    pub range: Option<(u64, u64)>,
+}
+
+/// The node's audit log.
+#[derive(Debug)]
+pub struct AuditLog {
+    key: Ed25519KeyPair,
+    /// The last entry's position and hash; appends take it in turn.
+    head: Mutex<(u64, [u8; 32])>,
+}
+
+/// A failure to append: the store failed.
+pub type AppendError = StoreError;
+
+impl AuditLog {
+    /// Opens the log in `store`, signing with `key` (PKCS#8 Ed25519).
+    pub fn open(store: &dyn Store, pkcs8: &[u8]) -> Result<AuditLog, OpenError> {
+        let key = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| OpenError::Key)?;
+        let mut head = (0, [0u8; 32]);
+        if let Some(last) = store.scan_prefix(Table::Audit, b"").last() {
+            let last = last?;
+            let entry: Entry = postcard::from_bytes(&last.value)
+                .map_err(|_| StoreError::Corrupt { key: "audit" })?;
+            head = (entry.seq, entry.hash);
+        }
+        Ok(AuditLog {
+            key,
+            head: Mutex::new(head),
+        })
+    }
+
+    /// The public key that verifies this node's entries.
+    pub fn public_key(&self) -> &[u8] {
+        self.key.public_key().as_ref()
+    }
+
+    /// Appends an event durably. `fields` is a JSON object of request ids,
+    /// countries, user ids, counts and outcomes.
+    pub fn append(
+        &self,
+        store: &dyn Store,
+        time: i64,
+        kind: &str,
+        fields: &serde_json::Value,
+    ) -> Result<u64, AppendError> {
+        let fields = fields.to_string();
+        let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = head.0 + 1;
+        let hash = chain_hash(&head.1, seq, time, kind, &fields);
+        let entry = Entry {
+            seq,
+            time,
+            kind: kind.to_owned(),
+            fields,
+            prev: head.1,
+            hash,
+            signature: self.key.sign(&hash).as_ref().to_vec(),
+        };
+        let mut batch = Batch::new();
+        batch.put(
+            Table::Audit,
+            key(seq).to_vec(),
+            postcard::to_allocvec(&entry).unwrap_or_default(),
+        );
+        store.apply(&batch)?;
+        *head = (seq, hash);
+        Ok(seq)
+    }
+
+    /// Entries with `since <= time < until`, in order.
+    pub fn export(
+        store: &dyn Store,
+        since: i64,
+        until: i64,
+    ) -> impl Iterator<Item = Result<Entry, StoreError>> + '_ {
+        store
+            .scan_prefix(Table::Audit, b"")
+            .map(|e| {
+                postcard::from_bytes::<Entry>(&e?.value)
+                    .map_err(|_| StoreError::Corrupt { key: "audit" })
+            })
+            .filter(move |e| {
+                e.as_ref()
+                    .map_or(true, |e| e.time >= since && e.time < until)
+            })
+    }
+
+    /// Deletes entries older than `before` (seconds since the epoch), always keeping
+    /// the newest entry. What remains still verifies.
+    pub fn prune(store: &dyn Store, before: i64) -> Result<u64, StoreError> {
+        let mut batch = Batch::new();
+        let mut entries = store.scan_prefix(Table::Audit, b"").peekable();
+        while let Some(e) = entries.next() {
+            let e = e?;
+            if entries.peek().is_none() {
+                break;
+            }
+            let entry: Entry =
+                postcard::from_bytes(&e.value).map_err(|_| StoreError::Corrupt { key: "audit" })?;
+            if entry.time >= before {
+                break;
+            }
+            batch.delete(Table::Audit, e.key);
+        }
+        let pruned = batch.ops().len() as u64;
+        if pruned > 0 {
+            store.apply(&batch)?;
+        }
+        Ok(pruned)
+    }
+}
+
+/// Why the audit log cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The key is not a PKCS#8 Ed25519 key.
+    #[error("the audit signing key is not a PKCS#8 Ed25519 key")]
+    Key,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Checks the whole log: each entry stored at its own position, positions
+/// consecutive, each hash recomputed from the content and chained to the previous
+/// entry, each signature valid under `public_key`. Returns the first break.
+pub fn verify(
+    store: &dyn Store,
+    public_key: &[u8],
+) -> Result<Result<Verified, Broken>, StoreError> {
+    let key = signature::UnparsedPublicKey::new(&signature::ED25519, public_key);
+    let mut previous: Option<Entry> = None;
+    let mut count = 0;
+    let mut first = None;
+    for e in store.scan_prefix(Table::Audit, b"") {
+        let e = e?;
+        let at = e
+            .key
+            .as_slice()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        let Ok(entry) = postcard::from_bytes::<Entry>(&e.value) else {
+            return Ok(Err(Broken::Unreadable(at)));
+        };
+        if entry.seq != at {
+            return Ok(Err(Broken::OutOfPlace {
+                expected: at,
+                found: entry.seq,
+            }));
+        }
+        if chain_hash(
+            &entry.prev,
+            entry.seq,
+            entry.time,
+            &entry.kind,
+            &entry.fields,
+        ) != entry.hash
+        {
+            return Ok(Err(Broken::Altered(entry.seq)));
+        }
+        if key.verify(&entry.hash, &entry.signature).is_err() {
+            return Ok(Err(Broken::BadSignature(entry.seq)));
+        }
+        if let Some(p) = &previous
+            && (entry.seq != p.seq + 1 || entry.prev != p.hash)
+        {
+            return Ok(Err(Broken::Unchained(entry.seq)));
+        }
+        first.get_or_insert(entry.seq);
+        count += 1;
+        previous = Some(entry);
+    }
+    Ok(Ok(Verified {
+        entries: count,
+        range: first.zip(previous.map(|p| p.seq)),
+    }))
+}
+
+/// A fresh PKCS#8 Ed25519 key for a node's audit log.
+pub fn generate_key() -> Result<Vec<u8>, ring::error::Unspecified> {
+    let rng = ring::rand::SystemRandom::new();
+    Ok(Ed25519KeyPair::generate_pkcs8(&rng)?.as_ref().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, crate::store::OpenStore, AuditLog) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let opened = crate::store::open(dir.path(), "DE".parse().expect("cc")).expect("store");
+        let log =
+            AuditLog::open(opened.store.as_ref(), &generate_key().expect("key")).expect("open");
+        for (i, kind) in ["search.sent", "match.received", "followup.filed"]
+            .iter()
+            .enumerate()
+        {
+            log.append(
+                opened.store.as_ref(),
+                100 * (i as i64 + 1),
+                kind,
+                &json!({"n": i}),
+            )
+            .expect("append");
+        }
+        (dir, opened, log)
+    }
+
+    fn stored(store: &dyn Store, seq: u64) -> Entry {
+        postcard::from_bytes(
+            &store
+                .get(Table::Audit, &key(seq))
+                .expect("get")
+                .expect("some"),
+        )
+        .expect("decode")
+    }
+
+    fn put(store: &dyn Store, at: u64, entry: &Entry) {
+        let mut b = Batch::new();
+        b.put(
+            Table::Audit,
+            key(at).to_vec(),
+            postcard::to_allocvec(entry).expect("enc"),
+        );
+        store.apply(&b).expect("put");
+    }
+
+    #[test]
+    fn an_untouched_log_verifies() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        let ok = verify(store, log.public_key())
+            .expect("store")
+            .expect("verifies");
+        assert_eq!(ok.entries, 3);
+        assert_eq!(ok.range, Some((1, 3)));
+    }
+
+    #[test]
+    fn altering_an_entry_is_detected() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        let mut e = stored(store, 2);
+        e.fields = json!({"n": 7}).to_string();
+        put(store, 2, &e);
+        assert_eq!(
+            verify(store, log.public_key()).expect("store"),
+            Err(Broken::Altered(2))
+        );
+    }
+
+    #[test]
+    fn removing_an_entry_is_detected() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        let mut b = Batch::new();
+        b.delete(Table::Audit, key(2).to_vec());
+        store.apply(&b).expect("delete");
+        assert_eq!(
+            verify(store, log.public_key()).expect("store"),
+            Err(Broken::Unchained(3))
+        );
+    }
+
+    #[test]
+    fn reordering_entries_is_detected() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        let (two, three) = (stored(store, 2), stored(store, 3));
+        put(store, 2, &three);
+        put(store, 3, &two);
+        assert_eq!(
+            verify(store, log.public_key()).expect("store"),
+            Err(Broken::OutOfPlace {
+                expected: 2,
+                found: 3
+            })
+        );
+    }
+
+    #[test]
+    fn a_forged_signature_or_a_rebuilt_chain_is_detected() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        // Rewrite entry 3 with a correct hash but without the node's key.
+        let mut e = stored(store, 3);
+        e.fields = json!({"n": 9}).to_string();
+        e.hash = chain_hash(&e.prev, e.seq, e.time, &e.kind, &e.fields);
+        put(store, 3, &e);
+        assert_eq!(
+            verify(store, log.public_key()).expect("store"),
+            Err(Broken::BadSignature(3))
+        );
+    }
+
+    #[test]
+    fn pruning_keeps_a_verifiable_log() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        assert_eq!(AuditLog::prune(store, 250).expect("prune"), 2);
+        let ok = verify(store, log.public_key())
+            .expect("store")
+            .expect("verifies");
+        assert_eq!(ok.range, Some((3, 3)));
+        // The newest entry is always kept, so the chain goes on from it.
+        assert_eq!(AuditLog::prune(store, 10_000).expect("prune"), 0);
+        log.append(store, 400, "followup.decided", &json!({}))
+            .expect("append");
+        let ok = verify(store, log.public_key())
+            .expect("store")
+            .expect("verifies");
+        assert_eq!(ok.range, Some((3, 4)));
+    }
+}
