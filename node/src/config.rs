@@ -322,6 +322,12 @@ pub struct Limits {
     pub max_subjects_per_search: usize,
     /// Most records in one import or sync. Default 5000000.
     pub max_import_records: usize,
+    /// Match calls one peer may make per minute (bursts up to the same number).
+    /// Default 600.
+    pub matches_per_minute_per_peer: u32,
+    /// Searches one officer may make per minute (bursts up to the same number).
+    /// Default 120.
+    pub searches_per_minute_per_officer: u32,
 }
 
 impl Default for Limits {
@@ -336,6 +342,8 @@ impl Default for Limits {
             max_keys_per_subject: 1_024,
             max_subjects_per_search: 1_000,
             max_import_records: 5_000_000,
+            matches_per_minute_per_peer: 600,
+            searches_per_minute_per_officer: 120,
         }
     }
 }
@@ -547,6 +555,18 @@ impl Config {
             l.max_import_records as u64,
             1,
             100_000_000,
+        )?;
+        in_range(
+            "matches_per_minute_per_peer",
+            u64::from(l.matches_per_minute_per_peer),
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "searches_per_minute_per_officer",
+            u64::from(l.searches_per_minute_per_officer),
+            1,
+            10_000_000,
         )?;
         let span = |field: &str, d: Duration, lo: Duration, hi: Duration| {
             if d < lo || d > hi {

@@ -147,10 +147,11 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         store_info: opened.info.clone(),
         peers,
         index: Arc::new(index),
-        config,
         outbox_wake: tokio::sync::Notify::new(),
         followup_writes: std::sync::Mutex::new(()),
         audit,
+        rate_limits: crate::service::RateLimits::new(&config.limits),
+        config,
     });
     Ok(Prepared {
         state,

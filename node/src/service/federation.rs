@@ -143,6 +143,7 @@ impl Federation for FederationService {
         let peer = calling_peer(&req, &req.get_ref().country)?;
         let span = tracing::Span::current();
         span.record("peer", peer.as_str());
+        self.state.admit_match(peer).await?;
         let m = req.get_ref();
         check_request_id(&m.request_id)?;
         span.record("request_id", m.request_id.as_str());

@@ -38,6 +38,75 @@ pub struct NodeState {
     pub followup_writes: std::sync::Mutex<()>,
     /// The audit log.
     pub audit: crate::audit::AuditLog,
+    /// Match calls per peer and searches per officer (`limits`).
+    pub rate_limits: RateLimits,
+}
+
+/// Per-peer and per-officer call rates (DESIGN section 8).
+#[derive(Debug)]
+pub struct RateLimits {
+    matches: governor::DefaultKeyedRateLimiter<crate::config::Country>,
+    searches: governor::DefaultKeyedRateLimiter<String>,
+}
+
+impl RateLimits {
+    /// Limits from the configuration.
+    pub fn new(limits: &crate::config::Limits) -> RateLimits {
+        let per_minute = |n: u32| {
+            governor::Quota::per_minute(
+                std::num::NonZeroU32::new(n).unwrap_or(std::num::NonZeroU32::MIN),
+            )
+        };
+        RateLimits {
+            matches: governor::RateLimiter::keyed(per_minute(limits.matches_per_minute_per_peer)),
+            searches: governor::RateLimiter::keyed(per_minute(
+                limits.searches_per_minute_per_officer,
+            )),
+        }
+    }
+}
+
+impl NodeState {
+    /// Admits one Match call of `peer`, or refuses it with RESOURCE_EXHAUSTED and an
+    /// audit event.
+    pub async fn admit_match(self: &Arc<Self>, peer: crate::config::Country) -> Result<(), Status> {
+        if self.rate_limits.matches.check_key(&peer).is_ok() {
+            return Ok(());
+        }
+        tracing::warn!(peer = %peer, "Match refused: rate limit");
+        self.audit(
+            "rate_limited",
+            serde_json::json!({ "rpc": "Match", "peer": peer.as_str() }),
+        )
+        .await;
+        Err(Status::resource_exhausted(format!(
+            "{peer} made more than {} Match calls in a minute (limits.matches_per_minute_per_peer); try again later",
+            self.config.limits.matches_per_minute_per_peer
+        )))
+    }
+
+    /// Admits one search by `officer`, or refuses it with RESOURCE_EXHAUSTED and an
+    /// audit event.
+    pub async fn admit_search(self: &Arc<Self>, officer: &str) -> Result<(), Status> {
+        if self
+            .rate_limits
+            .searches
+            .check_key(&officer.to_owned())
+            .is_ok()
+        {
+            return Ok(());
+        }
+        tracing::warn!(officer, "Search refused: rate limit");
+        self.audit(
+            "rate_limited",
+            serde_json::json!({ "rpc": "Search", "officer": officer }),
+        )
+        .await;
+        Err(Status::resource_exhausted(format!(
+            "more than {} searches in a minute (limits.searches_per_minute_per_officer); try again later",
+            self.config.limits.searches_per_minute_per_officer
+        )))
+    }
 }
 
 impl NodeState {

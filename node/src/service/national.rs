@@ -156,6 +156,7 @@ impl National for NationalService {
     ) -> Result<Response<SearchResponse>, Status> {
         let officer = user_with_role(&req, &[Role::Officer])?.0.to_owned();
         let state = &self.state;
+        state.admit_search(&officer).await?;
         let search = req.get_ref();
         let reason = convert::reason(search.reason.as_ref())?;
         let max = state.config.limits.max_subjects_per_search;

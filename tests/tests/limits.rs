@@ -1,0 +1,122 @@
+//! Rate limits over real nodes: Match calls per peer, searches per officer; over the
+//! limit a call is refused with RESOURCE_EXHAUSTED naming the limit, and audited.
+
+use adep_node::{
+    config::Role,
+    identity::Identity,
+    pseudonymise::{KeyEpoch, Pseudonymiser, Side},
+};
+use adep_proto::v1::{
+    AuditExportRequest, Identity as ProtoIdentity, MatchKey, MatchRequest, MatchSubject,
+    SearchRequest,
+};
+use adep_tests::{TestNetwork, reason};
+use tokio_stream::StreamExt as _;
+use tonic::Code;
+
+fn match_request(net: &TestNetwork, country: &str) -> MatchRequest {
+    let p = Pseudonymiser::from_secret_bytes(&net.matching_secret(), KeyEpoch(1));
+    let identity = Identity::from_fields("Nobody", "Known", "1990-01-01", &[]).expect("identity");
+    MatchRequest {
+        request_id: "rate-test".into(),
+        country: country.into(),
+        key_epoch: 1,
+        reason: Some(reason()),
+        subjects: vec![MatchSubject {
+            subject: 0,
+            keys: p
+                .hash_identity(&identity, Side::Query)
+                .into_iter()
+                .map(|k| MatchKey {
+                    kind: k.kind.code(),
+                    digest: prost::bytes::Bytes::copy_from_slice(&k.digest.0),
+                })
+                .collect(),
+        }],
+    }
+}
+
+async fn audit_kinds(net: &TestNetwork, country: &str) -> Vec<String> {
+    let mut stream = net
+        .national(country, Role::Auditor)
+        .export_audit(AuditExportRequest::default())
+        .await
+        .expect("export")
+        .into_inner();
+    let mut kinds = Vec::new();
+    while let Some(e) = stream.next().await {
+        kinds.push(e.expect("entry").kind);
+    }
+    kinds
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_over_its_match_rate_is_refused_and_others_are_not() {
+    let mut net = TestNetwork::new(&["FR", "DE", "ES"]).await;
+    net.edit_config("DE", |c| c.limits.matches_per_minute_per_peer = 3);
+    net.start_all().await;
+    let mut fr = net.federation_as_peer("DE", "FR");
+    for _ in 0..3 {
+        fr.r#match(match_request(&net, "FR"))
+            .await
+            .expect("within the limit");
+    }
+    let refused = fr
+        .r#match(match_request(&net, "FR"))
+        .await
+        .expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused
+            .message()
+            .contains("limits.matches_per_minute_per_peer"),
+        "{}",
+        refused.message()
+    );
+    // Each peer has its own allowance.
+    net.federation_as_peer("DE", "ES")
+        .r#match(match_request(&net, "ES"))
+        .await
+        .expect("ES is within its limit");
+    assert!(
+        audit_kinds(&net, "DE")
+            .await
+            .contains(&"rate_limited".to_owned())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_officer_over_the_search_rate_is_refused() {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    net.edit_config("FR", |c| c.limits.searches_per_minute_per_officer = 2);
+    net.start_all().await;
+    let search = || SearchRequest {
+        reason: Some(reason()),
+        subjects: vec![ProtoIdentity {
+            family_name: "Nobody".into(),
+            given_names: "Known".into(),
+            date_of_birth: "1990-01-01".into(),
+            ..ProtoIdentity::default()
+        }],
+    };
+    let mut officer = net.national("FR", Role::Officer);
+    for _ in 0..2 {
+        officer.search(search()).await.expect("within the limit");
+    }
+    let refused = officer.search(search()).await.expect_err("over the limit");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused
+            .message()
+            .contains("limits.searches_per_minute_per_officer"),
+        "{}",
+        refused.message()
+    );
+    let kinds = audit_kinds(&net, "FR").await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "search.sent").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"rate_limited".to_owned()), "{kinds:?}");
+}
