@@ -437,7 +437,9 @@ impl<'s> Book<'s> {
         if hits.is_empty() {
             return Ok(());
         }
-        let mut batch = Batch::new();
+        // Relaxed: a search does not wait for the disk; a hit lost in a crash only
+        // means searching again before filing a follow-up.
+        let mut batch = Batch::relaxed();
         for (hit_ref, hit) in hits {
             batch.put(
                 Table::ReceivedHits,
