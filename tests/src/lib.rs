@@ -355,6 +355,22 @@ impl TestNetwork {
         std::fs::write(self.config_path(country), text).expect("write config");
     }
 
+    /// The kinds of a node's audit entries, oldest first, as its auditor exports them.
+    pub async fn audit_kinds(&self, country: &str) -> Vec<String> {
+        use tokio_stream::StreamExt as _;
+        let mut stream = self
+            .national(country, Role::Auditor)
+            .export_audit(adep_proto::v1::AuditExportRequest::default())
+            .await
+            .expect("export")
+            .into_inner();
+        let mut kinds = Vec::new();
+        while let Some(e) = stream.next().await {
+            kinds.push(e.expect("entry").kind);
+        }
+        kinds
+    }
+
     /// The network matching secret's bytes.
     pub fn matching_secret(&self) -> Vec<u8> {
         let text = std::fs::read_to_string(self.dir().join("matching-secret")).expect("secret");

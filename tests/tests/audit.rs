@@ -6,11 +6,8 @@ use adep_node::{
     config::Role,
     store::{self, Batch, Table},
 };
-use adep_proto::v1::{
-    AuditExportRequest, Identity as ProtoIdentity, ImportMode, SearchRequest, VerifyAuditRequest,
-};
+use adep_proto::v1::{Identity as ProtoIdentity, ImportMode, SearchRequest, VerifyAuditRequest};
 use adep_tests::{TestNetwork, cc, reason, record};
-use tokio_stream::StreamExt as _;
 use tonic::Code;
 
 async fn searched_network() -> TestNetwork {
@@ -39,26 +36,12 @@ async fn searched_network() -> TestNetwork {
     net
 }
 
-async fn kinds(net: &TestNetwork, country: &str) -> Vec<String> {
-    let mut stream = net
-        .national(country, Role::Auditor)
-        .export_audit(AuditExportRequest::default())
-        .await
-        .expect("export")
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(e) = stream.next().await {
-        out.push(e.expect("entry").kind);
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_node_records_its_own_steps_and_only_auditors_read_them() {
     let net = searched_network().await;
-    assert_eq!(kinds(&net, "FR").await, ["search.sent"]);
+    assert_eq!(net.audit_kinds("FR").await, ["search.sent"]);
     assert_eq!(
-        kinds(&net, "DE").await,
+        net.audit_kinds("DE").await,
         ["records.imported", "match.received"]
     );
     let refused = net

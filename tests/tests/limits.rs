@@ -7,11 +7,9 @@ use adep_node::{
     pseudonymise::{KeyEpoch, Pseudonymiser, Side},
 };
 use adep_proto::v1::{
-    AuditExportRequest, Identity as ProtoIdentity, MatchKey, MatchRequest, MatchSubject,
-    SearchRequest,
+    Identity as ProtoIdentity, MatchKey, MatchRequest, MatchSubject, SearchRequest,
 };
 use adep_tests::{TestNetwork, reason};
-use tokio_stream::StreamExt as _;
 use tonic::Code;
 
 fn match_request(net: &TestNetwork, country: &str) -> MatchRequest {
@@ -34,20 +32,6 @@ fn match_request(net: &TestNetwork, country: &str) -> MatchRequest {
                 .collect(),
         }],
     }
-}
-
-async fn audit_kinds(net: &TestNetwork, country: &str) -> Vec<String> {
-    let mut stream = net
-        .national(country, Role::Auditor)
-        .export_audit(AuditExportRequest::default())
-        .await
-        .expect("export")
-        .into_inner();
-    let mut kinds = Vec::new();
-    while let Some(e) = stream.next().await {
-        kinds.push(e.expect("entry").kind);
-    }
-    kinds
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +63,7 @@ async fn a_peer_over_its_match_rate_is_refused_and_others_are_not() {
         .await
         .expect("ES is within its limit");
     assert!(
-        audit_kinds(&net, "DE")
+        net.audit_kinds("DE")
             .await
             .contains(&"rate_limited".to_owned())
     );
@@ -112,7 +96,7 @@ async fn an_officer_over_the_search_rate_is_refused() {
         "{}",
         refused.message()
     );
-    let kinds = audit_kinds(&net, "FR").await;
+    let kinds = net.audit_kinds("FR").await;
     assert_eq!(
         kinds.iter().filter(|k| *k == "search.sent").count(),
         2,
