@@ -133,6 +133,12 @@ async fn request(net: &TestNetwork, hit_ref: &str) -> Result<FollowUp, tonic::St
         .map(tonic::Response::into_inner)
 }
 
+/// FR's officer searches for Müller and files a follow-up for DE's hit.
+async fn filed_for_mueller(net: &TestNetwork) -> FollowUp {
+    let hit_ref = hit_in_de(net, "Müller", "Hans Peter", "1970-05-12").await;
+    request(net, &hit_ref).await.expect("filed")
+}
+
 async fn decide(
     net: &TestNetwork,
     cc: &str,
@@ -278,12 +284,7 @@ async fn no_record_data_before_approval_and_only_policy_fields_after() {
 async fn refusal_hold_and_withdrawal_reach_the_officer() {
     let net = network().await;
     // Refused: the officer learns it, with the reason, and receives nothing.
-    let refused = request(
-        &net,
-        &hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await,
-    )
-    .await
-    .expect("filed");
+    let refused = filed_for_mueller(&net).await;
     decide(&net, "DE", Role::Reviewer, &refused.id, Decision::Refuse)
         .await
         .expect("refuse");
@@ -382,12 +383,7 @@ async fn roles_and_foreign_or_unknown_hit_references_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_decision_reaches_a_requesting_node_that_was_down() {
     let mut net = network().await;
-    let filed = request(
-        &net,
-        &hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await,
-    )
-    .await
-    .expect("filed");
+    let filed = filed_for_mueller(&net).await;
     net.stop("FR").await;
     decide(&net, "DE", Role::Reviewer, &filed.id, Decision::Approve)
         .await
@@ -407,12 +403,7 @@ async fn a_decision_reaches_a_requesting_node_that_was_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_requests_survive_a_restart_of_the_owner() {
     let mut net = network().await;
-    let filed = request(
-        &net,
-        &hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await,
-    )
-    .await
-    .expect("filed");
+    let filed = filed_for_mueller(&net).await;
     net.stop("DE").await;
     net.start("DE").await;
     let seen = show(&net, "DE", Role::Reviewer, &filed.id).await;
@@ -439,12 +430,7 @@ async fn four_eyes_needs_a_second_reviewer() {
         Leaf::User(cc("DE"), "de-reviewer-2".into()),
         "r2",
     );
-    let filed = request(
-        &net,
-        &hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await,
-    )
-    .await
-    .expect("filed");
+    let filed = filed_for_mueller(&net).await;
     let first = decide(&net, "DE", Role::Reviewer, &filed.id, Decision::Approve)
         .await
         .expect("first approval");
@@ -483,12 +469,7 @@ async fn undecided_requests_turn_overdue_then_expire() {
         c.followup.expiry = Duration::from_secs(3);
     })
     .await;
-    let filed = request(
-        &net,
-        &hit_in_de(&net, "Müller", "Hans Peter", "1970-05-12").await,
-    )
-    .await
-    .expect("filed");
+    let filed = filed_for_mueller(&net).await;
     let overdue = || async {
         net.national("DE", Role::Reviewer)
             .list_follow_ups(ListFollowUpsRequest {

@@ -713,7 +713,13 @@ pub async fn remember_hits(
     state: &Arc<NodeState>,
     hits: Vec<(String, ReceivedHit)>,
 ) -> Result<(), Status> {
-    blocking(state, move |store| Book::new(store).remember_hits(&hits)).await
+    // Writes only new keys: no follow-up is read or changed, so this does not wait
+    // for the follow-up lock that [`blocking`] takes (a search stays off it).
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || Book::new(store.as_ref()).remember_hits(&hits))
+        .await
+        .map_err(|_| Status::internal("a store task failed"))?
+        .map_err(store_error)
 }
 
 /// An officer files a follow-up for a hit their node received.
