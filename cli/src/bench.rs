@@ -14,7 +14,7 @@ use adep_node::{
     index::{self, ImportMode, NationalIndex},
     pki::{self, NodePlan},
     pseudonymise::{KeyEpoch, Pseudonymiser, Side},
-    secret::MatchingSecret,
+    secret::{DataKey, MatchingSecret},
     server::{self, Listeners},
     store, synthetic,
 };
@@ -196,7 +196,7 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
     let de = config("DE")?;
     let records = synthetic::records(SEED, args.records);
     {
-        let opened = store::open(&de.data_dir, de.country)?;
+        let opened = store::open(&de.data_dir, de.country, &DataKey::from_file(&de.data_key)?)?;
         let national = NationalIndex::load(
             opened.store.clone(),
             Pseudonymiser::new(&secret, KeyEpoch(1)),

@@ -200,9 +200,11 @@ impl AuditLog {
             })
     }
 
-    /// Deletes entries older than `before` (seconds since the epoch), always keeping
-    /// the newest entry. What remains still verifies.
+    /// Deletes entries older than `before` (seconds since the epoch), oldest first in
+    /// batches of at most [`PRUNE_BATCH`], always keeping the newest entry. What
+    /// remains still verifies, also after a crash between two batches.
     pub fn prune(store: &dyn Store, before: i64) -> Result<u64, StoreError> {
+        let mut pruned = 0;
         let mut batch = Batch::new();
         let mut entries = store.scan_prefix(Table::Audit, b"").peekable();
         while let Some(e) = entries.next() {
@@ -216,14 +218,19 @@ impl AuditLog {
                 break;
             }
             batch.delete(Table::Audit, e.key);
+            if batch.ops().len() == PRUNE_BATCH {
+                store.apply(&std::mem::take(&mut batch))?;
+                pruned += PRUNE_BATCH as u64;
+            }
         }
-        let pruned = batch.ops().len() as u64;
-        if pruned > 0 {
-            store.apply(&batch)?;
-        }
+        pruned += batch.ops().len() as u64;
+        store.apply(&batch)?;
         Ok(pruned)
     }
 }
+
+/// Entries deleted per atomic batch when pruning.
+pub const PRUNE_BATCH: usize = 10_000;
 
 /// Why the audit log cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -306,7 +313,12 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, crate::store::OpenStore, AuditLog) {
         let dir = tempfile::tempdir().expect("tmp");
-        let opened = crate::store::open(dir.path(), "DE".parse().expect("cc")).expect("store");
+        let opened = crate::store::open(
+            dir.path(),
+            "DE".parse().expect("cc"),
+            &crate::secret::DataKey::from_bytes([1; 32]),
+        )
+        .expect("store");
         let log =
             AuditLog::open(opened.store.as_ref(), &generate_key().expect("key")).expect("open");
         for (i, kind) in ["search.sent", "match.received", "followup.filed"]

@@ -111,6 +111,10 @@ pub struct Config {
     pub country: Country,
     /// Where the store lives. Created on first start.
     pub data_dir: PathBuf,
+    /// File holding the node's data key (64 hexadecimal digits, written by `adep pki
+    /// init`): every stored value but the store's metadata is sealed under it. Keep it
+    /// apart from backups of the data directory; without it the store cannot be read.
+    pub data_key: PathBuf,
     /// The listener peer nodes call.
     pub federation: ListenerConfig,
     /// The listener the state's own users call through the CLI.
@@ -460,6 +464,7 @@ impl Config {
             }
         };
         fix(&mut self.data_dir);
+        fix(&mut self.data_key);
         fix(&mut self.tls.network_ca);
         fix(&mut self.tls.node_cert);
         fix(&mut self.tls.node_key);
@@ -678,6 +683,7 @@ mod tests {
     const GOOD: &str = r#"
 country = "FR"
 data_dir = "data"
+data_key = "data.key"
 [federation]
 listen = "127.0.0.1:7100"
 [national]
@@ -722,7 +728,7 @@ role = "officer"
         let m = e.to_string();
         assert!(m.starts_with("node.toml:"), "{m}");
         assert!(m.contains("`de` is not a country code"), "{m}");
-        assert!(m.contains("line 20"), "{m}");
+        assert!(m.contains("line 21"), "{m}");
     }
 
     #[test]

@@ -596,7 +596,12 @@ mod tests {
     #[test]
     fn received_hits_are_forgotten_once_expired() {
         let dir = tempfile::tempdir().expect("tmp");
-        let opened = crate::store::open(dir.path(), "FR".parse().expect("cc")).expect("store");
+        let opened = crate::store::open(
+            dir.path(),
+            "FR".parse().expect("cc"),
+            &crate::secret::DataKey::from_bytes([1; 32]),
+        )
+        .expect("store");
         let book = Book::new(opened.store.as_ref());
         let hit = |expires_at| ReceivedHit {
             country: "DE".into(),

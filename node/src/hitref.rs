@@ -206,7 +206,9 @@ mod tests {
     fn expired_references_are_pruned_and_live_ones_kept() {
         let dir = tempfile::tempdir().expect("tmp");
         let fr: Country = "FR".parse().expect("country");
-        let opened = crate::store::open(dir.path(), fr).expect("store");
+        let opened =
+            crate::store::open(dir.path(), fr, &crate::secret::DataKey::from_bytes([1; 32]))
+                .expect("store");
         let store = opened.store.as_ref();
         let record = RecordId::try_from("r-1").expect("id");
         let hit = [(record, Quality::Strong)];

@@ -316,6 +316,7 @@ pub fn init(out: &Path, plans: &[NodePlan]) -> Result<PkiSummary, PkiError> {
         let audit_key =
             crate::audit::generate_key().map_err(|_| PkiError::Random("the audit signing key"))?;
         write_bytes(&dir.join("audit.key"), &audit_key)?;
+        write(&dir.join("data.key"), &new_data_key_hex(), true)?;
         let server = national.issue(&Leaf::NationalServer(cc))?;
         write(&dir.join("national-node.pem"), &server.cert_pem, false)?;
         write(&dir.join("national-node.key.pem"), &server.key_pem, true)?;
@@ -365,6 +366,7 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
     Config {
         country: cc,
         data_dir: "data".into(),
+        data_key: "data.key".into(),
         federation: ListenerConfig {
             listen: plan.federation,
         },
@@ -426,6 +428,11 @@ fn profile_toml(plan: &NodePlan, user: &str, role: Role) -> String {
     )
 }
 
+/// A new 256-bit node data key as hexadecimal text: the same form as a secret.
+fn new_data_key_hex() -> String {
+    new_secret_hex()
+}
+
 /// A new 256-bit matching secret as hexadecimal text.
 pub fn new_secret_hex() -> String {
     let mut bytes = [0u8; 32];
@@ -481,6 +488,7 @@ CC/national-node.pem  the node's server certificate on the national listener (na
 CC/<role>.toml        CLI profile of CC's user of that role: adep --profile CC/officer.toml status
 CC/users/             user certificates and keys, identity adep://user/CC/<cc>-<role>
 CC/audit.key          the node's Ed25519 audit signing key (PKCS#8): it signs every audit entry
+CC/data.key           the node's data key (hex): its store is encrypted under it; back it up apart
 CC/data/              created by the node on first start: its store
 ";
 

@@ -16,47 +16,99 @@ impl std::fmt::Debug for MatchingSecret {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The file cannot be read.
-    #[error("{path}: cannot read the matching secret: {source}")]
+    #[error("{path}: cannot read the {what}: {source}")]
     Read {
         /// The file.
         path: PathBuf,
+        /// Which secret.
+        what: &'static str,
         /// The I/O error.
         source: std::io::Error,
     },
     /// The file is not hexadecimal text of the required length.
-    #[error(
-        "{path}: the matching secret must be hexadecimal text of at least 64 digits (256 bits)"
-    )]
+    #[error("{path}: the {what} must be hexadecimal text of {length}")]
     Format {
         /// The file.
         path: PathBuf,
+        /// Which secret.
+        what: &'static str,
+        /// The length required, in words.
+        length: &'static str,
     },
+}
+
+/// Reads hexadecimal text (surrounding white space ignored) of `min..=max` digits.
+fn read_hex(
+    path: &Path,
+    what: &'static str,
+    (min, max): (usize, usize),
+    length: &'static str,
+) -> Result<Vec<u8>, SecretError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
+        path: path.to_owned(),
+        what,
+        source,
+    })?;
+    let hex = text.trim();
+    let bad = || SecretError::Format {
+        path: path.to_owned(),
+        what,
+        length,
+    };
+    if hex.len() < min || hex.len() % 2 != 0 || hex.len() > max {
+        return Err(bad());
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<Vec<u8>, _>>()
+        .map_err(|_| bad())
 }
 
 impl MatchingSecret {
     /// Reads a secret file: hexadecimal text, surrounding white space ignored.
     pub fn from_file(path: &Path) -> Result<MatchingSecret, SecretError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let hex = text.trim();
-        let bad = || SecretError::Format {
-            path: path.to_owned(),
-        };
-        if hex.len() < 64 || hex.len() % 2 != 0 || hex.len() > 1024 {
-            return Err(bad());
-        }
-        let bytes = (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
-            .collect::<Result<Vec<u8>, _>>()
-            .map_err(|_| bad())?;
-        Ok(MatchingSecret(bytes))
+        read_hex(
+            path,
+            "matching secret",
+            (64, 1024),
+            "at least 64 digits (256 bits)",
+        )
+        .map(MatchingSecret)
     }
 
     /// The secret's bytes, for key derivation only.
     pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The node's data key: the 256-bit AES-GCM key that seals what the node stores
+/// (DESIGN section 8). One per node, never shared with peers.
+pub struct DataKey([u8; 32]);
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+impl DataKey {
+    /// Reads a data key file: 64 hexadecimal digits, surrounding white space ignored.
+    pub fn from_file(path: &Path) -> Result<DataKey, SecretError> {
+        let bytes = read_hex(path, "data key", (64, 64), "exactly 64 digits (256 bits)")?;
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&bytes);
+        Ok(DataKey(key))
+    }
+
+    /// A key from raw bytes (tests and tools that generate one).
+    pub fn from_bytes(bytes: [u8; 32]) -> DataKey {
+        DataKey(bytes)
+    }
+
+    /// The key's bytes, for the store's cipher only.
+    pub(crate) fn expose(&self) -> &[u8; 32] {
         &self.0
     }
 }
@@ -77,5 +129,21 @@ mod tests {
         let e = MatchingSecret::from_file(&p).unwrap_err().to_string();
         assert!(!e.contains("zz"), "{e}");
         assert!(format!("{:?}", MatchingSecret(vec![1, 2])).contains(".."));
+    }
+
+    #[test]
+    fn reads_a_data_key_of_exactly_256_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        std::fs::write(&p, format!("{}\n", "0f".repeat(32))).unwrap();
+        assert_eq!(DataKey::from_file(&p).unwrap().expose(), &[0x0f; 32]);
+        std::fs::write(&p, "0f".repeat(33)).unwrap();
+        let e = DataKey::from_file(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("data key must be hexadecimal text of exactly 64 digits"),
+            "{e}"
+        );
+        assert!(!e.contains("0f0f"), "{e}");
+        assert_eq!(format!("{:?}", DataKey::from_bytes([7; 32])), "DataKey(..)");
     }
 }

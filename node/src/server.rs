@@ -19,9 +19,12 @@ use crate::{
     index::{IndexError, NationalIndex},
     peers::Peers,
     pseudonymise::{KeyEpoch, Pseudonymiser},
-    secret::{MatchingSecret, SecretError},
+    secret::{DataKey, MatchingSecret, SecretError},
     service::{
-        NodeState, authorize_call, federation::FederationService, national::NationalService,
+        NodeState, authorize_call,
+        federation::FederationService,
+        national::NationalService,
+        refusals::{AuditRefusalsLayer, Refused},
     },
     store::{self, StoreError},
     tls::{AuthedStream, ServerTls, TlsError},
@@ -125,7 +128,11 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     let pseudonymiser = Pseudonymiser::new(&secret, KeyEpoch(config.matching.key_epoch));
     drop(secret);
     let peers = Peers::from_config(&config)?;
-    let opened = store::open(&config.data_dir, config.country)?;
+    let opened = store::open(
+        &config.data_dir,
+        config.country,
+        &DataKey::from_file(&config.data_key)?,
+    )?;
     let audit_error = |message: String| NodeError::Audit {
         path: config.audit.signing_key.clone(),
         message,
@@ -151,6 +158,7 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         followup_writes: std::sync::Mutex::new(()),
         audit,
         rate_limits: crate::service::RateLimits::new(&config.limits),
+        refusals: crate::service::refusals::Refusals::default(),
         config,
     });
     Ok(Prepared {
@@ -211,6 +219,7 @@ pub async fn serve(
     let max = config.limits.max_message_bytes;
 
     let federation = Server::builder()
+        .layer(AuditRefusalsLayer::new(state.clone(), Listener::Federation))
         .layer(InterceptorLayer::new(authorize_call(Arc::new(
             Authorizer::new(Listener::Federation, config),
         ))))
@@ -222,6 +231,7 @@ pub async fn serve(
                 .max_encoding_message_size(max),
         );
     let national = Server::builder()
+        .layer(AuditRefusalsLayer::new(state.clone(), Listener::National))
         .layer(InterceptorLayer::new(authorize_call(Arc::new(
             Authorizer::new(Listener::National, config),
         ))))
@@ -311,13 +321,24 @@ pub async fn serve(
 fn incoming(
     listener: TcpListener,
     tls: ServerTls,
-    state: &NodeState,
+    state: &Arc<NodeState>,
     which: Listener,
     mut stop: watch::Receiver<bool>,
 ) -> ReceiverStream<Result<AuthedStream, io::Error>> {
     let (tx, rx) = mpsc::channel(64);
     let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
     let handshake_timeout = state.config.limits.handshake_timeout();
+    let state = state.clone();
+    let refused = move |remote: SocketAddr, reason: String| {
+        let mut fields = serde_json::Map::new();
+        fields.insert("reason".into(), reason.into());
+        state.refused(Refused {
+            kind: "connection.refused",
+            listener: which,
+            remote,
+            fields,
+        });
+    };
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -334,11 +355,16 @@ fn incoming(
             };
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 tracing::warn!(listener = which.as_str(), %remote, "connection refused: too many open connections");
+                refused(
+                    remote,
+                    "too many open connections (limits.max_connections)".into(),
+                );
                 continue;
             };
             let _ = tcp.set_nodelay(true);
             let tls = tls.clone();
             let tx = tx.clone();
+            let refused = refused.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(handshake_timeout, tls.accept(tcp, remote)).await {
                     Ok(Ok(stream)) => {
@@ -346,9 +372,14 @@ fn incoming(
                     }
                     Ok(Err(e)) => {
                         tracing::info!(listener = which.as_str(), %remote, error = %e, "TLS handshake failed");
+                        refused(remote, format!("TLS handshake failed: {e}"));
                     }
                     Err(_) => {
                         tracing::info!(listener = which.as_str(), %remote, "TLS handshake timed out");
+                        refused(
+                            remote,
+                            "TLS handshake timed out (limits.handshake_timeout)".into(),
+                        );
                     }
                 }
             });

@@ -23,6 +23,9 @@ use adep_proto::v1::{
     HelloRequest, Identity, ImportMode, ImportRequest, ImportSummary, RecordData,
     federation_client::FederationClient, national_client::NationalClient,
 };
+pub mod followups;
+pub mod logs;
+
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
@@ -357,6 +360,15 @@ impl TestNetwork {
 
     /// The kinds of a node's audit entries, oldest first, as its auditor exports them.
     pub async fn audit_kinds(&self, country: &str) -> Vec<String> {
+        self.audit_entries(country)
+            .await
+            .into_iter()
+            .map(|(kind, _)| kind)
+            .collect()
+    }
+
+    /// A node's audit entries, oldest first, as kind and fields.
+    pub async fn audit_entries(&self, country: &str) -> Vec<(String, serde_json::Value)> {
         use tokio_stream::StreamExt as _;
         let mut stream = self
             .national(country, Role::Auditor)
@@ -364,11 +376,32 @@ impl TestNetwork {
             .await
             .expect("export")
             .into_inner();
-        let mut kinds = Vec::new();
+        let mut entries = Vec::new();
         while let Some(e) = stream.next().await {
-            kinds.push(e.expect("entry").kind);
+            let e = e.expect("entry");
+            let fields = serde_json::from_str(&e.fields_json).expect("fields are JSON");
+            entries.push((e.kind, fields));
         }
-        kinds
+        entries
+    }
+
+    /// Waits (up to 5 s) for a node's audit entries of `kind`; refusals are recorded
+    /// in the background, just after the answer.
+    pub async fn audit_entries_of(&self, country: &str, kind: &str) -> Vec<serde_json::Value> {
+        for _ in 0..100 {
+            let found: Vec<_> = self
+                .audit_entries(country)
+                .await
+                .into_iter()
+                .filter(|(k, _)| k == kind)
+                .map(|(_, f)| f)
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{country} recorded no {kind} event");
     }
 
     /// The network matching secret's bytes.

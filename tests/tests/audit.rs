@@ -4,6 +4,7 @@
 use adep_node::{
     audit::Entry,
     config::Role,
+    secret::DataKey,
     store::{self, Batch, Table},
 };
 use adep_proto::v1::{Identity as ProtoIdentity, ImportMode, SearchRequest, VerifyAuditRequest};
@@ -73,7 +74,12 @@ async fn an_entry_altered_in_the_store_is_named_by_verify() {
     net.stop("DE").await;
     let config = net.config("DE");
     {
-        let opened = store::open(&config.data_dir, cc("DE")).expect("open DE's store");
+        let opened = store::open(
+            &config.data_dir,
+            cc("DE"),
+            &DataKey::from_file(&config.data_key).expect("DE's data key"),
+        )
+        .expect("open DE's store");
         let key = 2u64.to_be_bytes();
         let raw = opened
             .store
@@ -95,4 +101,97 @@ async fn an_entry_altered_in_the_store_is_named_by_verify() {
     assert!(!after.ok);
     assert_eq!(after.bad_entry, 2);
     assert!(after.problem.contains("altered"), "{}", after.problem);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_calls_and_connections_are_audit_events() {
+    let net = searched_network().await;
+    // A reviewer may not search: refused by the Search handler's role check.
+    let by_reviewer = net
+        .national("FR", Role::Reviewer)
+        .search(SearchRequest {
+            reason: Some(reason()),
+            subjects: Vec::new(),
+        })
+        .await
+        .expect_err("reviewers do not search");
+    assert_eq!(by_reviewer.code(), Code::PermissionDenied);
+    let refused = net.audit_entries_of("FR", "call.refused").await;
+    assert_eq!(refused[0]["rpc"], "/adep.v1.National/Search");
+    assert_eq!(refused[0]["caller"], "adep://user/FR/fr-reviewer");
+    assert_eq!(refused[0]["code"], "PermissionDenied");
+    assert_eq!(refused[0]["listener"], "national");
+    assert!(
+        refused[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("reviewer role cannot make this call")),
+        "{refused:?}"
+    );
+
+    // No client certificate on DE's federation listener: refused by admission.
+    let anonymous = net
+        .federation_with("DE", None)
+        .hello(TestNetwork::hello("FR"))
+        .await
+        .expect_err("a peer needs a certificate");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let refused = net.audit_entries_of("DE", "call.refused").await;
+    assert_eq!(refused[0]["caller"], "no certificate");
+    assert_eq!(refused[0]["listener"], "federation");
+    assert!(
+        refused[0]["remote"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("127.0.0.1:"))
+    );
+
+    // Not TLS at all: the connection is refused in the handshake.
+    {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = tokio::net::TcpStream::connect(net.federation_addr("DE"))
+            .await
+            .expect("connect");
+        tcp.write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .await
+            .expect("write");
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest).await;
+    }
+    let refused = net.audit_entries_of("DE", "connection.refused").await;
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("TLS handshake failed")),
+        "{refused:?}"
+    );
+    assert_eq!(refused[0]["listener"], "federation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_past_retention_are_pruned_and_the_rest_still_verifies() {
+    let mut net = searched_network().await;
+    assert_eq!(
+        net.audit_kinds("DE").await,
+        ["records.imported", "match.received"]
+    );
+    net.stop("DE").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    net.edit_config("DE", |c| {
+        c.audit.retention = std::time::Duration::from_secs(1)
+    });
+    net.start("DE").await;
+    // Pruning runs at start-up: both entries are past retention, the newest is kept.
+    let pruned = net.audit_entries_of("DE", "audit.pruned").await;
+    assert_eq!(pruned[0]["entries"], 1);
+    assert_eq!(
+        net.audit_kinds("DE").await,
+        ["match.received", "audit.pruned"]
+    );
+    let verified = net
+        .national("DE", Role::Auditor)
+        .verify_audit(VerifyAuditRequest {})
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!((verified.entries, verified.first), (2, 2));
 }

@@ -2,178 +2,28 @@
 //! reviewer in DE decides; the decision and the released core data travel back
 //! through DE's outbox. Nothing of the record reaches FR before the approval.
 
-use std::{
-    io::Write,
-    sync::{Mutex, OnceLock},
-    time::Duration,
-};
+use std::time::Duration;
 
 use adep_node::{
     config::{Role, UserConfig},
     pki::Leaf,
 };
 use adep_proto::v1::{
-    DecideFollowUpRequest, Decision, FollowUp, FollowUpFiling, FollowUpState,
-    Identity as ProtoIdentity, ImportMode, ListFollowUpsRequest, RequestFollowUpRequest,
-    SearchRequest, ShowFollowUpRequest, WithdrawFollowUpRequest,
+    DecideFollowUpRequest, Decision, FollowUpState, ListFollowUpsRequest, RequestFollowUpRequest,
+    WithdrawFollowUpRequest,
 };
-use adep_tests::{TestNetwork, cc, reason, record};
+use adep_tests::{TestNetwork, cc, followups::*, logs, reason};
 use tonic::Code;
 
-/// Every log line of every node in this test binary, at debug level.
-static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
-
-struct Captured;
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .with_writer(|| Captured)
-            .with_ansi(false)
-            .try_init();
-    });
-}
-
-fn logs() -> String {
-    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-}
-
-/// FR, DE and ES; DE holds two records; outbox retries at most every second.
+/// FR, DE and ES, with every log line captured at debug level.
 async fn network() -> TestNetwork {
     network_with(|_| {}).await
 }
 
 /// As [`network`], with DE's configuration changed by `edit`.
 async fn network_with(edit: impl FnOnce(&mut adep_node::config::Config)) -> TestNetwork {
-    capture_logs();
-    let mut net = TestNetwork::new(&["FR", "DE", "ES"]).await;
-    for cc in ["FR", "DE", "ES"] {
-        net.edit_config(cc, |c| c.followup.retry_max = Duration::from_secs(1));
-    }
-    net.edit_config("DE", edit);
-    net.start_all().await;
-    let records = vec![
-        record("de-1", "Müller", "Hans Peter", "1970-05-12"),
-        record("de-2", "Schmidt", "Karl", "1955-01-01"),
-    ];
-    net.import("DE", records, ImportMode::Import, 100)
-        .await
-        .expect("import");
-    net
-}
-
-/// Searches as FR's officer and returns DE's hit reference for the subject.
-async fn hit_in_de(net: &TestNetwork, family: &str, given: &str, dob: &str) -> String {
-    let answer = net
-        .national("FR", Role::Officer)
-        .search(SearchRequest {
-            reason: Some(reason()),
-            subjects: vec![ProtoIdentity {
-                family_name: family.into(),
-                given_names: given.into(),
-                date_of_birth: dob.into(),
-                ..ProtoIdentity::default()
-            }],
-        })
-        .await
-        .expect("search")
-        .into_inner();
-    answer
-        .hits
-        .iter()
-        .find(|h| h.country == "DE")
-        .map(|h| h.hit_ref.clone())
-        .expect("a hit in DE")
-}
-
-/// A filing as a peer node would send it, naming Müller as the subject.
-fn filing(country: &str, id: char, hit_ref: &str) -> FollowUpFiling {
-    FollowUpFiling {
-        request_id: id.to_string().repeat(32),
-        country: country.into(),
-        hit_ref: hit_ref.into(),
-        justification: "j".into(),
-        offence_description: "o".into(),
-        reason: Some(reason()),
-        subject: Some(ProtoIdentity {
-            family_name: "Müller".into(),
-            given_names: "Hans".into(),
-            date_of_birth: "1970-05-12".into(),
-            ..ProtoIdentity::default()
-        }),
-        officer_id: format!("{}-officer", country.to_lowercase()),
-        ..FollowUpFiling::default()
-    }
-}
-
-async fn request(net: &TestNetwork, hit_ref: &str) -> Result<FollowUp, tonic::Status> {
-    net.national("FR", Role::Officer)
-        .request_follow_up(RequestFollowUpRequest {
-            hit_ref: hit_ref.into(),
-            justification: "The subject is suspected of a burglary series in Lyon.".into(),
-            offence_description: "Burglary of dwellings, 12 cases".into(),
-            reason: Some(reason()),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// FR's officer searches for Müller and files a follow-up for DE's hit.
-async fn filed_for_mueller(net: &TestNetwork) -> FollowUp {
-    let hit_ref = hit_in_de(net, "Müller", "Hans Peter", "1970-05-12").await;
-    request(net, &hit_ref).await.expect("filed")
-}
-
-async fn decide(
-    net: &TestNetwork,
-    cc: &str,
-    role: Role,
-    id: &str,
-    decision: Decision,
-) -> Result<FollowUp, tonic::Status> {
-    net.national(cc, role)
-        .decide_follow_up(DecideFollowUpRequest {
-            id: id.into(),
-            decision: decision as i32,
-            reason: "Checked against the local file.".into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn show(net: &TestNetwork, cc: &str, role: Role, id: &str) -> FollowUp {
-    net.national(cc, role)
-        .show_follow_up(ShowFollowUpRequest { id: id.into() })
-        .await
-        .expect("show")
-        .into_inner()
-}
-
-/// Waits until FR's officer sees the follow-up in `state`.
-async fn until_state(net: &TestNetwork, id: &str, state: FollowUpState) -> FollowUp {
-    for _ in 0..150 {
-        let f = show(net, "FR", Role::Officer, id).await;
-        if f.state == state as i32 {
-            return f;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("follow-up {id} never reached {state:?}");
+    logs::capture("debug");
+    adep_tests::followups::network_with(edit).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,7 +47,7 @@ async fn no_record_data_before_approval_and_only_policy_fields_after() {
     );
     assert!(!before.contains("payload of de-1"), "{before}");
     assert!(!before.contains("de-1"), "{before}");
-    let logged = logs();
+    let logged = logs::text();
     assert!(logged.contains("follow-up filed"), "the log capture works");
     for value in [
         "payload of de-1",
@@ -265,7 +115,7 @@ async fn no_record_data_before_approval_and_only_policy_fields_after() {
         FollowUpState::Delivered as i32
     );
     // Not after the release either: no log line of any node holds record content.
-    let logged = logs();
+    let logged = logs::text();
     for value in [
         "payload of de-1",
         "Müller",

@@ -12,6 +12,7 @@ use adep_proto::v1 as pb;
 use tonic::Status;
 
 use super::{NodeState, convert};
+use crate::audit::AuditLog;
 use crate::{
     config::{Country, Role},
     followup::{
@@ -588,27 +589,41 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
     }
 }
 
-/// How often expired hit references (issued and received) are deleted.
+/// How often expired hit references (issued and received) and audit entries past
+/// their retention are deleted.
 const PRUNE_EVERY_SECONDS: i64 = 3600;
 
-/// Deletes expired hit references: those this node issued, and those its searches
-/// received with the subjects they remember.
+/// Deletes expired hit references (those this node issued, and those its searches
+/// received with the subjects they remember) and audit entries older than
+/// `audit.retention`; the pruning itself is an audit event.
 async fn prune(state: &Arc<NodeState>, now: i64) {
     let store = state.store.clone();
     let ttl = state.config.matching.hit_ref_ttl.as_secs() as i64;
+    let before = now.saturating_sub(state.config.audit.retention.as_secs() as i64);
     let pruned = tokio::task::spawn_blocking(move || {
         let issued = hitref::prune(store.as_ref(), now, ttl)?;
         let received = Book::new(store.as_ref()).prune_received_hits(now)?;
-        Ok::<_, StoreError>((issued, received))
+        let audit = AuditLog::prune(store.as_ref(), before)?;
+        Ok::<_, StoreError>((issued, received, audit))
     })
     .await;
     match pruned {
-        Ok(Ok((issued, received))) if issued + received > 0 => {
-            tracing::info!(issued, received, "expired hit references deleted");
+        Ok(Ok((issued, received, audit))) => {
+            if issued + received > 0 {
+                tracing::info!(issued, received, "expired hit references deleted");
+            }
+            if audit > 0 {
+                tracing::info!(entries = audit, "audit entries past retention deleted");
+                state
+                    .audit(
+                        "audit.pruned",
+                        serde_json::json!({ "entries": audit, "before": before }),
+                    )
+                    .await;
+            }
         }
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot delete expired hit references"),
-        Err(_) => tracing::error!("the hit reference clean-up task failed"),
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot delete expired data"),
+        Err(_) => tracing::error!("the clean-up task failed"),
     }
 }
 

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod federation;
 pub mod followups;
 pub mod national;
+pub mod refusals;
 
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub struct NodeState {
     pub audit: crate::audit::AuditLog,
     /// Match calls per peer and searches per officer (`limits`).
     pub rate_limits: RateLimits,
+    /// Caps on audit events of refused connections and calls.
+    pub refusals: refusals::Refusals,
 }
 
 /// Per-peer and per-officer call rates (DESIGN section 8).

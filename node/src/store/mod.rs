@@ -5,9 +5,11 @@
 //! section 11: the engine is replaceable and crash-consistency tests decide the default).
 //!
 //! [`open`] also owns the rules every engine shares: one node process per data
-//! directory (an advisory lock), a schema version that refuses newer stores, and a
-//! data directory bound to the country that created it.
+//! directory (an advisory lock), a schema version that refuses newer stores, a data
+//! directory bound to the country that created it, and encryption at rest under the
+//! node's data key ([`sealed`]), checked before anything else is read.
 
+mod sealed;
 mod sled_engine;
 
 use std::{
@@ -18,10 +20,14 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use crate::config::Country;
+use crate::{config::Country, secret::DataKey};
 
-/// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version this build writes and reads. Version 2 seals values at rest;
+/// version 1 stores (development builds before encryption) are refused.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Bytes encryption adds to each stored value.
+pub const SEALED_OVERHEAD: usize = sealed::OVERHEAD;
 
 /// A named table. Keys are ordered bytewise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -220,6 +226,32 @@ pub enum StoreError {
         /// Version this build supports.
         supported: u32,
     },
+    /// The store predates this build's format.
+    #[error(
+        "data directory {path} has store schema version {found}, written before encryption at rest; move it aside and import the national file again"
+    )]
+    OlderSchema {
+        /// The data directory.
+        path: PathBuf,
+        /// Version found.
+        found: u32,
+    },
+    /// The data key is not the one the store was created with.
+    #[error(
+        "data directory {path} was created with another data key: `data_key` must name the key file this node was set up with"
+    )]
+    WrongDataKey {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// A stored value does not open under the data key: damaged or altered.
+    #[error(
+        "a value in table `{table}` does not open under the data key: the store is damaged or was altered"
+    )]
+    Unsealable {
+        /// The table's name.
+        table: &'static str,
+    },
     /// The data directory belongs to another country's node.
     #[error("data directory {path} belongs to a node of {found}, not {expected}")]
     WrongCountry {
@@ -270,18 +302,23 @@ const META_SCHEMA: &str = "schema_version";
 const META_COUNTRY: &str = "country";
 const META_CREATED: &str = "created_at";
 const META_STARTS: &str = "starts";
+const META_KEY_CHECK: &str = "data_key_check";
+const KEY_CHECK: &[u8] = b"adep data key check v1";
 
 /// Opens (creating if needed) the store of `country` in `data_dir`, locks the directory
-/// against other processes, checks the schema version and the owner country, and counts
-/// this start.
-pub fn open(data_dir: &Path, country: Country) -> Result<OpenStore, StoreError> {
+/// against other processes, checks the schema version, the owner country and the data
+/// key, and counts this start. Every value but the metadata is sealed under `key`.
+pub fn open(data_dir: &Path, country: Country, key: &DataKey) -> Result<OpenStore, StoreError> {
     let dir_err = |message: String| StoreError::Directory {
         path: data_dir.to_owned(),
         message,
     };
     std::fs::create_dir_all(data_dir).map_err(|e| dir_err(format!("cannot create: {e}")))?;
     let lock = lock_dir(data_dir)?;
-    let store: Arc<dyn Store> = Arc::new(sled_engine::SledStore::open(&data_dir.join(ENGINE_DIR))?);
+    let engine = sled_engine::SledStore::open(&data_dir.join(ENGINE_DIR))?;
+    let sealed = Arc::new(sealed::SealedStore::new(Box::new(engine), key));
+    let key_check = sealed.seal(Table::Meta, META_KEY_CHECK.as_bytes(), KEY_CHECK)?;
+    let store: Arc<dyn Store> = sealed.clone();
 
     let read_meta = |key: &'static str| store.get(Table::Meta, key.as_bytes());
     let mut batch = Batch::new();
@@ -291,6 +328,7 @@ pub fn open(data_dir: &Path, country: Country) -> Result<OpenStore, StoreError> 
             batch.put(Table::Meta, META_SCHEMA, SCHEMA_VERSION.to_be_bytes());
             batch.put(Table::Meta, META_COUNTRY, country.as_str());
             batch.put(Table::Meta, META_CREATED, now.to_be_bytes());
+            batch.put(Table::Meta, META_KEY_CHECK, key_check);
             (SCHEMA_VERSION, now)
         }
         Some(v) => {
@@ -303,6 +341,12 @@ pub fn open(data_dir: &Path, country: Country) -> Result<OpenStore, StoreError> 
                     path: data_dir.to_owned(),
                     found,
                     supported: SCHEMA_VERSION,
+                });
+            }
+            if found < SCHEMA_VERSION {
+                return Err(StoreError::OlderSchema {
+                    path: data_dir.to_owned(),
+                    found,
                 });
             }
             let owner =
@@ -318,6 +362,17 @@ pub fn open(data_dir: &Path, country: Country) -> Result<OpenStore, StoreError> 
                 .and_then(|v| v.try_into().ok())
                 .map(i64::from_be_bytes)
                 .ok_or(StoreError::Corrupt { key: META_CREATED })?;
+            let check = read_meta(META_KEY_CHECK)?.ok_or(StoreError::Corrupt {
+                key: META_KEY_CHECK,
+            })?;
+            let opens = sealed
+                .open(Table::Meta, META_KEY_CHECK.as_bytes(), &check)
+                .is_ok_and(|v| v == KEY_CHECK);
+            if !opens {
+                return Err(StoreError::WrongDataKey {
+                    path: data_dir.to_owned(),
+                });
+            }
             (found, created)
         }
     };
@@ -396,6 +451,10 @@ mod tests {
 
     fn fr() -> Country {
         "FR".parse().unwrap()
+    }
+
+    fn open(dir: &Path, country: Country) -> Result<OpenStore, StoreError> {
+        super::open(dir, country, &DataKey::from_bytes([1; 32]))
     }
 
     #[test]
@@ -505,6 +564,30 @@ mod tests {
         let e = open(dir.path(), fr()).unwrap_err();
         assert!(
             matches!(e, StoreError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn refuses_another_data_key_and_an_older_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(open(dir.path(), fr()).unwrap());
+        let e = super::open(dir.path(), fr(), &DataKey::from_bytes([2; 32])).unwrap_err();
+        assert!(matches!(e, StoreError::WrongDataKey { .. }), "{e}");
+        assert!(
+            e.to_string().contains("created with another data key"),
+            "{e}"
+        );
+        // The refused start changed nothing: the right key still opens it.
+        let s = open(dir.path(), fr()).unwrap();
+        assert_eq!(s.info.starts, 2);
+        let mut b = Batch::new();
+        b.put(Table::Meta, META_SCHEMA, 1u32.to_be_bytes());
+        s.store.apply(&b).unwrap();
+        drop(s);
+        let e = open(dir.path(), fr()).unwrap_err();
+        assert!(
+            e.to_string().contains("written before encryption at rest"),
             "{e}"
         );
     }

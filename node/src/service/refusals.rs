@@ -1,0 +1,281 @@
+//! Refused connections and calls as audit events (DESIGN section 8).
+//!
+//! A call is refused when its answer is `UNAUTHENTICATED` or `PERMISSION_DENIED`,
+//! whichever check gave it: the listener's admission rules, a role, a peer claiming
+//! another country, a follow-up that is not the caller's. [`AuditRefusalsLayer`] sits
+//! outside every service of a listener and reads the status of each answer, so no
+//! handler has to remember to record its refusals. A connection is refused when its
+//! TLS handshake fails or times out, or when the listener is at `max_connections`.
+//!
+//! Refusals come from the network, so they must not flood the log: each remote
+//! address gets at most [`PER_ADDRESS_PER_MINUTE`] events a minute and the whole node
+//! [`PER_NODE_PER_MINUTE`]. Refusals over those are counted, and the count goes into
+//! the next event recorded for that address (`suppressed`).
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+};
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use super::NodeState;
+use crate::{
+    auth::{Authn, Listener},
+    tls::ConnInfo,
+};
+
+/// Refusal events recorded per remote address and minute.
+pub const PER_ADDRESS_PER_MINUTE: u32 = 30;
+/// Refusal events recorded per node and minute.
+pub const PER_NODE_PER_MINUTE: u32 = 600;
+/// Longest refusal message kept in an event.
+const MESSAGE_CHARS: usize = 200;
+
+/// What a refusal event says.
+#[derive(Clone, Debug)]
+pub struct Refused {
+    /// `call.refused` or `connection.refused`.
+    pub kind: &'static str,
+    /// The listener.
+    pub listener: Listener,
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The event's other fields.
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The caps on refusal events and the counts of those left out.
+#[derive(Debug)]
+pub struct Refusals {
+    per_address: DefaultKeyedRateLimiter<IpAddr>,
+    per_node: DefaultDirectRateLimiter,
+    suppressed: Mutex<HashMap<IpAddr, u64>>,
+}
+
+impl Default for Refusals {
+    fn default() -> Refusals {
+        let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Refusals {
+            per_address: RateLimiter::keyed(per_minute(PER_ADDRESS_PER_MINUTE)),
+            per_node: RateLimiter::direct(per_minute(PER_NODE_PER_MINUTE)),
+            suppressed: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Refusals {
+    /// Whether to record a refusal from `ip` now; if so, how many were left out before.
+    fn admit(&self, ip: IpAddr) -> Option<u64> {
+        let mut suppressed = self
+            .suppressed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.per_address.check_key(&ip).is_ok() && self.per_node.check().is_ok() {
+            Some(suppressed.remove(&ip).unwrap_or(0))
+        } else {
+            // Bounded: an address is only kept while it is over its cap.
+            if suppressed.len() < 100_000 {
+                *suppressed.entry(ip).or_default() += 1;
+            }
+            None
+        }
+    }
+}
+
+impl NodeState {
+    /// Records a refusal as an audit event, unless its address or the node is over
+    /// the cap. Returns at once; the event is written in the background.
+    pub fn refused(self: &Arc<Self>, refused: Refused) {
+        let Some(suppressed) = self.refusals.admit(refused.remote.ip()) else {
+            return;
+        };
+        let mut fields = refused.fields;
+        fields.insert("listener".into(), refused.listener.as_str().into());
+        fields.insert("remote".into(), refused.remote.to_string().into());
+        if suppressed > 0 {
+            fields.insert("suppressed".into(), suppressed.into());
+        }
+        let state = self.clone();
+        tokio::spawn(async move {
+            state
+                .audit(refused.kind, serde_json::Value::Object(fields))
+                .await;
+        });
+    }
+}
+
+/// Who the connection's certificate says the caller is, for a refusal event: the
+/// identity URI when the certificate verified, otherwise why it did not count.
+fn caller(authn: &Authn) -> String {
+    match authn {
+        Authn::Verified(id) => id.uri(),
+        Authn::Anonymous => "no certificate".into(),
+        Authn::Untrusted(_) => "untrusted certificate".into(),
+        Authn::NoIdentity(_) => "certificate without an adep identity".into(),
+    }
+}
+
+/// The gRPC status code of an answer given in its headers (a refusal is always a
+/// trailers-only answer, so the code is in the headers).
+fn header_code(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    Some(tonic::Code::from_i32(code))
+}
+
+/// The status message of an answer, decoded and cut to [`MESSAGE_CHARS`].
+fn header_message(headers: &http::HeaderMap) -> String {
+    let raw = headers
+        .get("grpc-message")
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let decoded = percent_decode(raw);
+    decoded.chars().take(MESSAGE_CHARS).collect()
+}
+
+/// Decodes gRPC's percent-encoding of status messages.
+fn percent_decode(raw: &[u8]) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (raw[i], raw.get(i + 1).copied(), raw.get(i + 2).copied()) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Records every refused call of a listener (see the module docs).
+#[derive(Clone, Debug)]
+pub struct AuditRefusalsLayer {
+    state: Arc<NodeState>,
+    listener: Listener,
+}
+
+impl AuditRefusalsLayer {
+    /// The layer for `listener`.
+    pub fn new(state: Arc<NodeState>, listener: Listener) -> AuditRefusalsLayer {
+        AuditRefusalsLayer { state, listener }
+    }
+}
+
+impl<S> tower::Layer<S> for AuditRefusalsLayer {
+    type Service = AuditRefusals<S>;
+
+    fn layer(&self, inner: S) -> AuditRefusals<S> {
+        AuditRefusals {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuditRefusalsLayer`] wraps around a listener's routes.
+#[derive(Clone, Debug)]
+pub struct AuditRefusals<S> {
+    inner: S,
+    layer: AuditRefusalsLayer,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for AuditRefusals<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<RB>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let rpc = req.uri().path().to_owned();
+        let conn = req.extensions().get::<ConnInfo>().cloned();
+        let answer = self.inner.call(req);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let response = answer.await?;
+            if let (
+                Some(code @ (tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)),
+                Some(conn),
+            ) = (header_code(response.headers()), conn)
+            {
+                let mut fields = serde_json::Map::new();
+                fields.insert("rpc".into(), rpc.into());
+                fields.insert("caller".into(), caller(&conn.authn).into());
+                fields.insert("code".into(), format!("{code:?}").into());
+                fields.insert("message".into(), header_message(response.headers()).into());
+                layer.state.refused(Refused {
+                    kind: "call.refused",
+                    listener: layer.listener,
+                    remote: conn.remote,
+                    fields,
+                });
+            }
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_status_headers() {
+        let mut h = http::HeaderMap::new();
+        h.insert("grpc-status", "7".parse().unwrap());
+        h.insert(
+            "grpc-message",
+            "the%20officer%20role%20cannot%20make%20this%20call"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(header_code(&h), Some(tonic::Code::PermissionDenied));
+        assert_eq!(header_message(&h), "the officer role cannot make this call");
+        assert_eq!(percent_decode(b"50%"), "50%");
+        assert_eq!(percent_decode(b"%C3%BC"), "ü");
+        h.insert("grpc-message", "x".repeat(500).parse().unwrap());
+        assert_eq!(header_message(&h).len(), MESSAGE_CHARS);
+    }
+
+    #[test]
+    fn caps_events_per_address_and_counts_the_rest() {
+        let r = Refusals::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..PER_ADDRESS_PER_MINUTE {
+            assert_eq!(r.admit(a), Some(0));
+        }
+        for _ in 0..5 {
+            assert_eq!(r.admit(a), None);
+        }
+        // Another address keeps its allowance.
+        assert_eq!(r.admit(b), Some(0));
+        assert_eq!(
+            r.suppressed.lock().unwrap().get(&a),
+            Some(&5),
+            "the refusals left out are counted"
+        );
+    }
+}
