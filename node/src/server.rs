@@ -149,6 +149,8 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
             "building the match index"
         );
     })?;
+    record_key_epoch(opened.store.as_ref(), &audit, config.matching.key_epoch)
+        .map_err(|e| audit_error(e.to_string()))?;
     let state = Arc::new(NodeState {
         store: opened.store.clone(),
         store_info: opened.info.clone(),
@@ -167,6 +169,36 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         national_tls,
         _store: opened,
     })
+}
+
+/// Notes the key epoch the index was built for; a change since the last start is a
+/// `keys.epoch_changed` audit event.
+fn record_key_epoch(
+    store: &dyn store::Store,
+    audit: &crate::audit::AuditLog,
+    epoch: u32,
+) -> Result<(), crate::audit::AppendError> {
+    const META_EPOCH: &[u8] = b"key_epoch";
+    let previous = store
+        .get(store::Table::Meta, META_EPOCH)?
+        .and_then(|v| v.try_into().ok())
+        .map(u32::from_be_bytes);
+    if previous == Some(epoch) {
+        return Ok(());
+    }
+    if let Some(from) = previous {
+        tracing::info!(from, to = epoch, "key epoch changed");
+        audit.append(
+            store,
+            store::unix_now(),
+            "keys.epoch_changed",
+            &serde_json::json!({ "from": from, "to": epoch }),
+        )?;
+    }
+    let mut batch = store::Batch::new();
+    batch.put(store::Table::Meta, META_EPOCH, epoch.to_be_bytes());
+    store.apply(&batch)?;
+    Ok(())
 }
 
 /// A node ready to serve: files checked, store open and locked.

@@ -195,3 +195,20 @@ async fn entries_past_retention_are_pruned_and_the_rest_still_verifies() {
     assert!(verified.ok, "{verified:?}");
     assert_eq!((verified.entries, verified.first), (2, 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_epoch_is_an_audit_event() {
+    let mut net = searched_network().await;
+    // A restart under the same epoch records nothing.
+    net.stop("DE").await;
+    net.start("DE").await;
+    assert_eq!(
+        net.audit_kinds("DE").await,
+        ["records.imported", "match.received"]
+    );
+    net.stop("DE").await;
+    net.edit_config("DE", |c| c.matching.key_epoch = 2);
+    net.start("DE").await;
+    let changed = net.audit_entries_of("DE", "keys.epoch_changed").await;
+    assert_eq!(changed, [serde_json::json!({ "from": 1, "to": 2 })]);
+}
