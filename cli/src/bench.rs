@@ -136,10 +136,12 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
             country: *cc,
             federation: federation.local_addr()?,
             national: national.local_addr()?,
+            metrics: None,
         });
         bound.push(Listeners {
             federation,
             national,
+            metrics: None,
         });
     }
     let pki_dir = dir.join("net");

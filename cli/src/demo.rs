@@ -117,14 +117,17 @@ async fn demo(args: &DemoArgs, dir: PathBuf) -> Result<ExitCode> {
         let country: Country = cc.parse().map_err(anyhow::Error::msg)?;
         let federation = TcpListener::bind("127.0.0.1:0").await?;
         let national = TcpListener::bind("127.0.0.1:0").await?;
+        let metrics = TcpListener::bind("127.0.0.1:0").await?;
         plans.push(pki::NodePlan {
             country,
             federation: federation.local_addr()?,
             national: national.local_addr()?,
+            metrics: Some(metrics.local_addr()?),
         });
         bound.push(server::Listeners {
             federation,
             national,
+            metrics: Some(metrics),
         });
     }
     pki::init(&dir, &plans)?;

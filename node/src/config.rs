@@ -140,6 +140,18 @@ pub struct Config {
     pub followup: FollowUpConfig,
     /// The audit log: signing key and retention.
     pub audit: AuditConfig,
+    /// The Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// The Prometheus metrics endpoint (plain HTTP, `GET /metrics`). Off unless `listen`
+/// is set; bind it to an address only the monitoring system reaches.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `IP:port` to serve metrics on.
+    pub listen: Option<SocketAddr>,
 }
 
 /// The audit log (DESIGN section 8).

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod check;
 pub mod client;
 pub mod config;
 pub mod followup;
@@ -15,6 +16,7 @@ pub mod identity;
 pub mod index;
 pub mod matching;
 pub mod matchtest;
+pub mod metrics;
 pub mod peers;
 pub mod pki;
 pub mod pseudonymise;

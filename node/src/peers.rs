@@ -166,6 +166,20 @@ impl Peers {
     }
 }
 
+impl<T> PeerOutcome<T> {
+    /// The outcome's name in metrics: `ok`, `timed_out`, `unavailable`, `refused` or
+    /// `failed`.
+    pub fn outcome_name(&self) -> &'static str {
+        match &self.result {
+            Ok(_) => "ok",
+            Err(PeerFailure::TimedOut) => "timed_out",
+            Err(PeerFailure::Unavailable(_)) => "unavailable",
+            Err(PeerFailure::Refused(_)) => "refused",
+            Err(PeerFailure::Failed(_)) => "failed",
+        }
+    }
+}
+
 /// Sorts a peer's error status into the states an officer or operator sees.
 fn classify(status: &tonic::Status) -> PeerFailure {
     let message = status.message().to_owned();

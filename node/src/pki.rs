@@ -223,11 +223,13 @@ pub struct NodePlan {
     pub federation: SocketAddr,
     /// National listener address.
     pub national: SocketAddr,
+    /// Metrics endpoint address, if any.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl NodePlan {
-    /// Loopback plans from a base port: country i gets federation `base + 10 i` and
-    /// national `base + 10 i + 1`.
+    /// Loopback plans from a base port: country i gets federation `base + 10 i`,
+    /// national `base + 10 i + 1` and metrics `base + 10 i + 2`.
     pub fn loopback(countries: &[Country], base_port: u16) -> Result<Vec<NodePlan>, PkiError> {
         countries
             .iter()
@@ -236,7 +238,7 @@ impl NodePlan {
                 let fed = u16::try_from(i * 10)
                     .ok()
                     .and_then(|off| base_port.checked_add(off))
-                    .and_then(|p| p.checked_add(1).map(|n| (p, n)))
+                    .and_then(|p| p.checked_add(2).map(|m| (p, p + 1, m)))
                     .ok_or_else(|| {
                         PkiError::Invalid(format!(
                             "--base-port {base_port} leaves no room for {} countries",
@@ -247,6 +249,7 @@ impl NodePlan {
                     country: *cc,
                     federation: SocketAddr::from((Ipv4Addr::LOCALHOST, fed.0)),
                     national: SocketAddr::from((Ipv4Addr::LOCALHOST, fed.1)),
+                    metrics: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, fed.2))),
                 })
             })
             .collect()
@@ -409,6 +412,9 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
             })
             .collect(),
         limits: Limits::default(),
+        metrics: crate::config::MetricsConfig {
+            listen: plan.metrics,
+        },
         log: LogConfig::default(),
     }
 }

@@ -24,7 +24,7 @@ use crate::{
         NodeState, authorize_call,
         federation::FederationService,
         national::NationalService,
-        refusals::{AuditRefusalsLayer, Refused},
+        observe::{ObserveLayer, Refused},
     },
     store::{self, StoreError},
     tls::{AuthedStream, ServerTls, TlsError},
@@ -80,6 +80,8 @@ pub struct Listeners {
     pub federation: TcpListener,
     /// For national users.
     pub national: TcpListener,
+    /// For the metrics scraper, when `metrics.listen` is set.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -97,6 +99,10 @@ impl Listeners {
         Ok(Listeners {
             federation: bind("federation", config.federation.listen).await?,
             national: bind("national", config.national.listen).await?,
+            metrics: match config.metrics.listen {
+                Some(addr) => Some(bind("metrics", addr).await?),
+                None => None,
+            },
         })
     }
 
@@ -124,6 +130,13 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         &config.tls.national_cert,
         &config.tls.national_key,
     )?;
+    let certificates = vec![
+        ("node", crate::tls::not_after(&config.tls.node_cert)?),
+        (
+            "national",
+            crate::tls::not_after(&config.tls.national_cert)?,
+        ),
+    ];
     let secret = MatchingSecret::from_file(&config.matching.secret_file)?;
     let pseudonymiser = Pseudonymiser::new(&secret, KeyEpoch(config.matching.key_epoch));
     drop(secret);
@@ -160,7 +173,9 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         followup_writes: std::sync::Mutex::new(()),
         audit,
         rate_limits: crate::service::RateLimits::new(&config.limits),
-        refusals: crate::service::refusals::Refusals::default(),
+        refusals: crate::service::observe::Refusals::default(),
+        metrics: crate::metrics::Metrics::new(),
+        certificates,
         config,
     });
     Ok(Prepared {
@@ -251,7 +266,7 @@ pub async fn serve(
     let max = config.limits.max_message_bytes;
 
     let federation = Server::builder()
-        .layer(AuditRefusalsLayer::new(state.clone(), Listener::Federation))
+        .layer(ObserveLayer::new(state.clone(), Listener::Federation))
         .layer(InterceptorLayer::new(authorize_call(Arc::new(
             Authorizer::new(Listener::Federation, config),
         ))))
@@ -263,7 +278,7 @@ pub async fn serve(
                 .max_encoding_message_size(max),
         );
     let national = Server::builder()
-        .layer(AuditRefusalsLayer::new(state.clone(), Listener::National))
+        .layer(ObserveLayer::new(state.clone(), Listener::National))
         .layer(InterceptorLayer::new(authorize_call(Arc::new(
             Authorizer::new(Listener::National, config),
         ))))
@@ -294,6 +309,14 @@ pub async fn serve(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let metrics_addr = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
+    if let Some(listener) = listeners.metrics {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            state.clone(),
+            stopped(stop_rx.clone()),
+        ));
+    }
     let outbox_task = tokio::spawn(crate::service::followups::run_outbox(
         state.clone(),
         stop_rx.clone(),
@@ -307,6 +330,7 @@ pub async fn serve(
         country = %config.country,
         federation = ?fed_addr,
         national = ?nat_addr,
+        metrics = ?metrics_addr,
         peers = config.peers.len(),
         "node serving"
     );

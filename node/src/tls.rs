@@ -99,6 +99,18 @@ fn pem_message(e: rustls_pki_types::pem::Error) -> String {
     }
 }
 
+/// When the first certificate of a PEM file expires, in seconds since the epoch.
+pub fn not_after(path: &Path) -> Result<i64, TlsError> {
+    let certs = load_certs(path)?;
+    use x509_parser::prelude::FromDer as _;
+    let (_, cert) =
+        x509_parser::prelude::X509Certificate::from_der(&certs[0]).map_err(|e| TlsError::File {
+            path: path.to_owned(),
+            message: format!("is not a valid X.509 certificate: {e}"),
+        })?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
 /// A root store holding the certificates of a CA file.
 pub fn root_store(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();

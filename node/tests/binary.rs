@@ -31,6 +31,7 @@ fn one_node_pki(dir: &std::path::Path) {
             country: fr,
             federation: free_addr(),
             national: free_addr(),
+            metrics: Some(free_addr()),
         }],
     )
     .expect("pki");
@@ -120,4 +121,43 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
         let _ = child.kill();
     }
     assert_eq!(code, Some(0), "adep-node exits 0 after SIGTERM");
+}
+
+#[test]
+fn check_config_passes_a_good_configuration_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().expect("tmp");
+    one_node_pki(dir.path());
+    let path = dir.path().join("FR/node.toml");
+    let run = |json: bool| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("check-config").arg(&path);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().expect("run")
+    };
+    let good = run(false);
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert_eq!(good.status.code(), Some(0), "{text}");
+    assert!(text.contains("checks hold"), "{text}");
+
+    std::fs::write(dir.path().join("matching-secret"), "not hex").expect("write");
+    let bad = run(true);
+    assert_eq!(bad.status.code(), Some(1));
+    let answer: serde_json::Value = serde_json::from_slice(&bad.stdout).expect("JSON");
+    assert_eq!(answer["ok"], false);
+    let failed: Vec<&serde_json::Value> = answer["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["verdict"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{answer}");
+    assert_eq!(failed[0]["field"], "matching.secret_file");
+    assert!(
+        failed[0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("hexadecimal") && !d.contains("not hex")),
+        "{answer}"
+    );
 }

@@ -61,16 +61,19 @@ impl TestNetwork {
             let country = cc(c);
             let federation = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let national = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             plans.push(NodePlan {
                 country,
                 federation: federation.local_addr().expect("addr"),
                 national: national.local_addr().expect("addr"),
+                metrics: Some(metrics.local_addr().expect("addr")),
             });
             bound.insert(
                 country,
                 Listeners {
                     federation,
                     national,
+                    metrics: Some(metrics),
                 },
             );
         }
@@ -106,6 +109,13 @@ impl TestNetwork {
     /// The federation address of a country's node.
     pub fn federation_addr(&self, country: &str) -> SocketAddr {
         self.plans[&cc(country)].federation
+    }
+
+    /// The metrics address of a country's node.
+    pub fn metrics_addr(&self, country: &str) -> SocketAddr {
+        self.plans[&cc(country)]
+            .metrics
+            .expect("the harness binds a metrics address")
     }
 
     /// The national address of a country's node.
@@ -402,6 +412,37 @@ impl TestNetwork {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("{country} recorded no {kind} event");
+    }
+
+    /// `GET path` on a node's metrics address: the status line and the body.
+    pub async fn metrics_get(&self, country: &str, path: &str) -> (String, String) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut tcp = tokio::net::TcpStream::connect(self.metrics_addr(country))
+            .await
+            .expect("connect to metrics");
+        tcp.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("send");
+        let mut raw = String::new();
+        tcp.read_to_string(&mut raw).await.expect("read");
+        let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+        let status = head.lines().next().unwrap_or_default().to_owned();
+        (status, body.to_owned())
+    }
+
+    /// A node's metrics: each sample line's name with labels, and its value.
+    pub async fn metrics(&self, country: &str) -> HashMap<String, f64> {
+        let (status, body) = self.metrics_get(country, "/metrics").await;
+        assert!(status.contains("200"), "{status}");
+        body.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                Some((name.to_owned(), value.parse().ok()?))
+            })
+            .collect()
     }
 
     /// The network matching secret's bytes.

@@ -168,6 +168,9 @@ impl Federation for FederationService {
         let store = self.state.store.clone();
         let request_id = m.request_id.clone();
         let hit_count = hits.len();
+        for (_, quality) in &hits {
+            self.state.metrics.hits("issued", quality.name(), 1);
+        }
         let refs = tokio::task::spawn_blocking(move || {
             hitref::issue(store.as_ref(), &hits, peer, now, expires_at, &request_id)
         })

@@ -503,6 +503,7 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
         if last_prune.is_none_or(|t| now - t >= PRUNE_EVERY_SECONDS) {
             last_prune = Some(now);
             prune(&state, now).await;
+            state.warn_of_expiring_certificates(now);
         }
         if last_poll.is_none_or(|t| now - t >= max_wait) {
             last_poll = Some(now);

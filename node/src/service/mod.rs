@@ -5,7 +5,7 @@ pub mod convert;
 pub mod federation;
 pub mod followups;
 pub mod national;
-pub mod refusals;
+pub mod observe;
 
 use std::sync::Arc;
 
@@ -42,7 +42,12 @@ pub struct NodeState {
     /// Match calls per peer and searches per officer (`limits`).
     pub rate_limits: RateLimits,
     /// Caps on audit events of refused connections and calls.
-    pub refusals: refusals::Refusals,
+    pub refusals: observe::Refusals,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
+    /// The node's own certificates by metrics name, with their expiry (seconds since
+    /// the epoch).
+    pub certificates: Vec<(&'static str, i64)>,
 }
 
 /// Per-peer and per-officer call rates (DESIGN section 8).
@@ -77,6 +82,7 @@ impl NodeState {
             return Ok(());
         }
         tracing::warn!(peer = %peer, "Match refused: rate limit");
+        self.count_rate_limited("Match");
         self.audit(
             "rate_limited",
             serde_json::json!({ "rpc": "Match", "peer": peer.as_str() }),
@@ -100,6 +106,7 @@ impl NodeState {
             return Ok(());
         }
         tracing::warn!(officer, "Search refused: rate limit");
+        self.count_rate_limited("Search");
         self.audit(
             "rate_limited",
             serde_json::json!({ "rpc": "Search", "officer": officer }),
@@ -127,10 +134,113 @@ impl NodeState {
         })
         .await;
         match appended {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => {
+                self.metrics.audit_entries.inc();
+            }
             Ok(Err(e)) => tracing::error!(kind, error = %e, "cannot record an audit event"),
             Err(_) => tracing::error!(kind, "the audit task failed"),
         }
+    }
+}
+
+/// How long before its own certificate expires a node starts warning.
+pub const CERTIFICATE_WARNING_SECONDS: i64 = 30 * 24 * 3600;
+
+impl NodeState {
+    /// Logs a warning for each of the node's own certificates that expires within
+    /// [`CERTIFICATE_WARNING_SECONDS`] (at start-up and hourly); the metric
+    /// `adep_certificate_expiry_seconds` says the same to monitoring.
+    pub fn warn_of_expiring_certificates(&self, now: i64) {
+        for (certificate, not_after) in &self.certificates {
+            let left = not_after - now;
+            if left <= 0 {
+                tracing::error!(
+                    certificate,
+                    "the node's certificate has expired; peers and users will refuse it"
+                );
+            } else if left < CERTIFICATE_WARNING_SECONDS {
+                tracing::warn!(
+                    certificate,
+                    days_left = left / 86_400,
+                    "the node's certificate expires soon; renew it and reload"
+                );
+            }
+        }
+    }
+
+    /// Counts and times the calls of a fan-out to the peers.
+    pub fn count_peer_calls<T>(
+        &self,
+        rpc: &'static str,
+        outcomes: &[crate::peers::PeerOutcome<T>],
+    ) {
+        for o in outcomes {
+            self.metrics
+                .peer_call(o.country.as_str(), rpc, o.outcome_name(), o.elapsed);
+        }
+    }
+
+    fn count_rate_limited(&self, rpc: &'static str) {
+        self.metrics
+            .rate_limited
+            .get_or_create(&crate::metrics::RpcLabels {
+                listener: if rpc == "Match" {
+                    "federation"
+                } else {
+                    "national"
+                },
+                rpc,
+            })
+            .inc();
+    }
+
+    /// The metrics in the text format, with the gauges read from the store and the
+    /// index set first.
+    pub async fn scrape(self: &Arc<Self>) -> String {
+        let state = self.clone();
+        match tokio::task::spawn_blocking(move || state.refresh_gauges()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot read the follow-ups"),
+            Err(_) => tracing::warn!("metrics: the gauge task failed"),
+        }
+        self.metrics.encode()
+    }
+
+    fn refresh_gauges(&self) -> Result<(), crate::store::StoreError> {
+        use crate::followup::{Book, Direction, State};
+        let m = &self.metrics;
+        let counts = self.index.counts();
+        m.index_records.set(counts.records as i64);
+        m.index_keys.set(counts.keys as i64);
+        m.key_epoch.set(i64::from(counts.epoch.0));
+        let now = crate::store::unix_now();
+        for (certificate, not_after) in &self.certificates {
+            m.certificate_expiry_seconds
+                .get_or_create(&crate::metrics::CertLabels { certificate })
+                .set(not_after - now);
+        }
+        let book = Book::new(self.store.as_ref());
+        for (direction, name) in [
+            (Direction::Incoming, "incoming"),
+            (Direction::Outgoing, "outgoing"),
+        ] {
+            let list = book.list(direction)?;
+            for state in State::ALL {
+                let n = list.iter().filter(|f| f.state == state).count();
+                m.followups
+                    .get_or_create(&crate::metrics::FollowUpLabels {
+                        direction: name,
+                        state: state.name(),
+                    })
+                    .set(n as i64);
+            }
+            if direction == Direction::Incoming {
+                let overdue = list.iter().filter(|f| f.overdue(now)).count();
+                m.followups_overdue.set(overdue as i64);
+            }
+        }
+        m.outbox_backlog.set(book.outbox()?.len() as i64);
+        Ok(())
     }
 }
 

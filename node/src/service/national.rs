@@ -101,7 +101,8 @@ impl National for NationalService {
         let config = &self.state.config;
         let peers = if req.get_ref().check_peers {
             let own = config.country.to_string();
-            self.state
+            let outcomes = self
+                .state
                 .peers
                 .fan_out(config.limits.peer_timeout(), move |peer| {
                     let mut client = peer.client;
@@ -111,10 +112,9 @@ impl National for NationalService {
                     };
                     async move { client.hello(hello).await.map(Response::into_inner) }
                 })
-                .await
-                .iter()
-                .map(peer_status)
-                .collect()
+                .await;
+            self.state.count_peer_calls("Hello", &outcomes);
+            outcomes.iter().map(peer_status).collect()
         } else {
             self.state
                 .peers
@@ -211,6 +211,7 @@ impl National for NationalService {
                 async move { client.r#match(request).await.map(Response::into_inner) }
             })
             .await;
+        state.count_peer_calls("Match", &outcomes);
         let mut hits = Vec::new();
         let mut peers = Vec::with_capacity(outcomes.len());
         for outcome in &outcomes {
@@ -223,6 +224,9 @@ impl National for NationalService {
                 } else {
                     for result in &answer.results {
                         for hit in &result.hits {
+                            if let Some(q) = convert::quality_from_proto(hit.quality) {
+                                state.metrics.hits("received", q.name(), 1);
+                            }
                             hits.push(SearchHit {
                                 subject: result.subject,
                                 country: outcome.country.to_string(),

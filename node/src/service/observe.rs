@@ -1,8 +1,9 @@
-//! Refused connections and calls as audit events (DESIGN section 8).
+//! Every call a listener serves is counted and timed ([`crate::metrics`]), and refused
+//! connections and calls are audit events (DESIGN section 8).
 //!
 //! A call is refused when its answer is `UNAUTHENTICATED` or `PERMISSION_DENIED`,
 //! whichever check gave it: the listener's admission rules, a role, a peer claiming
-//! another country, a follow-up that is not the caller's. [`AuditRefusalsLayer`] sits
+//! another country, a follow-up that is not the caller's. [`ObserveLayer`] sits
 //! outside every service of a listener and reads the status of each answer, so no
 //! handler has to remember to record its refusals. A connection is refused when its
 //! TLS handshake fails or times out, or when the listener is at `max_connections`.
@@ -26,7 +27,8 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 
 use super::NodeState;
 use crate::{
-    auth::{Authn, Listener},
+    auth::{Authn, CertIdentity, Listener},
+    metrics,
     tls::ConnInfo,
 };
 
@@ -112,12 +114,52 @@ impl NodeState {
 
 /// Who the connection's certificate says the caller is, for a refusal event: the
 /// identity URI when the certificate verified, otherwise why it did not count.
-fn caller(authn: &Authn) -> String {
+fn caller_audit(authn: &Authn) -> String {
     match authn {
         Authn::Verified(id) => id.uri(),
         Authn::Anonymous => "no certificate".into(),
         Authn::Untrusted(_) => "untrusted certificate".into(),
         Authn::NoIdentity(_) => "certificate without an adep identity".into(),
+    }
+}
+
+/// The metrics label of a caller: a peer's country, a user's role, or why neither.
+fn caller_label(state: &NodeState, authn: &Authn) -> String {
+    match authn {
+        Authn::Verified(CertIdentity::Node(cc)) => cc.to_string(),
+        Authn::Verified(CertIdentity::User(cc, id)) if *cc == state.config.country => state
+            .config
+            .users
+            .iter()
+            .find(|u| u.id == *id)
+            .map_or_else(|| "unknown_user".to_owned(), |u| u.role.to_string()),
+        Authn::Verified(CertIdentity::User(..)) => "foreign_user".to_owned(),
+        Authn::Anonymous => "none".to_owned(),
+        Authn::Untrusted(_) | Authn::NoIdentity(_) => "untrusted".to_owned(),
+    }
+}
+
+/// The name of a gRPC code, as a label value.
+fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -163,39 +205,40 @@ fn percent_decode(raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Records every refused call of a listener (see the module docs).
+/// Counts and times every call of a listener and records the refused ones (see the
+/// module docs).
 #[derive(Clone, Debug)]
-pub struct AuditRefusalsLayer {
+pub struct ObserveLayer {
     state: Arc<NodeState>,
     listener: Listener,
 }
 
-impl AuditRefusalsLayer {
+impl ObserveLayer {
     /// The layer for `listener`.
-    pub fn new(state: Arc<NodeState>, listener: Listener) -> AuditRefusalsLayer {
-        AuditRefusalsLayer { state, listener }
+    pub fn new(state: Arc<NodeState>, listener: Listener) -> ObserveLayer {
+        ObserveLayer { state, listener }
     }
 }
 
-impl<S> tower::Layer<S> for AuditRefusalsLayer {
-    type Service = AuditRefusals<S>;
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
 
-    fn layer(&self, inner: S) -> AuditRefusals<S> {
-        AuditRefusals {
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
             inner,
             layer: self.clone(),
         }
     }
 }
 
-/// The service [`AuditRefusalsLayer`] wraps around a listener's routes.
+/// The service [`ObserveLayer`] wraps around a listener's routes.
 #[derive(Clone, Debug)]
-pub struct AuditRefusals<S> {
+pub struct Observe<S> {
     inner: S,
-    layer: AuditRefusalsLayer,
+    layer: ObserveLayer,
 }
 
-impl<S, B, RB> tower::Service<http::Request<B>> for AuditRefusals<S>
+impl<S, B, RB> tower::Service<http::Request<B>> for Observe<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
     S::Future: Send + 'static,
@@ -209,20 +252,41 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let rpc = req.uri().path().to_owned();
+        let path = req.uri().path().to_owned();
         let conn = req.extensions().get::<ConnInfo>().cloned();
+        let started = std::time::Instant::now();
         let answer = self.inner.call(req);
         let layer = self.layer.clone();
         Box::pin(async move {
             let response = answer.await?;
-            if let (
-                Some(code @ (tonic::Code::Unauthenticated | tonic::Code::PermissionDenied)),
-                Some(conn),
-            ) = (header_code(response.headers()), conn)
+            // A refusal or an early error is a trailers-only answer with the code in
+            // its headers; an answer that started normally counts as OK.
+            let code = header_code(response.headers()).unwrap_or(tonic::Code::Ok);
+            let rpc = metrics::rpc_name(&path);
+            let m = &layer.state.metrics;
+            let listener = layer.listener.as_str();
+            let caller = conn.as_ref().map_or_else(
+                || "none".to_owned(),
+                |c| caller_label(&layer.state, &c.authn),
+            );
+            m.calls
+                .get_or_create(&metrics::CallLabels {
+                    listener,
+                    rpc,
+                    caller,
+                    code: code_name(code),
+                })
+                .inc();
+            m.call_seconds
+                .get_or_create(&metrics::RpcLabels { listener, rpc })
+                .observe(started.elapsed().as_secs_f64());
+            if let (tonic::Code::Unauthenticated | tonic::Code::PermissionDenied, Some(conn)) =
+                (code, conn)
             {
+                let rpc = path;
                 let mut fields = serde_json::Map::new();
                 fields.insert("rpc".into(), rpc.into());
-                fields.insert("caller".into(), caller(&conn.authn).into());
+                fields.insert("caller".into(), caller_audit(&conn.authn).into());
                 fields.insert("code".into(), format!("{code:?}").into());
                 fields.insert("message".into(), header_message(response.headers()).into());
                 layer.state.refused(Refused {
