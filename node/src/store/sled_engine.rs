@@ -14,6 +14,13 @@ pub(super) struct SledStore {
     trees: HashMap<Table, sled::Tree>,
 }
 
+/// Whether opening failed on sled's file lock. sled 0.34 reports a busy lock as an
+/// `ErrorKind::Other` error whose message says so (config.rs, `try_lock`), not as
+/// `WouldBlock`, so the message is what tells.
+fn lock_busy(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 /// Page cache of the sled store.
 const CACHE_BYTES: u64 = 128 << 20;
 
@@ -41,8 +48,7 @@ impl SledStore {
             match config.open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
-                        && started.elapsed() < std::time::Duration::from_secs(60) =>
+                    if lock_busy(&e) && started.elapsed() < std::time::Duration::from_secs(60) =>
                 {
                     if !said && started.elapsed() > std::time::Duration::from_secs(1) {
                         tracing::warn!(
@@ -160,5 +166,24 @@ impl Store for SledStore {
 
     fn engine(&self) -> &'static str {
         "sled-0.34"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_waits_for_a_store_this_process_is_closing() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SledStore::open(dir.path()).unwrap();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            drop(first);
+        });
+        // sled's lock is busy until `first` is dropped; the open waits for it.
+        let second = SledStore::open(dir.path());
+        closer.join().unwrap();
+        assert!(second.is_ok(), "{:?}", second.err());
     }
 }
