@@ -137,6 +137,7 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
             federation: federation.local_addr()?,
             national: national.local_addr()?,
             metrics: None,
+            reach: None,
         });
         bound.push(Listeners {
             federation,

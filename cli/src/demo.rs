@@ -123,6 +123,7 @@ async fn demo(args: &DemoArgs, dir: PathBuf) -> Result<ExitCode> {
             federation: federation.local_addr()?,
             national: national.local_addr()?,
             metrics: Some(metrics.local_addr()?),
+            reach: None,
         });
         bound.push(server::Listeners {
             federation,

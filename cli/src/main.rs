@@ -113,9 +113,22 @@ struct PkiInitArgs {
     /// Output directory (created if needed).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// First port: country i listens on base+10i (federation) and base+10i+1 (national).
+    /// First port: country i listens on base+10i (federation), base+10i+1 (national)
+    /// and base+10i+2 (metrics). Loopback layout only.
     #[arg(long, default_value_t = 7100, value_name = "N")]
     base_port: u16,
+    /// `loopback`: every node on this machine (for `adep-node --config` and `adep
+    /// network up`). `containers`: one container per country on a shared network, as
+    /// deploy/compose.yaml runs them (listen on all addresses, peers as `adep-cc`,
+    /// data in /var/lib/adep, national port of country i published as 7101+10i).
+    #[arg(long, value_enum, default_value = "loopback")]
+    layout: Layout,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Layout {
+    Loopback,
+    Containers,
 }
 
 #[derive(Debug, Args)]
@@ -210,7 +223,10 @@ fn load_profile(path: Option<&Path>) -> Result<Profile> {
 }
 
 fn pki_init(args: &PkiInitArgs, json: bool) -> Result<ExitCode> {
-    let plans = pki::NodePlan::loopback(&args.countries, args.base_port)?;
+    let plans = match args.layout {
+        Layout::Loopback => pki::NodePlan::loopback(&args.countries, args.base_port)?,
+        Layout::Containers => pki::NodePlan::containers(&args.countries)?,
+    };
     let summary = pki::init(&args.out, &plans)?;
     output::pki_summary(&args.out, &summary, json);
     Ok(ExitCode::SUCCESS)

@@ -44,6 +44,100 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Asks a running node whether it serves, through the gRPC health service on one
+    /// of its listeners (TLS, no client certificate): for container and systemd
+    /// probes. Exits 0 when the node answers SERVING, 1 otherwise, saying why.
+    Probe {
+        /// The node's configuration file: the listener's address and CA come from it.
+        #[arg(long, short, env = "ADEP_NODE_CONFIG", value_name = "FILE")]
+        config: PathBuf,
+        /// Which listener to ask.
+        #[arg(long, value_enum, default_value = "national")]
+        listener: ProbeListener,
+        /// The name to verify the listener's certificate for; the development PKI
+        /// puts `localhost` in every node certificate.
+        #[arg(long, default_value = "localhost", value_name = "NAME")]
+        server_name: String,
+        /// How long to wait for the answer, such as `3s`.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ProbeListener {
+    National,
+    Federation,
+}
+
+fn probe(
+    config: &std::path::Path,
+    listener: ProbeListener,
+    server_name: String,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    use adep_node::tls;
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    adep_node::install_crypto_provider();
+    let answer = (|| -> Result<(), String> {
+        let config = Config::load(config).map_err(|e| e.to_string())?;
+        let (listen, ca) = match listener {
+            ProbeListener::National => (config.national.listen, &config.tls.national_ca),
+            ProbeListener::Federation => (config.federation.listen, &config.tls.network_ca),
+        };
+        // A listener on every address is probed on loopback.
+        let host = if listen.ip().is_unspecified() {
+            if listen.is_ipv4() { "127.0.0.1" } else { "::1" }.to_owned()
+        } else {
+            listen.ip().to_string()
+        };
+        let client = tls::client_config(tls::root_store(ca).map_err(|e| e.to_string())?, None)
+            .map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async move {
+            let channel = tls::channel(
+                tls::Target {
+                    host,
+                    port: listen.port(),
+                    server_name: Some(server_name),
+                    identity: Some(adep_node::auth::CertIdentity::Node(config.country)),
+                },
+                client,
+                timeout,
+            )?;
+            let status = tokio::time::timeout(
+                timeout,
+                HealthClient::new(channel).check(HealthCheckRequest::default()),
+            )
+            .await
+            .map_err(|_| format!("no answer from {listen} within {timeout:?}"))?
+            .map_err(|s| format!("{listen}: {}", s.message()))?
+            .into_inner()
+            .status;
+            if status == ServingStatus::Serving as i32 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{listen} answers but does not serve (status {status})"
+                ))
+            }
+        })
+    })();
+    match answer {
+        Ok(()) => {
+            println!("serving");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("not serving: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn check_config(file: &std::path::Path, json: bool) -> ExitCode {
@@ -92,6 +186,15 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let path = match (args.command, args.config) {
         (Some(Command::CheckConfig { file, json }), _) => return check_config(&file, json),
+        (
+            Some(Command::Probe {
+                config,
+                listener,
+                server_name,
+                timeout,
+            }),
+            _,
+        ) => return probe(&config, listener, server_name, timeout),
         (None, Some(path)) => path,
         (None, None) => {
             eprintln!(

@@ -215,7 +215,7 @@ pub fn national_ca_name(country: Country) -> String {
 }
 
 /// Where one country's node listens.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct NodePlan {
     /// The country.
     pub country: Country,
@@ -225,6 +225,20 @@ pub struct NodePlan {
     pub national: SocketAddr,
     /// Metrics endpoint address, if any.
     pub metrics: Option<SocketAddr>,
+    /// How the node is reached when it does not run on loopback; `None`: peers and
+    /// users call the listen addresses, and data lives beside the configuration.
+    pub reach: Option<Reach>,
+}
+
+/// Where a node is reached when it runs in a container network.
+#[derive(Clone, Debug)]
+pub struct Reach {
+    /// The federation endpoint peers call, like `adep-de:7100`.
+    pub peer_endpoint: String,
+    /// The national endpoint the CLI profiles name, like `localhost:7111`.
+    pub user_endpoint: String,
+    /// The data directory inside the node's file system.
+    pub data_dir: PathBuf,
 }
 
 impl NodePlan {
@@ -250,6 +264,38 @@ impl NodePlan {
                     federation: SocketAddr::from((Ipv4Addr::LOCALHOST, fed.0)),
                     national: SocketAddr::from((Ipv4Addr::LOCALHOST, fed.1)),
                     metrics: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, fed.2))),
+                    reach: None,
+                })
+            })
+            .collect()
+    }
+}
+
+impl NodePlan {
+    /// Plans for one container per country on a shared network (deploy/compose.yaml):
+    /// every node listens on all addresses at federation 7100, national 7101 and
+    /// metrics 9464; peers call `adep-cc:7100` (a name in every node certificate);
+    /// country i's national port is published on the host as `7101 + 10 i`, which the
+    /// CLI profiles name as `localhost`; data lives in `/var/lib/adep`.
+    pub fn containers(countries: &[Country]) -> Result<Vec<NodePlan>, PkiError> {
+        let any = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        countries
+            .iter()
+            .enumerate()
+            .map(|(i, cc)| {
+                let published = u16::try_from(7101 + 10 * i).map_err(|_| {
+                    PkiError::Invalid(format!("{} countries is too many", countries.len()))
+                })?;
+                Ok(NodePlan {
+                    country: *cc,
+                    federation: any(7100),
+                    national: any(7101),
+                    metrics: Some(any(9464)),
+                    reach: Some(Reach {
+                        peer_endpoint: format!("adep-{}:7100", cc.as_str().to_ascii_lowercase()),
+                        user_endpoint: format!("localhost:{published}"),
+                        data_dir: "/var/lib/adep".into(),
+                    }),
                 })
             })
             .collect()
@@ -368,7 +414,10 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
     let cc = plan.country;
     Config {
         country: cc,
-        data_dir: "data".into(),
+        data_dir: plan
+            .reach
+            .as_ref()
+            .map_or_else(|| "data".into(), |r| r.data_dir.clone()),
         data_key: "data.key".into(),
         federation: ListenerConfig {
             listen: plan.federation,
@@ -399,7 +448,12 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
             .filter(|p| p.country != cc)
             .map(|p| PeerConfig {
                 country: p.country,
-                endpoint: format!("https://{}", p.federation),
+                endpoint: format!(
+                    "https://{}",
+                    p.reach
+                        .as_ref()
+                        .map_or_else(|| p.federation.to_string(), |r| r.peer_endpoint.clone())
+                ),
                 identity: None,
                 server_name: None,
             })
@@ -430,7 +484,10 @@ fn profile_toml(plan: &NodePlan, user: &str, role: Role) -> String {
          cert = \"users/{role}.pem\"\n\
          key = \"users/{role}.key.pem\"\n",
         cc = plan.country,
-        addr = plan.national,
+        addr = plan
+            .reach
+            .as_ref()
+            .map_or_else(|| plan.national.to_string(), |r| r.user_endpoint.clone()),
     )
 }
 

@@ -32,6 +32,7 @@ fn one_node_pki(dir: &std::path::Path) {
             federation: free_addr(),
             national: free_addr(),
             metrics: Some(free_addr()),
+            reach: None,
         }],
     )
     .expect("pki");
@@ -102,6 +103,23 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
     }
     let status = answered.expect("the node answers its operator");
     assert_eq!(status.country, "FR");
+    // The container probe: the health service, over TLS, without a client certificate.
+    let probe = |listener: &str| {
+        Command::new(BIN)
+            .args(["probe", "--listener", listener, "--config"])
+            .arg(dir.path().join("FR/node.toml"))
+            .output()
+            .expect("probe")
+    };
+    for listener in ["national", "federation"] {
+        let out = probe(listener);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
 
     let killed = Command::new("kill")
         .arg("-TERM")
@@ -121,6 +139,9 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
         let _ = child.kill();
     }
     assert_eq!(code, Some(0), "adep-node exits 0 after SIGTERM");
+    let down = probe("national");
+    assert_eq!(down.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&down.stdout).starts_with("not serving: "));
 }
 
 #[test]

@@ -67,6 +67,7 @@ impl TestNetwork {
                 federation: federation.local_addr().expect("addr"),
                 national: national.local_addr().expect("addr"),
                 metrics: Some(metrics.local_addr().expect("addr")),
+                reach: None,
             });
             bound.insert(
                 country,

@@ -263,10 +263,21 @@ async fn health_and_reflection_answer_on_both_listeners() {
         let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
         assert!(names.contains(&service), "{names:?}");
     }
-    // Health, like every service, is behind the certificate check.
+    // Health answers without a client certificate, for container probes; it says
+    // only whether the node serves. Every other service, reflection included, is
+    // behind the certificate check.
     let anonymous = net.federation_channel("FR", None);
-    let refused = HealthClient::new(anonymous)
+    let health = HealthClient::new(anonymous.clone())
         .check(HealthCheckRequest::default())
+        .await
+        .expect("health answers a probe")
+        .into_inner();
+    assert_eq!(health.status, ServingStatus::Serving as i32);
+    let refused = ServerReflectionClient::new(anonymous)
+        .server_reflection_info(tokio_stream::iter([ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        }]))
         .await;
     assert_eq!(refused.expect_err("refused").code(), Code::Unauthenticated);
 }

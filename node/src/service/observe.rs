@@ -251,8 +251,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let path = req.uri().path().to_owned();
+        if path.starts_with("/grpc.health.v1.Health/") {
+            req.extensions_mut().insert(super::HealthCheck);
+        }
         let conn = req.extensions().get::<ConnInfo>().cloned();
         let started = std::time::Instant::now();
         let answer = self.inner.call(req);
