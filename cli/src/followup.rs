@@ -259,13 +259,7 @@ pub fn to_json(f: &pb::FollowUp) -> Value {
 }
 
 fn time(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| t.to_string())
+    output::utc(t)
 }
 
 fn print_list(all: &[pb::FollowUp], total: u32, json: bool) {

@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod audit;
 mod bench;
+mod certs;
 mod demo;
 mod followup;
 mod matchtest;
@@ -77,6 +78,9 @@ enum Command {
     /// Operator: import, sync, erase and count the national records.
     #[command(subcommand)]
     Records(records::RecordsCommand),
+    /// Operator: reload the node's certificates after renewing them.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Match two record files offline with the node's own code and a throwaway secret.
     ///
     /// Runs the same normalisation, match keys, keyed hashing and lookup as a node, and
@@ -187,6 +191,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Records(cmd) => {
             let profile = load_profile(cli.profile.as_deref())?;
             runtime()?.block_on(records::run(cmd, &profile, cli.json))
+        }
+        Command::Certs(cmd) => {
+            let profile = load_profile(cli.profile.as_deref())?;
+            runtime()?.block_on(certs::run(cmd, &profile, cli.json))
         }
         Command::Status(args) => {
             let profile = load_profile(cli.profile.as_deref())?;

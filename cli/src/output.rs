@@ -140,3 +140,14 @@ pub fn status(resp: &StatusResponse, json: bool) {
         );
     }
 }
+
+/// A time in seconds since the epoch as RFC 3339 UTC text.
+pub fn utc(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| t.to_string())
+}

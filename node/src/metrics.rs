@@ -296,6 +296,7 @@ pub fn rpc_name(path: &str) -> &'static str {
                 "WithdrawFollowUp",
                 "ExportAudit",
                 "VerifyAudit",
+                "ReloadCertificates",
             ],
         ),
         ("/grpc.health.v1.Health/", &["Check", "Watch"]),

@@ -1,7 +1,11 @@
 //! Outbound clients to every peer node, and concurrent fan-out with a per-peer deadline:
 //! one slow or dead peer never delays the answers of the others beyond that deadline.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, PoisonError, RwLock},
+    time::Duration,
+};
 
 use adep_proto::v1::federation_client::FederationClient;
 use tokio::{task::JoinSet, time::Instant};
@@ -24,10 +28,11 @@ pub struct Peer {
     pub client: FederationClient<Channel>,
 }
 
-/// Every configured peer.
+/// Every configured peer. Clones share one set of clients, which [`Peers::reload`]
+/// replaces (new certificates) without disturbing calls in flight.
 #[derive(Clone, Debug, Default)]
 pub struct Peers {
-    peers: Arc<Vec<Peer>>,
+    peers: Arc<RwLock<Arc<Vec<Peer>>>>,
 }
 
 /// How a call to one peer ended, when it did not succeed.
@@ -59,6 +64,25 @@ pub struct PeerOutcome<T> {
 impl Peers {
     /// Clients to every peer of `config`, presenting the node certificate.
     pub fn from_config(config: &Config) -> Result<Peers, TlsError> {
+        Ok(Peers {
+            peers: Arc::new(RwLock::new(Arc::new(Self::clients(config)?))),
+        })
+    }
+
+    /// Uses the clients of `other` from now on.
+    pub fn replace_with(&self, other: &Peers) {
+        let fresh = other.snapshot();
+        *self.peers.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Peer>> {
+        self.peers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn clients(config: &Config) -> Result<Vec<Peer>, TlsError> {
         let roots = tls::root_store(&config.tls.network_ca)?;
         let identity = (
             tls::load_certs(&config.tls.node_cert)?,
@@ -104,19 +128,20 @@ impl Peers {
                 })
             })
             .collect::<Result<Vec<_>, TlsError>>()?;
-        Ok(Peers {
-            peers: Arc::new(peers),
-        })
+        Ok(peers)
     }
 
     /// The peer of `country`, if configured.
-    pub fn get(&self, country: Country) -> Option<&Peer> {
-        self.peers.iter().find(|p| p.country == country)
+    pub fn get(&self, country: Country) -> Option<Peer> {
+        self.snapshot()
+            .iter()
+            .find(|p| p.country == country)
+            .cloned()
     }
 
     /// Every peer, in configuration order.
-    pub fn iter(&self) -> impl Iterator<Item = &Peer> {
-        self.peers.iter()
+    pub fn all(&self) -> Vec<Peer> {
+        self.snapshot().to_vec()
     }
 
     /// Calls every peer concurrently, each under `deadline`, and returns every outcome in
@@ -127,8 +152,9 @@ impl Peers {
         F: Fn(Peer) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>> + Send + 'static,
     {
+        let peers = self.snapshot();
         let mut set = JoinSet::new();
-        for (i, peer) in self.peers.iter().enumerate() {
+        for (i, peer) in peers.iter().enumerate() {
             let fut = call(peer.clone());
             set.spawn(async move {
                 let start = Instant::now();
@@ -141,13 +167,13 @@ impl Peers {
             });
         }
         let mut results: Vec<Option<(Result<T, PeerFailure>, Duration)>> =
-            (0..self.peers.len()).map(|_| None).collect();
+            (0..peers.len()).map(|_| None).collect();
         while let Some(joined) = set.join_next().await {
             if let Ok((i, result, elapsed)) = joined {
                 results[i] = Some((result, elapsed));
             }
         }
-        self.peers
+        peers
             .iter()
             .zip(results)
             .map(|(peer, r)| {

@@ -175,7 +175,9 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         rate_limits: crate::service::RateLimits::new(&config.limits),
         refusals: crate::service::observe::Refusals::default(),
         metrics: crate::metrics::Metrics::new(),
-        certificates,
+        certificates: std::sync::RwLock::new(certificates),
+        federation_tls: federation_tls.clone(),
+        national_tls: national_tls.clone(),
         config,
     });
     Ok(Prepared {
@@ -309,6 +311,8 @@ pub async fn serve(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    #[cfg(unix)]
+    tokio::spawn(reload_on_sighup(state.clone(), stop_rx.clone()));
     let metrics_addr = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(listener) = listeners.metrics {
         tokio::spawn(crate::metrics::serve(
@@ -370,6 +374,28 @@ pub async fn serve(
     }
     tracing::info!("node stopped");
     Ok(())
+}
+
+/// Reloads the node's certificates on each SIGHUP until the node stops.
+#[cfg(unix)]
+async fn reload_on_sighup(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload certificates with `adep certs reload`");
+        return;
+    };
+    loop {
+        let hangup = tokio::select! {
+            _ = stop.wait_for(|s| *s) => false,
+            got = hangups.recv() => got.is_some(),
+        };
+        if !hangup {
+            return;
+        }
+        if let Err(e) = state.reload_certificates("SIGHUP").await {
+            tracing::error!(error = %e, "certificate reload on SIGHUP refused; nothing changed");
+        }
+    }
 }
 
 /// Accepts TCP connections, runs the TLS handshake (bounded in time and in connections

@@ -123,9 +123,15 @@ pub fn root_store(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(roots))
 }
 
-/// The server side of one listener: its certificate, and the CA its clients must come from.
+/// The server side of one listener: its certificate, and the CA its clients must come
+/// from. Clones share one state, which [`ServerTls::reload`] replaces: new connections
+/// get the new certificate and CA, open ones keep theirs.
 #[derive(Clone)]
 pub struct ServerTls {
+    current: Arc<std::sync::RwLock<Arc<ServerState>>>,
+}
+
+struct ServerState {
     acceptor: TlsAcceptor,
     chain: Arc<dyn ClientCertVerifier>,
 }
@@ -139,6 +145,30 @@ impl std::fmt::Debug for ServerTls {
 impl ServerTls {
     /// Builds the server TLS of a listener from PEM files.
     pub fn from_files(client_ca: &Path, cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
+        Ok(ServerTls {
+            current: Arc::new(std::sync::RwLock::new(Arc::new(Self::state(
+                client_ca, cert, key,
+            )?))),
+        })
+    }
+
+    /// Serves new connections with what `other` serves (see [`crate::service::NodeState::reload_certificates`]).
+    pub fn replace_with(&self, other: &ServerTls) {
+        let fresh = other.now();
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+    }
+
+    fn now(&self) -> Arc<ServerState> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn state(client_ca: &Path, cert: &Path, key: &Path) -> Result<ServerState, TlsError> {
         let roots = root_store(client_ca)?;
         let chain = WebPkiClientVerifier::builder_with_provider(roots, provider())
             .allow_unauthenticated()
@@ -163,7 +193,7 @@ impl ServerTls {
                 source: e,
             })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
-        Ok(ServerTls {
+        Ok(ServerState {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             chain,
         })
@@ -171,8 +201,9 @@ impl ServerTls {
 
     /// Runs the handshake on an accepted TCP connection and authenticates the client.
     pub async fn accept(&self, tcp: TcpStream, remote: SocketAddr) -> io::Result<AuthedStream> {
-        let tls = self.acceptor.accept(tcp).await?;
-        let authn = self.authenticate(tls.get_ref().1.peer_certificates());
+        let state = self.now();
+        let tls = state.acceptor.accept(tcp).await?;
+        let authn = authenticate(&state, tls.get_ref().1.peer_certificates());
         Ok(AuthedStream {
             inner: tls,
             info: ConnInfo {
@@ -182,26 +213,27 @@ impl ServerTls {
             permit: None,
         })
     }
+}
 
-    fn authenticate(&self, certs: Option<&[CertificateDer<'static>]>) -> Authn {
-        let Some((leaf, intermediates)) = certs.and_then(|c| c.split_first()) else {
-            return Authn::Anonymous;
-        };
-        if let Err(e) = self
-            .chain
-            .verify_client_cert(leaf, intermediates, UnixTime::now())
-        {
-            return Authn::Untrusted(e.to_string());
-        }
-        match identity_of_certificate(leaf) {
-            Ok(id) => Authn::Verified(id),
-            Err(why) => Authn::NoIdentity(why),
-        }
+/// Authenticates a client's certificate chain against the listener's CA.
+fn authenticate(state: &ServerState, certs: Option<&[CertificateDer<'static>]>) -> Authn {
+    let Some((leaf, intermediates)) = certs.and_then(|c| c.split_first()) else {
+        return Authn::Anonymous;
+    };
+    if let Err(e) = state
+        .chain
+        .verify_client_cert(leaf, intermediates, UnixTime::now())
+    {
+        return Authn::Untrusted(e.to_string());
+    }
+    match identity_of_certificate(leaf) {
+        Ok(id) => Authn::Verified(id),
+        Err(why) => Authn::NoIdentity(why),
     }
 }
 
 /// Asks for a client certificate and checks possession of its key during the handshake,
-/// leaving chain verification to [`ServerTls::authenticate`] right after it.
+/// leaving chain verification to [`authenticate`] right after it.
 #[derive(Debug)]
 struct DeferredClientVerifier {
     chain: Arc<dyn ClientCertVerifier>,

@@ -1,9 +1,14 @@
 //! Running a node (issue 6) over real nodes: the metrics endpoint during a search and
-//! a follow-up.
+//! a follow-up; certificates reloaded without a restart.
 
-use adep_node::config::Role;
-use adep_proto::v1::{Decision, FollowUpState};
-use adep_tests::{TestNetwork, followups::*};
+use std::{net::SocketAddr, path::Path};
+
+use adep_node::{config::Role, pki::Leaf, tls};
+use adep_proto::v1::{
+    Decision, FollowUpState, ReloadCertificatesRequest, SearchRequest, StatusRequest,
+};
+use adep_tests::{TestNetwork, cc, followups::*, reason};
+use tonic::Code;
 
 /// A sample's value, or 0 when the series does not exist yet.
 fn sample(m: &std::collections::HashMap<String, f64>, series: &str) -> f64 {
@@ -133,4 +138,129 @@ async fn refused_calls_are_counted_by_code() {
         ),
         1.0
     );
+}
+
+/// The certificate a listener serves to a new connection (DER).
+async fn served_certificate(addr: SocketAddr, ca: &Path) -> Vec<u8> {
+    let config = tls::client_config(tls::root_store(ca).expect("CA"), None).expect("config");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("a certificate")[0]
+        .to_vec()
+}
+
+fn der_of(pem: &Path) -> Vec<u8> {
+    tls::load_certs(pem).expect("cert")[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_certificate_is_served_to_new_connections_without_a_restart() {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    net.start_all().await;
+    let fr = net.config("FR");
+    let national = net.national_addr("FR");
+    let ca = fr.tls.national_ca.clone();
+    assert_eq!(
+        served_certificate(national, &ca).await,
+        der_of(&fr.tls.national_cert)
+    );
+    let old = der_of(&fr.tls.national_cert);
+    // A connection made before the renewal, used again after it.
+    let mut operator = net.national("FR", Role::Operator);
+    operator
+        .status(StatusRequest { check_peers: false })
+        .await
+        .expect("status");
+
+    // Renew FR's national and node certificates in place.
+    let (cert, key) = net.issue(Some("FR"), Leaf::NationalServer(cc("FR")), "fr-national-2");
+    std::fs::copy(&cert, &fr.tls.national_cert).expect("copy");
+    std::fs::copy(&key, &fr.tls.national_key).expect("copy");
+    let (node_cert, node_key) = net.issue(None, Leaf::Node(cc("FR")), "fr-node-2");
+    std::fs::copy(&node_cert, &fr.tls.node_cert).expect("copy");
+    std::fs::copy(&node_key, &fr.tls.node_key).expect("copy");
+    assert_eq!(
+        served_certificate(national, &ca).await,
+        old,
+        "not before the reload"
+    );
+
+    let reloaded = operator
+        .reload_certificates(ReloadCertificatesRequest {})
+        .await
+        .expect("reload")
+        .into_inner();
+    let names: Vec<&str> = reloaded
+        .certificates
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["node", "national"]);
+    let new = der_of(&cert);
+    assert_ne!(new, old);
+    assert_eq!(
+        served_certificate(national, &ca).await,
+        new,
+        "new connections"
+    );
+    assert_eq!(
+        served_certificate(net.federation_addr("FR"), &net.dir().join("network-ca.pem")).await,
+        der_of(&node_cert)
+    );
+    // The open connection goes on working; FR's searches reach DE with FR's new
+    // node certificate.
+    operator
+        .status(StatusRequest { check_peers: false })
+        .await
+        .expect("the old connection still answers");
+    let search = net
+        .national("FR", Role::Officer)
+        .search(SearchRequest {
+            reason: Some(reason()),
+            subjects: vec![adep_proto::v1::Identity {
+                family_name: "Nobody".into(),
+                given_names: "Known".into(),
+                date_of_birth: "1990-01-01".into(),
+                ..adep_proto::v1::Identity::default()
+            }],
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(search.peers[0].state, adep_proto::v1::PeerState::Ok as i32);
+
+    // A broken key file: refused, nothing changes.
+    std::fs::write(&fr.tls.national_key, "not a key").expect("write");
+    let refused = operator
+        .reload_certificates(ReloadCertificatesRequest {})
+        .await
+        .expect_err("a broken key is refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().starts_with("nothing reloaded"),
+        "{refused:?}"
+    );
+    assert_eq!(served_certificate(national, &ca).await, new, "unchanged");
+    assert!(
+        net.audit_kinds("FR")
+            .await
+            .contains(&"tls.reloaded".to_owned())
+    );
+
+    // Only operators reload.
+    let by_officer = net
+        .national("FR", Role::Officer)
+        .reload_certificates(ReloadCertificatesRequest {})
+        .await
+        .expect_err("officers do not reload");
+    assert_eq!(by_officer.code(), Code::PermissionDenied);
+    net.stop("FR").await;
 }

@@ -46,8 +46,12 @@ pub struct NodeState {
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
     /// The node's own certificates by metrics name, with their expiry (seconds since
-    /// the epoch).
-    pub certificates: Vec<(&'static str, i64)>,
+    /// the epoch), as last loaded.
+    pub certificates: std::sync::RwLock<Vec<(&'static str, i64)>>,
+    /// The federation listener's TLS (reloadable).
+    pub federation_tls: crate::tls::ServerTls,
+    /// The national listener's TLS (reloadable).
+    pub national_tls: crate::tls::ServerTls,
 }
 
 /// Per-peer and per-officer call rates (DESIGN section 8).
@@ -151,7 +155,7 @@ impl NodeState {
     /// [`CERTIFICATE_WARNING_SECONDS`] (at start-up and hourly); the metric
     /// `adep_certificate_expiry_seconds` says the same to monitoring.
     pub fn warn_of_expiring_certificates(&self, now: i64) {
-        for (certificate, not_after) in &self.certificates {
+        for (certificate, not_after) in self.certificates() {
             let left = not_after - now;
             if left <= 0 {
                 tracing::error!(
@@ -166,6 +170,54 @@ impl NodeState {
                 );
             }
         }
+    }
+
+    /// The node's own certificates and their expiry, as last loaded.
+    pub fn certificates(&self) -> Vec<(&'static str, i64)> {
+        self.certificates
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the certificate, key and CA files of both listeners and of the peer
+    /// clients again and uses them for new connections. Everything is read and
+    /// checked before anything changes, so on an error nothing does. An audit event.
+    pub async fn reload_certificates(
+        self: &Arc<Self>,
+        by: &str,
+    ) -> Result<Vec<(&'static str, i64)>, crate::tls::TlsError> {
+        use crate::tls::{ServerTls, not_after};
+        let tls = &self.config.tls;
+        let federation = ServerTls::from_files(&tls.network_ca, &tls.node_cert, &tls.node_key)?;
+        let national =
+            ServerTls::from_files(&tls.national_ca, &tls.national_cert, &tls.national_key)?;
+        let peers = Peers::from_config(&self.config)?;
+        let certificates = vec![
+            ("node", not_after(&tls.node_cert)?),
+            ("national", not_after(&tls.national_cert)?),
+        ];
+        self.federation_tls.replace_with(&federation);
+        self.national_tls.replace_with(&national);
+        self.peers.replace_with(&peers);
+        *self
+            .certificates
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = certificates.clone();
+        tracing::info!(by, "certificates reloaded");
+        self.audit(
+            "tls.reloaded",
+            serde_json::json!({
+                "by": by,
+                "certificates": certificates
+                    .iter()
+                    .map(|(name, until)| serde_json::json!({ "name": name, "not_after": until }))
+                    .collect::<Vec<_>>(),
+            }),
+        )
+        .await;
+        self.warn_of_expiring_certificates(crate::store::unix_now());
+        Ok(certificates)
     }
 
     /// Counts and times the calls of a fan-out to the peers.
@@ -214,7 +266,7 @@ impl NodeState {
         m.index_keys.set(counts.keys as i64);
         m.key_epoch.set(i64::from(counts.epoch.0));
         let now = crate::store::unix_now();
-        for (certificate, not_after) in &self.certificates {
+        for (certificate, not_after) in self.certificates() {
             m.certificate_expiry_seconds
                 .get_or_create(&crate::metrics::CertLabels { certificate })
                 .set(not_after - now);

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::{collections::HashMap, pin::Pin};
 
 use adep_proto::v1::{
-    AuditEntry, AuditExportRequest, Caller, CountRecordsRequest, CountRecordsResponse,
-    DecideFollowUpRequest, DeleteRecordsRequest, DeleteRecordsResponse, FollowUp, HelloRequest,
-    ImportMode as ProtoImportMode, ImportProgress, ImportRequest,
+    AuditEntry, AuditExportRequest, Caller, CertificateExpiry, CountRecordsRequest,
+    CountRecordsResponse, DecideFollowUpRequest, DeleteRecordsRequest, DeleteRecordsResponse,
+    FollowUp, HelloRequest, ImportMode as ProtoImportMode, ImportProgress, ImportRequest,
     ImportSummary as ProtoImportSummary, ListFollowUpsRequest, ListFollowUpsResponse, MatchKey,
-    MatchRequest, MatchSubject, PeerState, PeerStatus, RequestFollowUpRequest, SearchHit,
-    SearchRequest, SearchResponse, ShowFollowUpRequest, StatusRequest, StatusResponse, StoreInfo,
-    VerifyAuditRequest, VerifyAuditResponse, WithdrawFollowUpRequest, national_server::National,
+    MatchRequest, MatchSubject, PeerState, PeerStatus, ReloadCertificatesRequest,
+    ReloadCertificatesResponse, RequestFollowUpRequest, SearchHit, SearchRequest, SearchResponse,
+    ShowFollowUpRequest, StatusRequest, StatusResponse, StoreInfo, VerifyAuditRequest,
+    VerifyAuditResponse, WithdrawFollowUpRequest, national_server::National,
 };
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -118,6 +119,7 @@ impl National for NationalService {
         } else {
             self.state
                 .peers
+                .all()
                 .iter()
                 .map(|p| PeerStatus {
                     country: p.country.to_string(),
@@ -606,6 +608,31 @@ impl National for NationalService {
                 public_key,
                 ..VerifyAuditResponse::default()
             },
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ReloadCertificates"))]
+    async fn reload_certificates(
+        &self,
+        req: Request<ReloadCertificatesRequest>,
+    ) -> Result<Response<ReloadCertificatesResponse>, Status> {
+        let operator = user_with_role(&req, &[Role::Operator])?.0.to_owned();
+        let loaded = self
+            .state
+            .reload_certificates(&operator)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "certificate reload refused; nothing changed");
+                Status::failed_precondition(format!("nothing reloaded: {e}"))
+            })?;
+        Ok(Response::new(ReloadCertificatesResponse {
+            certificates: loaded
+                .into_iter()
+                .map(|(name, not_after)| CertificateExpiry {
+                    name: name.into(),
+                    not_after,
+                })
+                .collect(),
         }))
     }
 }
