@@ -16,6 +16,7 @@ mod bench;
 mod certs;
 mod demo;
 mod followup;
+mod keys;
 mod matchtest;
 mod network;
 mod output;
@@ -81,6 +82,9 @@ enum Command {
     /// Operator: reload the node's certificates after renewing them.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Operator: rotate the node to the network's next matching secret.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Match two record files offline with the node's own code and a throwaway secret.
     ///
     /// Runs the same normalisation, match keys, keyed hashing and lookup as a node, and
@@ -195,6 +199,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Certs(cmd) => {
             let profile = load_profile(cli.profile.as_deref())?;
             runtime()?.block_on(certs::run(cmd, &profile, cli.json))
+        }
+        Command::Keys(cmd) => {
+            let profile = load_profile(cli.profile.as_deref())?;
+            runtime()?.block_on(keys::run(cmd, &profile, cli.json))
         }
         Command::Status(args) => {
             let profile = load_profile(cli.profile.as_deref())?;

@@ -271,6 +271,20 @@ pub struct MatchingConfig {
     /// Default 7d.
     #[serde(default = "default_hit_ref_ttl", with = "humantime_serde")]
     pub hit_ref_ttl: Duration,
+    /// The network's next matching secret, for a rotation (`adep keys rotate`).
+    /// Set it together with `next_key_epoch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_secret_file: Option<PathBuf>,
+    /// The key epoch of `next_secret_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_key_epoch: Option<u32>,
+}
+
+impl MatchingConfig {
+    /// The next secret and its epoch, when both are configured.
+    pub fn next(&self) -> Option<(&Path, u32)> {
+        Some((self.next_secret_file.as_deref()?, self.next_key_epoch?))
+    }
 }
 
 fn default_key_epoch() -> u32 {
@@ -484,11 +498,30 @@ impl Config {
         fix(&mut self.tls.national_cert);
         fix(&mut self.tls.national_key);
         fix(&mut self.matching.secret_file);
+        if let Some(next) = &mut self.matching.next_secret_file {
+            fix(next);
+        }
         fix(&mut self.audit.signing_key);
     }
 
     /// Checks everything that can be checked without reading the files it names.
     fn validate(&self) -> Result<(), (String, String)> {
+        let m = &self.matching;
+        match (&m.next_secret_file, m.next_key_epoch) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err((
+                    "matching.next_key_epoch".into(),
+                    "set matching.next_secret_file and matching.next_key_epoch together".into(),
+                ));
+            }
+            (Some(_), Some(next)) if next == m.key_epoch => {
+                return Err((
+                    "matching.next_key_epoch".into(),
+                    format!("{next} is already matching.key_epoch"),
+                ));
+            }
+            _ => {}
+        }
         let mut countries = HashSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
             let field = |name: &str| format!("peers[{i}].{name}");

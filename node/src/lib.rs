@@ -21,6 +21,7 @@ pub mod peers;
 pub mod pki;
 pub mod pseudonymise;
 pub mod reason;
+pub mod rotation;
 pub mod secret;
 pub mod server;
 pub mod service;

@@ -297,6 +297,7 @@ pub fn rpc_name(path: &str) -> &'static str {
                 "ExportAudit",
                 "VerifyAudit",
                 "ReloadCertificates",
+                "RotateKeys",
             ],
         ),
         ("/grpc.health.v1.Health/", &["Check", "Watch"]),

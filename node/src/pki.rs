@@ -437,6 +437,8 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
             secret_file: "../matching-secret".into(),
             key_epoch: 1,
             hit_ref_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
+            next_secret_file: None,
+            next_key_epoch: None,
         },
         followup: FollowUpConfig::default(),
         audit: AuditConfig {

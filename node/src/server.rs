@@ -3,7 +3,7 @@
 //! [`run`] takes listeners the caller bound, so tests bind `127.0.0.1:0` themselves and
 //! start real nodes in-process; the binary binds the configured addresses.
 
-use std::{future::Future, io, net::SocketAddr, sync::Arc};
+use std::{future::Future, io, net::SocketAddr, path::Path, sync::Arc};
 
 use adep_proto::v1::{federation_server::FederationServer, national_server::NationalServer};
 use tokio::{
@@ -15,10 +15,11 @@ use tonic::{service::InterceptorLayer, transport::Server};
 
 use crate::{
     auth::{Authorizer, Listener},
-    config::Config,
+    config::{Config, MatchingConfig},
     index::{IndexError, NationalIndex},
     peers::Peers,
     pseudonymise::{KeyEpoch, Pseudonymiser},
+    rotation::{Indexes, StoredEpochs},
     secret::{DataKey, MatchingSecret, SecretError},
     service::{
         NodeState, authorize_call,
@@ -53,6 +54,9 @@ pub enum NodeError {
     /// The match index could not be built from the stored records.
     #[error("match index: {0}")]
     Index(#[from] IndexError),
+    /// The configured epochs do not fit the store's (a rotation).
+    #[error("matching: {0}")]
+    Epochs(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({listener} listener): {source}")]
     Bind {
@@ -137,9 +141,6 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
             crate::tls::not_after(&config.tls.national_cert)?,
         ),
     ];
-    let secret = MatchingSecret::from_file(&config.matching.secret_file)?;
-    let pseudonymiser = Pseudonymiser::new(&secret, KeyEpoch(config.matching.key_epoch));
-    drop(secret);
     let peers = Peers::from_config(&config)?;
     let opened = store::open(
         &config.data_dir,
@@ -155,20 +156,32 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     let audit = crate::audit::AuditLog::open(opened.store.as_ref(), &key)
         .map_err(|e| audit_error(e.to_string()))?;
     drop(key);
-    let index = NationalIndex::load(opened.store.clone(), pseudonymiser, &mut |p| {
-        tracing::info!(
-            stage = p.stage.name(),
-            done = p.done,
-            "building the match index"
-        );
-    })?;
-    record_key_epoch(opened.store.as_ref(), &audit, config.matching.key_epoch)
+    let stored = StoredEpochs::read(opened.store.as_ref())?;
+    let (active, next) = choose_epochs(&config.matching, &stored)?;
+    let load = |(secret_file, epoch): (&Path, u32)| -> Result<Arc<NationalIndex>, NodeError> {
+        let secret = MatchingSecret::from_file(secret_file)?;
+        let pseudonymiser = Pseudonymiser::new(&secret, KeyEpoch(epoch));
+        drop(secret);
+        let index = NationalIndex::load(opened.store.clone(), pseudonymiser, &mut |p| {
+            tracing::info!(
+                epoch,
+                stage = p.stage.name(),
+                done = p.done,
+                "building the match index"
+            );
+        })?;
+        Ok(Arc::new(index))
+    };
+    let active = load(active)?;
+    let next = next.map(load).transpose()?;
+    record_key_epoch(opened.store.as_ref(), &audit, &stored, active.epoch().0)
         .map_err(|e| audit_error(e.to_string()))?;
+    let index = Indexes::new(active, next, stored.retired);
     let state = Arc::new(NodeState {
         store: opened.store.clone(),
         store_info: opened.info.clone(),
         peers,
-        index: Arc::new(index),
+        index,
         outbox_wake: tokio::sync::Notify::new(),
         followup_writes: std::sync::Mutex::new(()),
         audit,
@@ -188,22 +201,69 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     })
 }
 
-/// Notes the key epoch the index was built for; a change since the last start is a
-/// `keys.epoch_changed` audit event.
+/// A matching secret file and its key epoch.
+type EpochSecret<'c> = (&'c Path, u32);
+
+/// Which secrets to build indexes for: the active epoch's, and the next one's when a
+/// rotation is in transition (it resumes after a restart). After a rotation finished,
+/// the configuration may still name the retired epoch as `key_epoch` and the new one
+/// as `next_*`: the new one is then active.
+fn choose_epochs<'c>(
+    m: &'c MatchingConfig,
+    stored: &StoredEpochs,
+) -> Result<(EpochSecret<'c>, Option<EpochSecret<'c>>), NodeError> {
+    let current = (m.secret_file.as_path(), m.key_epoch);
+    let active = if stored.retired.contains(&m.key_epoch) {
+        match m.next() {
+            Some(next) if Some(next.1) == stored.active => {
+                tracing::warn!(
+                    retired = m.key_epoch,
+                    active = next.1,
+                    "matching.key_epoch names a retired epoch: answering under matching.next_key_epoch; move the next secret to secret_file and key_epoch"
+                );
+                next
+            }
+            _ => {
+                return Err(NodeError::Epochs(format!(
+                    "key_epoch {} was retired on this node by a rotation{}; configure the secret of the active epoch",
+                    m.key_epoch,
+                    stored
+                        .active
+                        .map(|a| format!(" (it answers under epoch {a})"))
+                        .unwrap_or_default()
+                )));
+            }
+        }
+    } else {
+        current
+    };
+    let next = match stored.next {
+        None => None,
+        Some(n) if active.1 == n => None,
+        Some(n) => match m.next() {
+            Some(next) if next.1 == n => Some(next),
+            _ => {
+                return Err(NodeError::Epochs(format!(
+                    "a rotation to epoch {n} is in transition on this node, but matching.next_secret_file and next_key_epoch do not name epoch {n}"
+                )));
+            }
+        },
+    };
+    Ok((active, next))
+}
+
+/// Notes the epoch the node answers under; a change made by the configuration rather
+/// than a rotation is a `keys.epoch_changed` audit event.
 fn record_key_epoch(
     store: &dyn store::Store,
     audit: &crate::audit::AuditLog,
+    stored: &StoredEpochs,
     epoch: u32,
 ) -> Result<(), crate::audit::AppendError> {
-    const META_EPOCH: &[u8] = b"key_epoch";
-    let previous = store
-        .get(store::Table::Meta, META_EPOCH)?
-        .and_then(|v| v.try_into().ok())
-        .map(u32::from_be_bytes);
-    if previous == Some(epoch) {
+    if stored.active == Some(epoch) {
         return Ok(());
     }
-    if let Some(from) = previous {
+    if let Some(from) = stored.active {
         tracing::info!(from, to = epoch, "key epoch changed");
         audit.append(
             store,
@@ -212,10 +272,12 @@ fn record_key_epoch(
             &serde_json::json!({ "from": from, "to": epoch }),
         )?;
     }
-    let mut batch = store::Batch::new();
-    batch.put(store::Table::Meta, META_EPOCH, epoch.to_be_bytes());
-    store.apply(&batch)?;
-    Ok(())
+    StoredEpochs {
+        active: Some(epoch),
+        next: stored.next.filter(|n| *n != epoch),
+        retired: stored.retired.clone(),
+    }
+    .write(store)
 }
 
 /// A node ready to serve: files checked, store open and locked.

@@ -149,15 +149,13 @@ impl Federation for FederationService {
         span.record("request_id", m.request_id.as_str());
         span.record("subjects", m.subjects.len());
         let reason = convert::reason(m.reason.as_ref())?;
-        let epoch = self.state.index.epoch();
-        if m.key_epoch != epoch.0 {
-            return Err(Status::failed_precondition(format!(
-                "field `key_epoch`: epoch {} is not served by this node; it answers under epoch {epoch}",
-                m.key_epoch
-            )));
-        }
+        let index = self
+            .state
+            .index
+            .for_match(m.key_epoch)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let subjects = subjects(m, &self.state)?;
-        let found = self.state.index.lookup(&subjects);
+        let found = index.lookup(&subjects);
         let hits: Vec<(RecordId, Quality)> = found
             .iter()
             .flatten()

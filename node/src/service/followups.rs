@@ -378,7 +378,7 @@ pub async fn decide(
     };
     let reason = text("reason", &req.reason, followup::MAX_TEXT_BYTES, true)?;
     let config = state.config.followup.clone();
-    let index = state.index.clone();
+    let index = state.index.active();
     let id = req.id.clone();
     let now = now();
     let (f, record) = blocking(state, move |store| {
@@ -1062,7 +1062,7 @@ pub async fn show(
     id: String,
 ) -> Result<pb::FollowUp, Status> {
     check_id("id", &id)?;
-    let index = state.index.clone();
+    let index = state.index.active();
     let key = id.clone();
     let found = blocking(state, move |store| {
         let book = Book::new(store);

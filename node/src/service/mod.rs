@@ -14,7 +14,6 @@ use tonic::{Request, Status};
 use crate::{
     auth::{Authorizer, Principal, Refusal},
     config::{Config, Role},
-    index::NationalIndex,
     peers::Peers,
     store::{Store, StoreInfo},
     tls::ConnInfo,
@@ -31,8 +30,8 @@ pub struct NodeState {
     pub store_info: StoreInfo,
     /// Clients to every peer.
     pub peers: Peers,
-    /// The national records and their match index.
-    pub index: Arc<NationalIndex>,
+    /// The national records and their match index per served key epoch.
+    pub index: crate::rotation::Indexes,
     /// Wakes the follow-up outbox when a decision is ready to deliver.
     pub outbox_wake: tokio::sync::Notify,
     /// Serialises the read-change-write steps of follow-ups.
@@ -220,6 +219,127 @@ impl NodeState {
         Ok(certificates)
     }
 
+    /// Refuses imports and erasures while a key rotation is under way: they would
+    /// change one epoch's index and not the other's.
+    pub fn refuse_during_rotation(&self) -> Result<(), Status> {
+        let status = self.index.status();
+        match status.next {
+            Some(next) => Err(Status::failed_precondition(format!(
+                "a key rotation to epoch {next} is under way ({}); imports and erasures wait until `adep keys rotate --finish`",
+                status.phase()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a rotation to `matching.next_*`: the next epoch's index is built in
+    /// the background, then both epochs answer. Audit events at the start and when
+    /// the index is ready.
+    pub async fn start_rotation(
+        self: &Arc<Self>,
+        operator: &str,
+    ) -> Result<crate::rotation::EpochStatus, crate::rotation::RotationError> {
+        use crate::{
+            pseudonymise::{KeyEpoch, Pseudonymiser},
+            rotation::RotationError,
+            secret::MatchingSecret,
+        };
+        let Some((path, epoch)) = self.config.matching.next() else {
+            return Err(RotationError::NoNextSecret);
+        };
+        let secret = MatchingSecret::from_file(path)?;
+        let pseudonymiser = Pseudonymiser::new(&secret, KeyEpoch(epoch));
+        drop(secret);
+        self.index.begin(KeyEpoch(epoch))?;
+        let from = self.index.active().epoch().0;
+        tracing::info!(
+            from,
+            to = epoch,
+            "key rotation started: building the next index"
+        );
+        self.audit(
+            "keys.rotation_started",
+            serde_json::json!({ "by": operator, "from": from, "to": epoch }),
+        )
+        .await;
+        let state = self.clone();
+        tokio::spawn(async move {
+            let store = state.store.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                crate::index::NationalIndex::load(store, pseudonymiser, &mut |p| {
+                    tracing::info!(
+                        epoch,
+                        stage = p.stage.name(),
+                        done = p.done,
+                        "building the next match index"
+                    );
+                })
+            })
+            .await;
+            match built {
+                Ok(Ok(index)) => {
+                    let ready = {
+                        let state = state.clone();
+                        tokio::task::spawn_blocking(move || {
+                            state.index.ready(Arc::new(index), state.store.as_ref())
+                        })
+                        .await
+                    };
+                    match ready {
+                        Ok(Ok(())) => {
+                            tracing::info!(epoch, "key rotation: both epochs answer");
+                            state
+                                .audit(
+                                    "keys.rotation_ready",
+                                    serde_json::json!({ "from": from, "to": epoch }),
+                                )
+                                .await;
+                        }
+                        _ => {
+                            state.index.abandon();
+                            tracing::error!(epoch, "key rotation abandoned: cannot record it");
+                        }
+                    }
+                }
+                _ => {
+                    state.index.abandon();
+                    tracing::error!(epoch, "key rotation abandoned: the next index failed");
+                    state
+                        .audit(
+                            "keys.rotation_failed",
+                            serde_json::json!({ "from": from, "to": epoch }),
+                        )
+                        .await;
+                }
+            }
+        });
+        Ok(self.index.status())
+    }
+
+    /// Finishes a rotation: the next epoch becomes active and the old one is
+    /// refused from now on.
+    pub async fn finish_rotation(
+        self: &Arc<Self>,
+        operator: &str,
+    ) -> Result<crate::rotation::EpochStatus, crate::rotation::RotationError> {
+        let state = self.clone();
+        let (from, to) =
+            tokio::task::spawn_blocking(move || state.index.finish(state.store.as_ref()))
+                .await
+                .map_err(|_| crate::rotation::RotationError::Task)??;
+        tracing::info!(
+            from = from.0,
+            to = to.0,
+            "key rotation finished: old epoch retired"
+        );
+        self.audit(
+            "keys.epoch_changed",
+            serde_json::json!({ "by": operator, "from": from.0, "to": to.0, "rotation": true }),
+        )
+        .await;
+        Ok(self.index.status())
+    }
+
     /// Counts and times the calls of a fan-out to the peers.
     pub fn count_peer_calls<T>(
         &self,
@@ -261,7 +381,7 @@ impl NodeState {
     fn refresh_gauges(&self) -> Result<(), crate::store::StoreError> {
         use crate::followup::{Book, Direction, State};
         let m = &self.metrics;
-        let counts = self.index.counts();
+        let counts = self.index.active().counts();
         m.index_records.set(counts.records as i64);
         m.index_keys.set(counts.keys as i64);
         m.key_epoch.set(i64::from(counts.epoch.0));

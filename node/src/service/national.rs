@@ -10,9 +10,10 @@ use adep_proto::v1::{
     FollowUp, HelloRequest, ImportMode as ProtoImportMode, ImportProgress, ImportRequest,
     ImportSummary as ProtoImportSummary, ListFollowUpsRequest, ListFollowUpsResponse, MatchKey,
     MatchRequest, MatchSubject, PeerState, PeerStatus, ReloadCertificatesRequest,
-    ReloadCertificatesResponse, RequestFollowUpRequest, SearchHit, SearchRequest, SearchResponse,
-    ShowFollowUpRequest, StatusRequest, StatusResponse, StoreInfo, VerifyAuditRequest,
-    VerifyAuditResponse, WithdrawFollowUpRequest, national_server::National,
+    ReloadCertificatesResponse, RequestFollowUpRequest, RotateAction, RotateKeysRequest,
+    RotateKeysResponse, SearchHit, SearchRequest, SearchResponse, ShowFollowUpRequest,
+    StatusRequest, StatusResponse, StoreInfo, VerifyAuditRequest, VerifyAuditResponse,
+    WithdrawFollowUpRequest, national_server::National,
 };
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
@@ -177,7 +178,10 @@ impl National for NationalService {
             .enumerate()
             .map(|(i, s)| convert::identity("subjects", i, s))
             .collect::<Result<Vec<_>, Status>>()?;
-        let pseudonymiser = state.index.pseudonymiser();
+        // Searches go out under the active epoch; in a rotation's transition the
+        // peers may not have the next one yet.
+        let index = state.index.active();
+        let pseudonymiser = index.pseudonymiser();
         let subjects: Vec<MatchSubject> = identities
             .iter()
             .enumerate()
@@ -200,7 +204,7 @@ impl National for NationalService {
         let request = Arc::new(MatchRequest {
             request_id: request_id.clone(),
             country: state.config.country.to_string(),
-            key_epoch: state.index.epoch().0,
+            key_epoch: index.epoch().0,
             reason: Some(convert::reason_to_proto(&reason)),
             subjects,
         });
@@ -303,6 +307,7 @@ impl National for NationalService {
         req: Request<Streaming<ImportRequest>>,
     ) -> Result<Response<Self::ImportRecordsStream>, Status> {
         let operator = user_with_role(&req, &[Role::Operator])?.0.to_owned();
+        self.state.refuse_during_rotation()?;
         let max = self.state.config.limits.max_import_records;
         let mut stream = req.into_inner();
         let mut mode = None;
@@ -351,7 +356,7 @@ impl National for NationalService {
         };
         let received = records.len() as u64;
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        let index = self.state.index.clone();
+        let index = self.state.index.active();
         let state = self.state.clone();
         let mode_name = match mode {
             ImportMode::Import => "import",
@@ -422,6 +427,7 @@ impl National for NationalService {
         req: Request<DeleteRecordsRequest>,
     ) -> Result<Response<DeleteRecordsResponse>, Status> {
         let operator = user_with_role(&req, &[Role::Operator])?.0.to_owned();
+        self.state.refuse_during_rotation()?;
         let ids = &req.get_ref().record_ids;
         if ids.is_empty() || ids.len() > MAX_DELETE_IDS {
             return Err(Status::invalid_argument(format!(
@@ -436,7 +442,7 @@ impl National for NationalService {
                     .map_err(|p| Status::invalid_argument(format!("field `record_ids[{i}]` {p}")))
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        let index = self.state.index.clone();
+        let index = self.state.index.active();
         let asked = ids.clone();
         let erased = tokio::task::spawn_blocking(move || index.delete(&asked))
             .await
@@ -470,7 +476,7 @@ impl National for NationalService {
         req: Request<CountRecordsRequest>,
     ) -> Result<Response<CountRecordsResponse>, Status> {
         user_with_role(&req, &[Role::Operator])?;
-        let counts = self.state.index.counts();
+        let counts = self.state.index.active().counts();
         Ok(Response::new(CountRecordsResponse {
             records: counts.records as u64,
             keys: counts.keys as u64,
@@ -608,6 +614,42 @@ impl National for NationalService {
                 public_key,
                 ..VerifyAuditResponse::default()
             },
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "RotateKeys"))]
+    async fn rotate_keys(
+        &self,
+        req: Request<RotateKeysRequest>,
+    ) -> Result<Response<RotateKeysResponse>, Status> {
+        let operator = user_with_role(&req, &[Role::Operator])?.0.to_owned();
+        let refused = |e: crate::rotation::RotationError| {
+            tracing::warn!(error = %e, "key rotation step refused");
+            Status::failed_precondition(e.to_string())
+        };
+        let status = match RotateAction::try_from(req.get_ref().action) {
+            Ok(RotateAction::Status) => self.state.index.status(),
+            Ok(RotateAction::Start) => self
+                .state
+                .start_rotation(&operator)
+                .await
+                .map_err(refused)?,
+            Ok(RotateAction::Finish) => self
+                .state
+                .finish_rotation(&operator)
+                .await
+                .map_err(refused)?,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "field `action`: STATUS, START or FINISH",
+                ));
+            }
+        };
+        Ok(Response::new(RotateKeysResponse {
+            phase: status.phase().into(),
+            active_epoch: status.active.0,
+            next_epoch: status.next.map_or(0, |e| e.0),
+            retired_epochs: status.retired,
         }))
     }
 
