@@ -182,3 +182,36 @@ fn check_config_passes_a_good_configuration_and_names_what_is_wrong() {
         "{answer}"
     );
 }
+
+#[test]
+fn json_logs_name_what_failed_without_the_secret() {
+    let dir = tempfile::tempdir().expect("tmp");
+    one_node_pki(dir.path());
+    let path = dir.path().join("FR/node.toml");
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(
+        &path,
+        text.replace("format = \"plain\"", "format = \"json\""),
+    )
+    .expect("write");
+    // A data key one digit short: the node refuses to start.
+    let key = std::fs::read_to_string(dir.path().join("FR/data.key")).expect("key");
+    let short = &key.trim()[1..];
+    std::fs::write(dir.path().join("FR/data.key"), short).expect("write");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON log line in {err}"));
+    let json: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(json["level"], "ERROR", "{line}");
+    assert!(line.contains("data key must be hexadecimal text"), "{line}");
+    assert!(!err.contains(short), "the key's digits are not logged");
+}
