@@ -147,8 +147,13 @@ impl Ca {
         &self.pair
     }
 
-    /// Issues a leaf certificate.
+    /// Issues a leaf certificate, valid for the development PKI's usual term.
     pub fn issue(&self, leaf: &Leaf) -> Result<CertPair, PkiError> {
+        self.issue_for_days(leaf, LEAF_DAYS)
+    }
+
+    /// Issues a leaf certificate valid for `days` from now (tests of expiry warnings).
+    pub fn issue_for_days(&self, leaf: &Leaf, days: i64) -> Result<CertPair, PkiError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "adep");
@@ -196,7 +201,7 @@ impl Ca {
         params.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
         params.not_before = now - Duration::hours(1);
-        params.not_after = now + Duration::days(LEAF_DAYS);
+        params.not_after = now + Duration::days(days);
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(CertPair {

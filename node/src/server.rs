@@ -375,6 +375,7 @@ pub async fn serve(
     };
     #[cfg(unix)]
     tokio::spawn(reload_on_sighup(state.clone(), stop_rx.clone()));
+    state.warn_of_expiring_certificates(store::unix_now());
     let metrics_addr = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
     if let Some(listener) = listeners.metrics {
         tokio::spawn(crate::metrics::serve(

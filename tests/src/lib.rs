@@ -266,6 +266,17 @@ impl TestNetwork {
     /// Issues an extra certificate from the network CA (`national: None`) or from a
     /// country's national CA, and writes it into the temp dir. Returns (cert, key) paths.
     pub fn issue(&self, national: Option<&str>, leaf: Leaf, name: &str) -> (PathBuf, PathBuf) {
+        self.issue_for_days(national, leaf, name, 365)
+    }
+
+    /// As [`TestNetwork::issue`], valid for `days` from now.
+    pub fn issue_for_days(
+        &self,
+        national: Option<&str>,
+        leaf: Leaf,
+        name: &str,
+        days: i64,
+    ) -> (PathBuf, PathBuf) {
         let (dir, ca_name) = match national {
             None => (self.dir().to_owned(), pki::NETWORK_CA_NAME.to_owned()),
             Some(c) => (self.dir().join(c), pki::national_ca_name(cc(c))),
@@ -282,7 +293,7 @@ impl TestNetwork {
             &read(format!("{prefix}.key.pem")),
         )
         .expect("CA loads");
-        let pair = ca.issue(&leaf).expect("issue");
+        let pair = ca.issue_for_days(&leaf, days).expect("issue");
         let cert = self.dir().join(format!("extra-{name}.pem"));
         let key = self.dir().join(format!("extra-{name}.key.pem"));
         pki::write(&cert, &pair.cert_pem, false).expect("write");

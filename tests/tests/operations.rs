@@ -7,7 +7,7 @@ use adep_node::{config::Role, pki::Leaf, tls};
 use adep_proto::v1::{
     Decision, FollowUpState, ReloadCertificatesRequest, SearchRequest, StatusRequest,
 };
-use adep_tests::{TestNetwork, cc, followups::*, reason};
+use adep_tests::{TestNetwork, cc, followups::*, logs, reason};
 use tonic::Code;
 
 /// A sample's value, or 0 when the series does not exist yet.
@@ -263,4 +263,49 @@ async fn a_reloaded_certificate_is_served_to_new_connections_without_a_restart()
         .expect_err("officers do not reload");
     assert_eq!(by_officer.code(), Code::PermissionDenied);
     net.stop("FR").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_near_its_expiry_is_warned_of_in_logs_metrics_and_check_config() {
+    logs::capture("info");
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    let fr = net.config("FR");
+    let (cert, key) = net.issue_for_days(None, Leaf::Node(cc("FR")), "fr-node-short", 10);
+    std::fs::copy(&cert, &fr.tls.node_cert).expect("copy");
+    std::fs::copy(&key, &fr.tls.node_key).expect("copy");
+
+    let checks = adep_node::check::check_config(&net.config_path("FR"));
+    let node_cert = checks
+        .iter()
+        .find(|c| c.field == "tls.node_cert")
+        .expect("a check of tls.node_cert");
+    assert_eq!(
+        node_cert.verdict,
+        adep_node::check::Verdict::Warning,
+        "{node_cert:?}"
+    );
+    assert!(
+        node_cert.detail.contains("expires in 9 day(s)")
+            || node_cert.detail.contains("expires in 10 day(s)"),
+        "{node_cert:?}"
+    );
+
+    net.start_all().await;
+    let metrics = net.metrics("FR").await;
+    let left = sample(
+        &metrics,
+        r#"adep_certificate_expiry_seconds{certificate="node"}"#,
+    );
+    assert!(left > 9.0 * 86_400.0 && left <= 10.0 * 86_400.0, "{left}");
+    let warned = logs::text();
+    assert!(
+        warned.contains("the node's certificate expires soon")
+            && (warned.contains("days_left=9") || warned.contains("days_left=10")),
+        "no expiry warning in the log: {}",
+        warned
+            .lines()
+            .filter(|l| l.contains("certificate"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

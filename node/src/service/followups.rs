@@ -498,12 +498,16 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
     let max_wait = state.config.followup.retry_max.as_secs() as i64;
     let mut last_poll: Option<i64> = None;
     let mut last_prune: Option<i64> = None;
+    // `serve` warns of expiring certificates at start-up; this loop hourly after.
+    let started = now();
     loop {
         let now = now();
         if last_prune.is_none_or(|t| now - t >= PRUNE_EVERY_SECONDS) {
             last_prune = Some(now);
             prune(&state, now).await;
-            state.warn_of_expiring_certificates(now);
+            if now > started {
+                state.warn_of_expiring_certificates(now);
+            }
         }
         if last_poll.is_none_or(|t| now - t >= max_wait) {
             last_poll = Some(now);
