@@ -356,14 +356,14 @@ pub async fn serve(
 
     let fed_addr = listeners.federation_addr().ok();
     let nat_addr = listeners.national_addr().ok();
-    let fed_incoming = incoming(
+    let (fed_incoming, fed_accept) = incoming(
         listeners.federation,
         prepared.federation_tls.clone(),
         &state,
         Listener::Federation,
         stop_rx.clone(),
     );
-    let nat_incoming = incoming(
+    let (nat_incoming, nat_accept) = incoming(
         listeners.national,
         prepared.national_tls.clone(),
         &state,
@@ -377,13 +377,13 @@ pub async fn serve(
     tokio::spawn(reload_on_sighup(state.clone(), stop_rx.clone()));
     state.warn_of_expiring_certificates(store::unix_now());
     let metrics_addr = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
-    if let Some(listener) = listeners.metrics {
+    let metrics_task = listeners.metrics.map(|listener| {
         tokio::spawn(crate::metrics::serve(
             listener,
             state.clone(),
             stopped(stop_rx.clone()),
-        ));
-    }
+        ))
+    });
     let outbox_task = tokio::spawn(crate::service::followups::run_outbox(
         state.clone(),
         stop_rx.clone(),
@@ -435,6 +435,13 @@ pub async fn serve(
     if tokio::time::timeout(grace, outbox_task).await.is_err() {
         tracing::warn!("the follow-up outbox did not stop in the grace period");
     }
+    // The listening sockets are closed when their tasks end: wait for that, so that
+    // a node started again at once on the same addresses can bind them.
+    let _ = fed_accept.await;
+    let _ = nat_accept.await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     tracing::info!("node stopped");
     Ok(())
 }
@@ -469,7 +476,10 @@ fn incoming(
     state: &Arc<NodeState>,
     which: Listener,
     mut stop: watch::Receiver<bool>,
-) -> ReceiverStream<Result<AuthedStream, io::Error>> {
+) -> (
+    ReceiverStream<Result<AuthedStream, io::Error>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel(64);
     let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
     let handshake_timeout = state.config.limits.handshake_timeout();
@@ -484,7 +494,7 @@ fn incoming(
             fields,
         });
     };
-    tokio::spawn(async move {
+    let accept = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
@@ -530,5 +540,5 @@ fn incoming(
             });
         }
     });
-    ReceiverStream::new(rx)
+    (ReceiverStream::new(rx), accept)
 }
