@@ -23,6 +23,13 @@ fn free_addr() -> SocketAddr {
         .expect("free port")
 }
 
+/// Replaces `from` by `to` in a file.
+fn edit_file(path: &std::path::Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).expect("read");
+    assert!(text.contains(from), "{} holds no {from:?}", path.display());
+    std::fs::write(path, text.replace(from, to)).expect("write");
+}
+
 fn one_node_pki(dir: &std::path::Path) {
     let fr: Country = "FR".parse().expect("cc");
     pki::init(
@@ -43,12 +50,11 @@ fn refuses_a_bad_configuration_naming_file_and_field() {
     let dir = tempfile::tempdir().expect("tmp");
     one_node_pki(dir.path());
     let path = dir.path().join("FR/node.toml");
-    let text = std::fs::read_to_string(&path).expect("read");
-    std::fs::write(
+    edit_file(
         &path,
-        text.replace("max_message_bytes = 4194304", "max_message_bytes = 1"),
-    )
-    .expect("write");
+        "max_message_bytes = 4194304",
+        "max_message_bytes = 1",
+    );
     let out = Command::new(BIN)
         .arg("--config")
         .arg(&path)
@@ -188,12 +194,7 @@ fn json_logs_name_what_failed_without_the_secret() {
     let dir = tempfile::tempdir().expect("tmp");
     one_node_pki(dir.path());
     let path = dir.path().join("FR/node.toml");
-    let text = std::fs::read_to_string(&path).expect("read");
-    std::fs::write(
-        &path,
-        text.replace("format = \"plain\"", "format = \"json\""),
-    )
-    .expect("write");
+    edit_file(&path, "format = \"plain\"", "format = \"json\"");
     // A data key one digit short: the node refuses to start.
     let key = std::fs::read_to_string(dir.path().join("FR/data.key")).expect("key");
     let short = &key.trim()[1..];

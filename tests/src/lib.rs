@@ -321,6 +321,26 @@ pub fn reason() -> adep_proto::v1::Reason {
     }
 }
 
+/// The match keys a requesting node would send for a subject, keyed with `secret`
+/// under `epoch` (the network's secret: [`TestNetwork::matching_secret`]).
+pub fn match_keys(
+    secret: &[u8],
+    epoch: u32,
+    (family, given, dob): (&str, &str, &str),
+) -> Vec<adep_proto::v1::MatchKey> {
+    use adep_node::pseudonymise::{KeyEpoch, Pseudonymiser, Side};
+    let p = Pseudonymiser::from_secret_bytes(secret, KeyEpoch(epoch));
+    let identity =
+        adep_node::identity::Identity::from_fields(family, given, dob, &[]).expect("identity");
+    p.hash_identity(&identity, Side::Query)
+        .into_iter()
+        .map(|k| adep_proto::v1::MatchKey {
+            kind: k.kind.code(),
+            digest: prost::bytes::Bytes::copy_from_slice(&k.digest.0),
+        })
+        .collect()
+}
+
 /// A record for tests: id, family name, given names, date of birth, one payload field.
 pub fn record(id: &str, family: &str, given: &str, dob: &str) -> RecordData {
     RecordData {

@@ -1,20 +1,12 @@
 //! Rate limits over real nodes: Match calls per peer, searches per officer; over the
 //! limit a call is refused with RESOURCE_EXHAUSTED naming the limit, and audited.
 
-use adep_node::{
-    config::Role,
-    identity::Identity,
-    pseudonymise::{KeyEpoch, Pseudonymiser, Side},
-};
-use adep_proto::v1::{
-    Identity as ProtoIdentity, MatchKey, MatchRequest, MatchSubject, SearchRequest,
-};
-use adep_tests::{TestNetwork, reason};
+use adep_node::config::Role;
+use adep_proto::v1::{Identity as ProtoIdentity, MatchRequest, MatchSubject, SearchRequest};
+use adep_tests::{TestNetwork, match_keys, reason};
 use tonic::Code;
 
 fn match_request(net: &TestNetwork, country: &str) -> MatchRequest {
-    let p = Pseudonymiser::from_secret_bytes(&net.matching_secret(), KeyEpoch(1));
-    let identity = Identity::from_fields("Nobody", "Known", "1990-01-01", &[]).expect("identity");
     MatchRequest {
         request_id: "rate-test".into(),
         country: country.into(),
@@ -22,14 +14,7 @@ fn match_request(net: &TestNetwork, country: &str) -> MatchRequest {
         reason: Some(reason()),
         subjects: vec![MatchSubject {
             subject: 0,
-            keys: p
-                .hash_identity(&identity, Side::Query)
-                .into_iter()
-                .map(|k| MatchKey {
-                    kind: k.kind.code(),
-                    digest: prost::bytes::Bytes::copy_from_slice(&k.digest.0),
-                })
-                .collect(),
+            keys: match_keys(&net.matching_secret(), 1, ("Nobody", "Known", "1990-01-01")),
         }],
     }
 }

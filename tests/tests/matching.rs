@@ -1,11 +1,7 @@
 //! Step 1 over real nodes: records imported through the national API, Match between
 //! nodes over mutual TLS, and the officer's Search with per-peer status.
 
-use adep_node::{
-    config::Role,
-    identity::Identity,
-    pseudonymise::{KeyEpoch, Pseudonymiser, Side},
-};
+use adep_node::config::Role;
 use adep_proto::v1::{
     Aim, CountRecordsRequest, DeleteRecordsRequest, Identity as ProtoIdentity, ImportMode,
     MatchKey, MatchRequest, MatchSubject, PeerState, Quality, SearchRequest,
@@ -40,15 +36,7 @@ fn national_records() -> Vec<adep_proto::v1::RecordData> {
 
 /// Keys of a subject as the requesting node would send them.
 fn subject_keys(net: &TestNetwork, family: &str, given: &str, dob: &str) -> Vec<MatchKey> {
-    let p = Pseudonymiser::from_secret_bytes(&net.matching_secret(), KeyEpoch(1));
-    let identity = Identity::from_fields(family, given, dob, &[]).expect("identity");
-    p.hash_identity(&identity, Side::Query)
-        .into_iter()
-        .map(|k| MatchKey {
-            kind: k.kind.code(),
-            digest: prost::bytes::Bytes::copy_from_slice(&k.digest.0),
-        })
-        .collect()
+    adep_tests::match_keys(&net.matching_secret(), 1, (family, given, dob))
 }
 
 fn match_request(subjects: Vec<Vec<MatchKey>>) -> MatchRequest {

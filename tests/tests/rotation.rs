@@ -5,22 +5,16 @@
 
 use std::time::Duration;
 
-use adep_node::{
-    config::Role,
-    identity::Identity,
-    pseudonymise::{KeyEpoch, Pseudonymiser, Side},
-};
+use adep_node::config::Role;
 use adep_proto::v1::{
-    Decision, FollowUpState, ImportMode, MatchKey, MatchRequest, MatchSubject, PeerState,
-    RotateAction, RotateKeysRequest, RotateKeysResponse, SearchRequest,
+    Decision, FollowUpState, ImportMode, MatchRequest, MatchSubject, PeerState, RotateAction,
+    RotateKeysRequest, RotateKeysResponse, SearchRequest,
 };
-use adep_tests::{TestNetwork, followups::*, reason, record};
+use adep_tests::{TestNetwork, followups::*, match_keys, reason, record};
 use tonic::Code;
 
 /// A Match FR would send for Müller under `epoch`, keyed with `secret`.
 fn match_mueller(secret: &[u8], epoch: u32) -> MatchRequest {
-    let p = Pseudonymiser::from_secret_bytes(secret, KeyEpoch(epoch));
-    let identity = Identity::from_fields("Müller", "Hans Peter", "1970-05-12", &[]).expect("id");
     MatchRequest {
         request_id: format!("rotation-test-{epoch}"),
         country: "FR".into(),
@@ -28,14 +22,7 @@ fn match_mueller(secret: &[u8], epoch: u32) -> MatchRequest {
         reason: Some(reason()),
         subjects: vec![MatchSubject {
             subject: 0,
-            keys: p
-                .hash_identity(&identity, Side::Query)
-                .into_iter()
-                .map(|k| MatchKey {
-                    kind: k.kind.code(),
-                    digest: prost::bytes::Bytes::copy_from_slice(&k.digest.0),
-                })
-                .collect(),
+            keys: match_keys(secret, epoch, ("Müller", "Hans Peter", "1970-05-12")),
         }],
     }
 }
