@@ -313,6 +313,37 @@ async fn four_eyes_needs_a_second_reviewer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_owner_stays_silent_expires_at_the_requester() {
+    let mut net = network_with(|c| {
+        c.followup.decision_deadline = Duration::from_secs(1);
+        c.followup.expiry = Duration::from_secs(2);
+    })
+    .await;
+    let filed = filed_for_mueller(&net).await;
+    net.stop("DE").await;
+    // Two silent polls (retry_max is 1 s here) after the expiry, FR closes it.
+    let expired = until_state(&net, &filed.id, FollowUpState::Expired).await;
+    assert!(
+        expired.decision_reason.contains("reported no decision"),
+        "{expired:?}"
+    );
+    assert!(expired.core_data.is_empty());
+    // DE comes back and sends its own expiry: FR's account stays.
+    net.start("DE").await;
+    for _ in 0..60 {
+        if show(&net, "DE", Role::Reviewer, &filed.id).await.state == FollowUpState::Expired as i32
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let seen = show(&net, "FR", Role::Officer, &filed.id).await;
+    assert_eq!(seen.state, FollowUpState::Expired as i32);
+    assert!(seen.decision_reason.contains("reported no decision"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecided_requests_turn_overdue_then_expire() {
     let net = network_with(|c| {
         c.followup.decision_deadline = Duration::from_secs(1);

@@ -466,10 +466,22 @@ impl From<FollowUpError> for Status {
 }
 
 /// Closes undecided incoming requests past their expiry and queues the news for
-/// the requesting node. Returns how many closed.
-fn expire(store: &dyn Store, now: i64) -> Result<usize, StoreError> {
+/// the requesting node; closes this node's own requests whose owner has reported
+/// nothing `grace` seconds after their expiry (the owner is down or gone; a decision
+/// it sends later still counts). Returns how many closed of each.
+fn expire(store: &dyn Store, now: i64, grace: i64) -> Result<(usize, usize), StoreError> {
     let book = Book::new(store);
     let mut closed = 0;
+    let mut silent = 0;
+    for mut f in book.list(Direction::Outgoing)? {
+        if f.state.is_open() && now >= f.expires_at.saturating_add(grace) {
+            f.state = State::Expired;
+            f.decision_reason =
+                "the owner node reported no decision before the request expired".into();
+            book.save(&f, OutboxChange::Keep)?;
+            silent += 1;
+        }
+    }
     for mut f in book.list(Direction::Incoming)? {
         if f.state.is_open() && now >= f.expires_at {
             f.state = State::Expired;
@@ -487,7 +499,7 @@ fn expire(store: &dyn Store, now: i64) -> Result<usize, StoreError> {
             closed += 1;
         }
     }
-    Ok(closed)
+    Ok((closed, silent))
 }
 
 /// Delivers due outbox entries until `stop` turns true: each entry is sent to its
@@ -515,10 +527,12 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
         }
         let audit_state = state.clone();
         let due = blocking(&state, move |store| {
-            let closed = expire(store, now)?;
-            if closed > 0 {
-                tracing::info!(closed, "undecided follow-ups expired");
-                let fields = serde_json::json!({ "closed": closed });
+            // The requester polls the owner every retry_max: two silent polls after
+            // the expiry and it closes the request itself.
+            let (closed, silent) = expire(store, now, 2 * max_wait)?;
+            if closed + silent > 0 {
+                tracing::info!(closed, silent, "undecided follow-ups expired");
+                let fields = serde_json::json!({ "closed": closed, "owner_silent": silent });
                 if let Err(e) = audit_state
                     .audit
                     .append(store, now, "followup.expired", &fields)
@@ -905,7 +919,12 @@ pub async fn deliver(
         if f.country != peer.as_str() {
             return Ok(None);
         }
-        if f.state.is_open() || f.state == State::Withdrawn {
+        // The owner's decision stands over what this node concluded alone: a
+        // withdrawal it had not yet seen, or an expiry while it was unreachable
+        // (the owner's own expiry news changes nothing then).
+        let concluded_alone = f.state == State::Withdrawn
+            || (f.state == State::Expired && new_state != State::Expired);
+        if f.state.is_open() || concluded_alone {
             f.state = match new_state {
                 State::Approved => State::Delivered,
                 other => other,
