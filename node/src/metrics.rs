@@ -112,6 +112,10 @@ pub struct Metrics {
     pub index_keys: Gauge64,
     /// The key epoch the index answers under.
     pub key_epoch: Gauge64,
+    /// The epoch of a rotation under way (0 when none).
+    pub key_epoch_next: Gauge64,
+    /// 1 while the next epoch's index is being built.
+    pub key_rotation_building: Gauge64,
     /// Seconds until each of the node's own certificates expires.
     pub certificate_expiry_seconds: Family<CertLabels, Gauge64>,
     /// Audit entries written since start.
@@ -150,6 +154,8 @@ impl Metrics {
         let index_records = Gauge64::default();
         let index_keys = Gauge64::default();
         let key_epoch = Gauge64::default();
+        let key_epoch_next = Gauge64::default();
+        let key_rotation_building = Gauge64::default();
         let certificate_expiry_seconds = Family::<CertLabels, Gauge64>::default();
         let audit_entries = Counter::default();
         registry.register(
@@ -209,6 +215,16 @@ impl Metrics {
             key_epoch.clone(),
         );
         registry.register(
+            "key_epoch_next",
+            "The epoch of a key rotation under way, 0 when none",
+            key_epoch_next.clone(),
+        );
+        registry.register(
+            "key_rotation_building",
+            "1 while the next epoch's index is being built",
+            key_rotation_building.clone(),
+        );
+        registry.register(
             "certificate_expiry_seconds",
             "Seconds until the node's own certificate expires (negative once expired)",
             certificate_expiry_seconds.clone(),
@@ -232,6 +248,8 @@ impl Metrics {
             index_records,
             index_keys,
             key_epoch,
+            key_epoch_next,
+            key_rotation_building,
             certificate_expiry_seconds,
             audit_entries,
         }

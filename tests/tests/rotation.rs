@@ -119,6 +119,9 @@ async fn both_epochs_answer_in_transition_then_only_the_new_one() {
 
     // Transition on DE: both epochs hit.
     rotate_to_transition(&net, "DE").await;
+    let metrics = net.metrics("DE").await;
+    assert_eq!(metrics.get("adep_key_epoch_next"), Some(&2.0));
+    assert_eq!(metrics.get("adep_key_rotation_building"), Some(&0.0));
     assert_eq!(
         hits_for_mueller(&net, &old_secret, 1)
             .await

@@ -385,6 +385,10 @@ impl NodeState {
         m.index_records.set(counts.records as i64);
         m.index_keys.set(counts.keys as i64);
         m.key_epoch.set(i64::from(counts.epoch.0));
+        let rotation = self.index.status();
+        m.key_epoch_next
+            .set(rotation.next.map_or(0, |e| i64::from(e.0)));
+        m.key_rotation_building.set(i64::from(rotation.building));
         let now = crate::store::unix_now();
         for (certificate, not_after) in self.certificates() {
             m.certificate_expiry_seconds
