@@ -29,8 +29,10 @@ struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Checks a configuration and the files it names: the TOML itself, certificates
-    /// readable, matching their keys, chaining to their CAs and not about to expire,
+    /// Checks a configuration and every file it names, without starting the node.
+    ///
+    /// Checks the TOML itself, certificates readable, matching their keys, chaining to
+    /// their CAs and not about to expire,
     /// the node certificate carrying the node's identity, the matching secret, data
     /// key and audit key well formed, the data directory writable, listeners distinct.
     /// Prints one line per check; exits 0 when all hold (warnings allowed), 1 when one
@@ -44,9 +46,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Asks a running node whether it serves, through the gRPC health service on one
-    /// of its listeners (TLS, no client certificate): for container and systemd
-    /// probes. Exits 0 when the node answers SERVING, 1 otherwise, saying why.
+    /// Asks a running node whether it serves (container and systemd probes).
+    ///
+    /// Calls the gRPC health service on one of its listeners over TLS, without a client
+    /// certificate. Exits 0 when the node answers SERVING, 1 otherwise, saying why.
     Probe {
         /// The node's configuration file: the listener's address and CA come from it.
         #[arg(long, short, env = "ADEP_NODE_CONFIG", value_name = "FILE")]
