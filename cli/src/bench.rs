@@ -20,7 +20,7 @@ use adep_node::{
 };
 use adep_proto::v1::{
     Aim, HelloRequest, Identity, MatchKey, MatchRequest, MatchSubject, PersonCategory, Reason,
-    SearchRequest, federation_client::FederationClient,
+    RotateAction, RotateKeysRequest, SearchRequest, federation_client::FederationClient,
 };
 use anyhow::{Context as _, Result};
 use clap::Args;
@@ -148,11 +148,16 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
     let pki_dir = dir.join("net");
     pki::init(&pki_dir, &plans)?;
     let config = |cc: &str| Config::load(&pki_dir.join(cc).join("node.toml"));
-    // The benchmark calls far faster than the default rate limits allow.
+    // The benchmark calls far faster than the default rate limits allow. Each node
+    // also gets a next matching secret, for the rotation figure at the end.
+    let next_secret = pki_dir.join("matching-secret-2");
+    std::fs::write(&next_secret, pki::new_secret_hex())?;
     for cc in &countries {
         let mut c = config(cc.as_str())?;
         c.limits.matches_per_minute_per_peer = 10_000_000;
         c.limits.searches_per_minute_per_officer = 10_000_000;
+        c.matching.next_secret_file = Some(next_secret.clone());
+        c.matching.next_key_epoch = Some(2);
         let text =
             toml::to_string_pretty(&c).context("cannot write the benchmark configuration")?;
         std::fs::write(pki_dir.join(cc.as_str()).join("node.toml"), text)?;
@@ -272,24 +277,7 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
                 anyhow::bail!("adep-node for DE did not become ready");
             }
             let ready_after = started.elapsed().as_secs_f64();
-            // The allocator hands the index build's temporary memory back to the
-            // system shortly after the node is ready: report the settled figure.
-            // Settled: unchanged (within 0.5 %) for two seconds; at most 15 s.
-            let (mut rss, mut hwm) = process_memory_mib(process.id());
-            let mut steady = 0;
-            for _ in 0..60 {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let (now, peak) = process_memory_mib(process.id());
-                steady = if (now - rss).abs() <= rss * 0.005 {
-                    steady + 1
-                } else {
-                    0
-                };
-                (rss, hwm) = (now, peak);
-                if steady == 8 {
-                    break;
-                }
-            }
+            let (rss, hwm) = settled_memory_mib(process.id()).await;
             report.add(
                 "node_memory_mib",
                 json!({ "rss": rss, "peak": hwm, "start_seconds": ready_after }),
@@ -446,6 +434,39 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
         );
     }
 
+    // A key rotation on DE: the next epoch's index is built from the store while the
+    // active one answers; in the transition both are held.
+    if let Some(process) = &child {
+        let operator = Profile::load(&pki_dir.join("DE").join(format!("{}.toml", Role::Operator)))?;
+        let mut client = operator.national_client()?;
+        let rotate = |action: RotateAction| RotateKeysRequest {
+            action: action as i32,
+        };
+        let started = Instant::now();
+        client.rotate_keys(rotate(RotateAction::Start)).await?;
+        loop {
+            let status = client
+                .rotate_keys(rotate(RotateAction::Status))
+                .await?
+                .into_inner();
+            match status.phase.as_str() {
+                "transition" => break,
+                "building" => tokio::time::sleep(Duration::from_millis(100)).await,
+                other => anyhow::bail!("the rotation on DE ended in phase {other}"),
+            }
+        }
+        let built = started.elapsed().as_secs_f64();
+        let (rss, hwm) = settled_memory_mib(process.id()).await;
+        report.add(
+            "rotation",
+            json!({ "build_seconds": built, "rss": rss, "peak": hwm }),
+            format!(
+                "rotation  DE built the next epoch's index for {} records in {built:.1} s while answering; in transition (two indexes): {rss:.0} MiB resident once settled (peak {hwm:.0} MiB)",
+                args.records
+            ),
+        );
+    }
+
     let _ = stop_tx.send(true);
     for h in handles {
         h.await??;
@@ -455,6 +476,27 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
         let _ = process.wait();
     }
     Ok(())
+}
+
+/// A process's resident memory once the allocator has handed back temporary memory:
+/// unchanged (within 0.5 %) for two seconds, at most 15 s; and its peak.
+async fn settled_memory_mib(pid: u32) -> (f64, f64) {
+    let (mut rss, mut hwm) = process_memory_mib(pid);
+    let mut steady = 0;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (now, peak) = process_memory_mib(pid);
+        steady = if (now - rss).abs() <= rss * 0.005 {
+            steady + 1
+        } else {
+            0
+        };
+        (rss, hwm) = (now, peak);
+        if steady == 8 {
+            break;
+        }
+    }
+    (rss, hwm)
 }
 
 /// Match batches: subjects from DE's synthetic file, or made-up names nobody holds.
