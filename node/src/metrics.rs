@@ -406,6 +406,28 @@ mod tests {
     }
 
     #[test]
+    fn every_rpc_of_the_adep_services_has_a_name() {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(adep_proto::FILE_DESCRIPTOR_SET)
+            .expect("descriptor set");
+        let mut methods = 0;
+        for file in &set.file {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/{}.{}/{}", file.package(), service.name(), method.name());
+                    assert_eq!(
+                        rpc_name(&path),
+                        method.name(),
+                        "{path} is missing from KNOWN"
+                    );
+                    methods += 1;
+                }
+            }
+        }
+        assert!(methods >= 20, "{methods}");
+    }
+
+    #[test]
     fn encodes_the_text_format() {
         let m = Metrics::new();
         m.hits("issued", "strong", 2);

@@ -272,13 +272,18 @@ impl Indexes {
     /// The next index is built: both epochs answer from now on, and the transition
     /// is recorded in `store` so that a restart resumes it.
     pub fn ready(&self, next: Arc<NationalIndex>, store: &dyn Store) -> Result<(), StoreError> {
-        let mut e = self.write();
-        let stored = StoredEpochs {
-            active: Some(e.active.epoch().0),
-            next: Some(next.epoch().0),
-            retired: e.retired.clone(),
+        // Written before the swap, outside the lock Match takes: nothing else changes
+        // the epochs while `building` is set (`begin` and `finish` refuse).
+        let stored = {
+            let e = self.read();
+            StoredEpochs {
+                active: Some(e.active.epoch().0),
+                next: Some(next.epoch().0),
+                retired: e.retired.clone(),
+            }
         };
         stored.write(store)?;
+        let mut e = self.write();
         e.building = None;
         e.next = Some(next);
         Ok(())

@@ -28,7 +28,7 @@ use crate::{
         observe::{ObserveLayer, Refused},
     },
     store::{self, StoreError},
-    tls::{AuthedStream, ServerTls, TlsError},
+    tls::{AuthedStream, NodeTls, ServerTls, TlsError},
 };
 
 /// Why a node could not start or stopped with an error.
@@ -124,23 +124,7 @@ impl Listeners {
 /// Checks every file the configuration names and opens the store: everything that can
 /// refuse a start, done before any listener serves.
 pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
-    let federation_tls = ServerTls::from_files(
-        &config.tls.network_ca,
-        &config.tls.node_cert,
-        &config.tls.node_key,
-    )?;
-    let national_tls = ServerTls::from_files(
-        &config.tls.national_ca,
-        &config.tls.national_cert,
-        &config.tls.national_key,
-    )?;
-    let certificates = vec![
-        ("node", crate::tls::not_after(&config.tls.node_cert)?),
-        (
-            "national",
-            crate::tls::not_after(&config.tls.national_cert)?,
-        ),
-    ];
+    let tls = NodeTls::from_config(&config.tls)?;
     let peers = Peers::from_config(&config)?;
     let opened = store::open(
         &config.data_dir,
@@ -188,15 +172,13 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         rate_limits: crate::service::RateLimits::new(&config.limits),
         refusals: crate::service::observe::Refusals::default(),
         metrics: crate::metrics::Metrics::new(),
-        certificates: std::sync::RwLock::new(certificates),
-        federation_tls: federation_tls.clone(),
-        national_tls: national_tls.clone(),
+        certificates: std::sync::RwLock::new(tls.certificates),
+        federation_tls: tls.federation,
+        national_tls: tls.national,
         config,
     });
     Ok(Prepared {
         state,
-        federation_tls,
-        national_tls,
         _store: opened,
     })
 }
@@ -284,8 +266,6 @@ fn record_key_epoch(
 #[derive(Debug)]
 pub struct Prepared {
     state: Arc<NodeState>,
-    federation_tls: ServerTls,
-    national_tls: ServerTls,
     _store: store::OpenStore,
 }
 
@@ -358,14 +338,14 @@ pub async fn serve(
     let nat_addr = listeners.national_addr().ok();
     let (fed_incoming, fed_accept) = incoming(
         listeners.federation,
-        prepared.federation_tls.clone(),
+        state.federation_tls.clone(),
         &state,
         Listener::Federation,
         stop_rx.clone(),
     );
     let (nat_incoming, nat_accept) = incoming(
         listeners.national,
-        prepared.national_tls.clone(),
+        state.national_tls.clone(),
         &state,
         Listener::National,
         stop_rx.clone(),

@@ -111,6 +111,39 @@ pub fn not_after(path: &Path) -> Result<i64, TlsError> {
     Ok(cert.validity().not_after.timestamp())
 }
 
+/// Everything a node's TLS is made of, read from the files the configuration names:
+/// both listeners' server side and the expiry of the node's own certificates.
+/// [`crate::server::prepare`] reads it at start-up and a certificate reload reads it
+/// again; nothing is used until all of it has been read and checked.
+#[derive(Debug)]
+pub struct NodeTls {
+    /// The federation listener: the node certificate, peers from the network CA.
+    pub federation: ServerTls,
+    /// The national listener: the national server certificate, users from the
+    /// national CA.
+    pub national: ServerTls,
+    /// The node's own certificates by metrics name, with their expiry.
+    pub certificates: Vec<(&'static str, i64)>,
+}
+
+impl NodeTls {
+    /// Reads and checks the TLS files of `tls`.
+    pub fn from_config(tls: &crate::config::TlsConfig) -> Result<NodeTls, TlsError> {
+        Ok(NodeTls {
+            federation: ServerTls::from_files(&tls.network_ca, &tls.node_cert, &tls.node_key)?,
+            national: ServerTls::from_files(
+                &tls.national_ca,
+                &tls.national_cert,
+                &tls.national_key,
+            )?,
+            certificates: vec![
+                ("node", not_after(&tls.node_cert)?),
+                ("national", not_after(&tls.national_cert)?),
+            ],
+        })
+    }
+}
+
 /// A root store holding the certificates of a CA file.
 pub fn root_store(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();

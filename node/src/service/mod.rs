@@ -186,18 +186,11 @@ impl NodeState {
         self: &Arc<Self>,
         by: &str,
     ) -> Result<Vec<(&'static str, i64)>, crate::tls::TlsError> {
-        use crate::tls::{ServerTls, not_after};
-        let tls = &self.config.tls;
-        let federation = ServerTls::from_files(&tls.network_ca, &tls.node_cert, &tls.node_key)?;
-        let national =
-            ServerTls::from_files(&tls.national_ca, &tls.national_cert, &tls.national_key)?;
+        let fresh = crate::tls::NodeTls::from_config(&self.config.tls)?;
         let peers = Peers::from_config(&self.config)?;
-        let certificates = vec![
-            ("node", not_after(&tls.node_cert)?),
-            ("national", not_after(&tls.national_cert)?),
-        ];
-        self.federation_tls.replace_with(&federation);
-        self.national_tls.replace_with(&national);
+        let certificates = fresh.certificates;
+        self.federation_tls.replace_with(&fresh.federation);
+        self.national_tls.replace_with(&fresh.national);
         self.peers.replace_with(&peers);
         *self
             .certificates
@@ -262,58 +255,51 @@ impl NodeState {
             serde_json::json!({ "by": operator, "from": from, "to": epoch }),
         )
         .await;
-        let state = self.clone();
-        tokio::spawn(async move {
-            let store = state.store.clone();
-            let built = tokio::task::spawn_blocking(move || {
-                crate::index::NationalIndex::load(store, pseudonymiser, &mut |p| {
-                    tracing::info!(
-                        epoch,
-                        stage = p.stage.name(),
-                        done = p.done,
-                        "building the next match index"
-                    );
-                })
-            })
-            .await;
-            match built {
-                Ok(Ok(index)) => {
-                    let ready = {
-                        let state = state.clone();
-                        tokio::task::spawn_blocking(move || {
-                            state.index.ready(Arc::new(index), state.store.as_ref())
-                        })
-                        .await
-                    };
-                    match ready {
-                        Ok(Ok(())) => {
-                            tracing::info!(epoch, "key rotation: both epochs answer");
-                            state
-                                .audit(
-                                    "keys.rotation_ready",
-                                    serde_json::json!({ "from": from, "to": epoch }),
-                                )
-                                .await;
-                        }
-                        _ => {
-                            state.index.abandon();
-                            tracing::error!(epoch, "key rotation abandoned: cannot record it");
-                        }
-                    }
-                }
-                _ => {
-                    state.index.abandon();
-                    tracing::error!(epoch, "key rotation abandoned: the next index failed");
-                    state
-                        .audit(
-                            "keys.rotation_failed",
-                            serde_json::json!({ "from": from, "to": epoch }),
-                        )
-                        .await;
-                }
-            }
-        });
+        tokio::spawn(self.clone().build_next_epoch(pseudonymiser, from, epoch));
         Ok(self.index.status())
+    }
+
+    /// Builds the next epoch's index from the store, then lets both epochs answer;
+    /// on a failure the rotation is abandoned and the active epoch goes on alone.
+    async fn build_next_epoch(
+        self: Arc<Self>,
+        pseudonymiser: crate::pseudonymise::Pseudonymiser,
+        from: u32,
+        epoch: u32,
+    ) {
+        let store = self.store.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            crate::index::NationalIndex::load(store, pseudonymiser, &mut |p| {
+                tracing::info!(
+                    epoch,
+                    stage = p.stage.name(),
+                    done = p.done,
+                    "building the next match index"
+                );
+            })
+        })
+        .await;
+        let state = self.clone();
+        let ready = match built {
+            Ok(Ok(index)) => tokio::task::spawn_blocking(move || {
+                state.index.ready(Arc::new(index), state.store.as_ref())
+            })
+            .await
+            .is_ok_and(|r| r.is_ok()),
+            _ => false,
+        };
+        let fields = serde_json::json!({ "from": from, "to": epoch });
+        if ready {
+            tracing::info!(epoch, "key rotation: both epochs answer");
+            self.audit("keys.rotation_ready", fields).await;
+        } else {
+            self.index.abandon();
+            tracing::error!(
+                epoch,
+                "key rotation abandoned: the next index could not be built or recorded"
+            );
+            self.audit("keys.rotation_failed", fields).await;
+        }
     }
 
     /// Finishes a rotation: the next epoch becomes active and the old one is

@@ -79,15 +79,15 @@ impl SealedStore {
         out.push(FORMAT);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(value);
-        let mut body = out.split_off(1 + NONCE_LEN);
-        self.key
-            .seal_in_place_append_tag(
+        let tag = self
+            .key
+            .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad(table, key)),
-                &mut body,
+                &mut out[1 + NONCE_LEN..],
             )
             .map_err(|_| StoreError::Engine("sealing a value failed".into()))?;
-        out.append(&mut body);
+        out.extend_from_slice(tag.as_ref());
         Ok(out)
     }
 
