@@ -286,7 +286,8 @@ where
             if let (tonic::Code::Unauthenticated | tonic::Code::PermissionDenied, Some(conn)) =
                 (code, conn)
             {
-                let rpc = path;
+                // The path comes from the network: kept, but cut like the message.
+                let rpc: String = path.chars().take(MESSAGE_CHARS).collect();
                 let mut fields = serde_json::Map::new();
                 fields.insert("rpc".into(), rpc.into());
                 fields.insert("caller".into(), caller_audit(&conn.authn).into());
