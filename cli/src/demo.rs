@@ -88,6 +88,18 @@ async fn show(user: &Profile, id: &str) -> Result<pb::FollowUp> {
         .into_inner())
 }
 
+/// The follow-up as `user` sees it once delivered, or None after 10 s.
+async fn until_delivered(user: &Profile, id: &str) -> Result<Option<pb::FollowUp>> {
+    for _ in 0..100 {
+        let f = show(user, id).await?;
+        if f.state == FollowUpState::Delivered as i32 {
+            return Ok(Some(f));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(None)
+}
+
 fn step(n: u32, text: &str) {
     println!("\n== {n}. {text}");
 }
@@ -316,18 +328,14 @@ async fn story(
         })
         .await
         .map_err(|s| output::call_error(&reviewer.node, s))?;
-    let mut delivered = None;
-    for _ in 0..100 {
-        let f = show(&officer, &filed.id).await?;
-        if f.state == FollowUpState::Delivered as i32 {
-            delivered = Some(f);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let Some(delivered) = delivered else {
+    let Some(delivered) = until_delivered(&officer, &filed.id).await? else {
         bail!("the decision did not reach FR");
     };
+    // DE closes its side once FR acknowledged, a moment later; the audit trail
+    // below shows both.
+    if until_delivered(&reviewer, &filed.id).await?.is_none() {
+        bail!("DE never saw FR acknowledge the release");
+    }
     println!("   released core data, as the FR officer sees it:");
     let sorted: std::collections::BTreeMap<_, _> = delivered.core_data.iter().collect();
     for (k, v) in sorted {

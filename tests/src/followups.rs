@@ -124,12 +124,29 @@ pub async fn show(net: &TestNetwork, cc: &str, role: Role, id: &str) -> FollowUp
 
 /// Waits until FR's officer sees the follow-up in `state`.
 pub async fn until_state(net: &TestNetwork, id: &str, state: FollowUpState) -> FollowUp {
+    until_state_at(net, "FR", Role::Officer, id, state).await
+}
+
+/// Waits until DE's reviewer sees the follow-up in `state`. The owner marks a
+/// release delivered only once the requester acknowledged it, which is a moment
+/// after the requester itself shows it delivered.
+pub async fn until_owner_state(net: &TestNetwork, id: &str, state: FollowUpState) -> FollowUp {
+    until_state_at(net, "DE", Role::Reviewer, id, state).await
+}
+
+async fn until_state_at(
+    net: &TestNetwork,
+    cc: &str,
+    role: Role,
+    id: &str,
+    state: FollowUpState,
+) -> FollowUp {
     for _ in 0..150 {
-        let f = show(net, "FR", Role::Officer, id).await;
+        let f = show(net, cc, role, id).await;
         if f.state == state as i32 {
             return f;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("follow-up {id} never reached {state:?}");
+    panic!("{cc} never saw follow-up {id} reach {state:?}");
 }

@@ -102,18 +102,7 @@ async fn no_record_data_before_approval_and_only_policy_fields_after() {
     assert_eq!(delivered.core_data["family_name"], "Müller");
     assert!(!format!("{delivered:?}").contains("payload of de-1"));
     // DE marks it delivered once FR acknowledged; the decision is not sent again.
-    for _ in 0..100 {
-        if show(&net, "DE", Role::Reviewer, &filed.id).await.state
-            == FollowUpState::Delivered as i32
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        show(&net, "DE", Role::Reviewer, &filed.id).await.state,
-        FollowUpState::Delivered as i32
-    );
+    until_owner_state(&net, &filed.id, FollowUpState::Delivered).await;
     // Not after the release either: no log line of any node holds record content.
     let logged = logs::text();
     for value in [

@@ -41,6 +41,7 @@ async fn metrics_move_during_a_search_and_follow_up_and_hold_no_personal_data() 
         .await
         .expect("approve");
     until_state(&net, &filed.id, FollowUpState::Delivered).await;
+    until_owner_state(&net, &filed.id, FollowUpState::Delivered).await;
 
     let fr = net.metrics("FR").await;
     let de = net.metrics("DE").await;
