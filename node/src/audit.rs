@@ -155,6 +155,23 @@ impl AuditLog {
         kind: &str,
         fields: &serde_json::Value,
     ) -> Result<u64, AppendError> {
+        // Relaxed: searches and Match calls must not wait for the disk. sled writes
+        // batches in order and flushes within half a second, so a crash can lose the
+        // newest entries but never leaves a gap or a broken link in the chain.
+        self.apply_with(store, time, Batch::relaxed(), kind, fields)
+    }
+
+    /// Applies `batch` with the event appended to it, as one atomic write: the step
+    /// and its audit entry are stored together or not at all, and are durable when
+    /// this returns if `batch` is (a decision, its outbox entry and its event).
+    pub fn apply_with(
+        &self,
+        store: &dyn Store,
+        time: i64,
+        mut batch: Batch,
+        kind: &str,
+        fields: &serde_json::Value,
+    ) -> Result<u64, AppendError> {
         let fields = fields.to_string();
         let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
         let seq = head.0 + 1;
@@ -168,10 +185,6 @@ impl AuditLog {
             hash,
             signature: self.key.sign(&hash).as_ref().to_vec(),
         };
-        // Relaxed: searches and Match calls must not wait for the disk. sled writes
-        // batches in order and flushes within half a second, so a crash can lose the
-        // newest entries but never leaves a gap or a broken link in the chain.
-        let mut batch = Batch::relaxed();
         batch.put(
             Table::Audit,
             key(seq).to_vec(),
@@ -354,6 +367,65 @@ mod tests {
             postcard::to_allocvec(entry).expect("enc"),
         );
         store.apply(&b).expect("put");
+    }
+
+    /// A store whose writes fail, as a full disk would.
+    #[derive(Debug)]
+    struct Failing<'a>(&'a dyn Store);
+
+    impl Store for Failing<'_> {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.get(table, key)
+        }
+        fn scan_prefix(&self, table: Table, prefix: &[u8]) -> crate::store::Scan<'_> {
+            self.0.scan_prefix(table, prefix)
+        }
+        fn scan_range(
+            &self,
+            table: Table,
+            start: &[u8],
+            end: Option<&[u8]>,
+        ) -> crate::store::Scan<'_> {
+            self.0.scan_range(table, start, end)
+        }
+        fn apply(&self, _: &Batch) -> Result<(), StoreError> {
+            Err(StoreError::Engine("no space left on device".into()))
+        }
+        fn engine(&self) -> &'static str {
+            "failing"
+        }
+    }
+
+    #[test]
+    fn a_step_and_its_event_are_written_together_or_not_at_all() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        let step = |id: &str| {
+            let mut b = Batch::new();
+            b.put(
+                Table::FollowUps,
+                id.as_bytes().to_vec(),
+                b"decided".to_vec(),
+            );
+            b
+        };
+        let fields = json!({"followup": "a"});
+        let failed = log.apply_with(&Failing(store), 400, step("a"), "followup.decided", &fields);
+        assert!(failed.is_err());
+        assert_eq!(store.get(Table::FollowUps, b"a").expect("get"), None);
+        assert_eq!(store.get(Table::Audit, &key(4)).expect("get"), None);
+
+        // The failed write left no gap: the next event takes position 4.
+        let seq = log
+            .apply_with(store, 400, step("a"), "followup.decided", &fields)
+            .expect("apply");
+        assert_eq!(seq, 4);
+        assert!(store.get(Table::FollowUps, b"a").expect("get").is_some());
+        assert_eq!(stored(store, 4).kind, "followup.decided");
+        let ok = verify(store, log.public_key())
+            .expect("store")
+            .expect("verifies");
+        assert_eq!(ok.entries, 4);
     }
 
     #[test]

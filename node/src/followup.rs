@@ -393,6 +393,12 @@ impl<'s> Book<'s> {
     /// Stores a follow-up, and in the same durable batch puts or removes its outbox
     /// entry.
     pub fn save(&self, followup: &FollowUp, outbox: OutboxChange<'_>) -> Result<(), StoreError> {
+        self.store.apply(&Book::batch(followup, outbox))
+    }
+
+    /// The durable batch that [`Book::save`] applies, for a caller that adds the
+    /// step's audit event to it.
+    pub fn batch(followup: &FollowUp, outbox: OutboxChange<'_>) -> Batch {
         let mut batch = Batch::new();
         batch.put(
             Table::FollowUps,
@@ -406,7 +412,7 @@ impl<'s> Book<'s> {
             }
             OutboxChange::Remove => batch.delete(Table::Outbox, followup.id.as_bytes().to_vec()),
         }
-        self.store.apply(&batch)
+        batch
     }
 
     /// Every outbox entry.

@@ -336,7 +336,8 @@ async fn a_request_whose_owner_stays_silent_expires_at_the_requester() {
 async fn undecided_requests_turn_overdue_then_expire() {
     let net = network_with(|c| {
         c.followup.decision_deadline = Duration::from_secs(1);
-        c.followup.expiry = Duration::from_secs(3);
+        // Overdue from 1 s to 4 s: room for a slow machine to list it in between.
+        c.followup.expiry = Duration::from_secs(4);
     })
     .await;
     let filed = filed_for_mueller(&net).await;

@@ -57,13 +57,22 @@ async fn blocking<T: Send + 'static>(
     state: &Arc<NodeState>,
     work: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Status> {
+    writing(state, move |state| work(state.store.as_ref())).await
+}
+
+/// Like [`blocking`], for work that stores a step together with its audit event
+/// ([`NodeState::commit`]).
+async fn writing<T: Send + 'static>(
+    state: &Arc<NodeState>,
+    work: impl FnOnce(&NodeState) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Status> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || {
         let _one_at_a_time = state
             .followup_writes
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        work(state.store.as_ref())
+        work(&state)
     })
     .await
     .map_err(|_| Status::internal("a store task failed"))?
@@ -212,7 +221,8 @@ pub async fn file(
     let config = state.config.followup.clone();
     let id = filing.request_id.clone();
     let now = now();
-    let stored = blocking(state, move |store| {
+    let stored = writing(state, move |state| {
+        let store = state.store.as_ref();
         let book = Book::new(store);
         if let Some(existing) = book.get(Direction::Incoming, &id)? {
             return Ok(Ok(existing));
@@ -241,7 +251,17 @@ pub async fn file(
             record: Some(issued.record),
             quality: quality_of(&issued.quality),
         };
-        book.save(&f, OutboxChange::Keep)?;
+        state.commit(
+            Book::batch(&f, OutboxChange::Keep),
+            "followup.filed",
+            &serde_json::json!({
+                "followup": f.id,
+                "peer": peer.as_str(),
+                "officer": f.officer_id,
+                "reason": convert::reason_json(&f.reason),
+                "quality": f.quality.map(|q| q.name()),
+            }),
+        )?;
         Ok(Ok(f))
     })
     .await?;
@@ -251,18 +271,6 @@ pub async fn file(
         )),
         Ok(f) => {
             tracing::info!(peer = %peer, followup = %f.id, state = f.state.name(), "follow-up filed");
-            state
-                .audit(
-                    "followup.filed",
-                    serde_json::json!({
-                        "followup": f.id,
-                        "peer": peer.as_str(),
-                        "officer": f.officer_id,
-                        "reason": convert::reason_json(&f.reason),
-                        "quality": f.quality.map(|q| q.name()),
-                    }),
-                )
-                .await;
             Ok(receipt(&f))
         }
         // Unknown and another country's reference look the same to the caller.
@@ -289,28 +297,29 @@ pub async fn withdraw_incoming(
     id: String,
 ) -> Result<pb::FollowUpReceipt, Status> {
     check_id("request_id", &id)?;
-    let f = blocking(state, move |store| {
-        let book = Book::new(store);
+    let f = writing(state, move |state| {
+        let book = Book::new(state.store.as_ref());
         let Some(mut f) = book.get(Direction::Incoming, &id)? else {
             return Ok(None);
         };
         if f.country != peer.as_str() {
             return Ok(None);
         }
-        if f.withdraw().is_ok() {
-            book.save(&f, OutboxChange::Keep)?;
-        }
+        // A withdrawal that came too late changes nothing but is recorded all the same.
+        let batch = match f.withdraw() {
+            Ok(()) => Book::batch(&f, OutboxChange::Keep),
+            Err(_) => crate::store::Batch::new(),
+        };
+        state.commit(
+            batch,
+            "followup.withdrawn",
+            &serde_json::json!({ "followup": f.id, "peer": peer.as_str(), "state": f.state.name() }),
+        )?;
         Ok(Some(f))
     })
     .await?
     .ok_or_else(|| Status::not_found("field `request_id`: no follow-up of yours has this id"))?;
     tracing::info!(peer = %peer, followup = %f.id, state = f.state.name(), "follow-up withdrawal");
-    state
-        .audit(
-            "followup.withdrawn",
-            serde_json::json!({ "followup": f.id, "peer": peer.as_str(), "state": f.state.name() }),
-        )
-        .await;
     Ok(receipt(&f))
 }
 
@@ -381,8 +390,8 @@ pub async fn decide(
     let index = state.index.active();
     let id = req.id.clone();
     let now = now();
-    let (f, record) = blocking(state, move |store| {
-        let book = Book::new(store);
+    let (f, record) = writing(state, move |state| {
+        let book = Book::new(state.store.as_ref());
         let Some(mut f) = book.get(Direction::Incoming, &id)? else {
             if book.get(Direction::Outgoing, &id)?.is_some() {
                 return Ok(Err(FollowUpError::OwnRequest(id).into()));
@@ -419,44 +428,31 @@ pub async fn decide(
             attempts: 0,
             next_attempt: now,
         });
-        book.save(
-            &f,
-            entry.as_ref().map_or(OutboxChange::Keep, OutboxChange::Put),
-        )?;
-        Ok(Ok((f, record)))
-    })
-    .await??;
-    tracing::info!(followup = %f.id, peer = %f.country, state = f.state.name(), "follow-up decided");
-    let last = f.steps.last();
-    state
-        .audit(
+        // The decision, its outbox entry and its audit event: one durable write.
+        let last = f.steps.last();
+        state.commit(
+            Book::batch(
+                &f,
+                entry.as_ref().map_or(OutboxChange::Keep, OutboxChange::Put),
+            ),
             "followup.decided",
-            serde_json::json!({
+            &serde_json::json!({
                 "followup": f.id,
                 "peer": f.country,
                 "reviewer": last.map(|s| s.reviewer.as_str()),
                 "decision": last.map(|s| format!("{:?}", s.decision).to_lowercase()),
                 "state": f.state.name(),
-                "released_fields": match f.state {
-                    State::Approved => config_fields(state, record.as_ref()),
-                    _ => Vec::new(),
-                },
+                "released_fields": entry.as_ref().map(|e| e.core_data.keys().collect::<Vec<_>>()).unwrap_or_default(),
             }),
-        )
-        .await;
+        )?;
+        Ok(Ok((f, record)))
+    })
+    .await??;
+    tracing::info!(followup = %f.id, peer = %f.country, state = f.state.name(), "follow-up decided");
     if !f.state.is_open() {
         state.outbox_wake.notify_one();
     }
     Ok(view(&f, record.as_ref(), now))
-}
-
-/// The names of the fields an approval released (never their values).
-fn config_fields(state: &NodeState, record: Option<&Record>) -> Vec<String> {
-    record.map_or_else(Vec::new, |r| {
-        followup::release(r, &state.config.followup.release_fields)
-            .into_keys()
-            .collect()
-    })
 }
 
 impl From<FollowUpError> for Status {
@@ -525,17 +521,16 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
             last_poll = Some(now);
             poll_owners(&state).await;
         }
-        let audit_state = state.clone();
-        let due = blocking(&state, move |store| {
+        let due = writing(&state, move |state| {
+            let store = state.store.as_ref();
             // The requester polls the owner every retry_max: two silent polls after
             // the expiry and it closes the request itself.
             let (closed, silent) = expire(store, now, 2 * max_wait)?;
             if closed + silent > 0 {
                 tracing::info!(closed, silent, "undecided follow-ups expired");
                 let fields = serde_json::json!({ "closed": closed, "owner_silent": silent });
-                if let Err(e) = audit_state
-                    .audit
-                    .append(store, now, "followup.expired", &fields)
+                if let Err(e) =
+                    state.commit(crate::store::Batch::new(), "followup.expired", &fields)
                 {
                     tracing::error!(error = %e, "cannot record an audit event");
                 }
@@ -554,20 +549,33 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
                 continue;
             }
             let delivered = deliver_one(&state, &entry).await;
-            let sent = delivered.is_ok();
             let mut entry = entry;
             let result = match delivered {
                 Ok(()) => {
-                    let id = entry.id.clone();
-                    blocking(&state, move |store| {
-                        let book = Book::new(store);
-                        if let Some(mut f) = book.get(Direction::Incoming, &id)? {
-                            if f.state == State::Approved {
-                                f.state = State::Delivered;
+                    let e = entry.clone();
+                    writing(&state, move |state| {
+                        let book = Book::new(state.store.as_ref());
+                        let batch = match book.get(Direction::Incoming, &e.id)? {
+                            Some(mut f) => {
+                                if f.state == State::Approved {
+                                    f.state = State::Delivered;
+                                }
+                                Book::batch(&f, OutboxChange::Remove)
                             }
-                            book.save(&f, OutboxChange::Remove)?;
-                        }
-                        Ok(())
+                            None => crate::store::Batch::new(),
+                        };
+                        // The released data leaves the outbox as the delivery is
+                        // recorded, in one durable write.
+                        state.commit(
+                            batch,
+                            "followup.delivered",
+                            &serde_json::json!({
+                                "followup": e.id,
+                                "peer": e.country,
+                                "state": e.state.name(),
+                                "released_fields": e.core_data.keys().collect::<Vec<_>>(),
+                            }),
+                        )
                     })
                     .await
                     .map(|()| tracing::info!(followup = %entry.id, peer = %entry.country, "decision delivered"))
@@ -581,22 +589,8 @@ pub async fn run_outbox(state: Arc<NodeState>, mut stop: tokio::sync::watch::Rec
                     blocking(&state, move |store| Book::new(store).reschedule(&e)).await
                 }
             };
-            match result {
-                Err(e) => tracing::error!(error = %e.message(), "outbox update failed"),
-                Ok(()) if sent => {
-                    state
-                        .audit(
-                            "followup.delivered",
-                            serde_json::json!({
-                                "followup": entry.id,
-                                "peer": entry.country,
-                                "state": entry.state.name(),
-                                "released_fields": entry.core_data.keys().collect::<Vec<_>>(),
-                            }),
-                        )
-                        .await;
-                }
-                Ok(()) => {}
+            if let Err(e) = result {
+                tracing::error!(error = %e.message(), "outbox update failed");
             }
         }
         let wait = Duration::from_secs((next - now).clamp(1, max_wait.max(1)) as u64);
@@ -852,23 +846,18 @@ pub async fn request(
         record: None,
         quality: Some(hit.quality),
     };
-    let saved = f.clone();
-    blocking(state, move |store| {
-        Book::new(store).save(&saved, OutboxChange::Keep)
+    let event = serde_json::json!({
+        "followup": f.id,
+        "peer": owner.as_str(),
+        "officer": f.officer_id,
+        "reason": convert::reason_json(&f.reason),
+    });
+    let batch = Book::batch(&f, OutboxChange::Keep);
+    writing(state, move |state| {
+        state.commit(batch, "followup.requested", &event)
     })
     .await?;
     tracing::info!(followup = %f.id, peer = %owner, "follow-up requested");
-    state
-        .audit(
-            "followup.requested",
-            serde_json::json!({
-                "followup": f.id,
-                "peer": owner.as_str(),
-                "officer": f.officer_id,
-                "reason": convert::reason_json(&f.reason),
-            }),
-        )
-        .await;
     Ok(view(&f, None, now))
 }
 
@@ -911,8 +900,8 @@ pub async fn deliver(
     }
     let id = decision.request_id.clone();
     let core_data: BTreeMap<String, String> = decision.core_data.into_iter().collect();
-    let updated = blocking(state, move |store| {
-        let book = Book::new(store);
+    let updated = writing(state, move |state| {
+        let book = Book::new(state.store.as_ref());
         let Some(mut f) = book.get(Direction::Outgoing, &id)? else {
             return Ok(None);
         };
@@ -924,7 +913,8 @@ pub async fn deliver(
         // (the owner's own expiry news changes nothing then).
         let concluded_alone = f.state == State::Withdrawn
             || (f.state == State::Expired && new_state != State::Expired);
-        if f.state.is_open() || concluded_alone {
+        // A decision sent again (its acknowledgement was lost) is recorded again.
+        let batch = if f.state.is_open() || concluded_alone {
             f.state = match new_state {
                 State::Approved => State::Delivered,
                 other => other,
@@ -932,8 +922,20 @@ pub async fn deliver(
             f.decision_reason = reason;
             f.core_data = core_data;
             f.steps.clear();
-            book.save(&f, OutboxChange::Keep)?;
-        }
+            Book::batch(&f, OutboxChange::Keep)
+        } else {
+            crate::store::Batch::new()
+        };
+        state.commit(
+            batch,
+            "followup.decision_received",
+            &serde_json::json!({
+                "followup": f.id,
+                "peer": peer.as_str(),
+                "state": f.state.name(),
+                "released_fields": f.core_data.keys().collect::<Vec<_>>(),
+            }),
+        )?;
         Ok(Some(f))
     })
     .await?
@@ -941,17 +943,6 @@ pub async fn deliver(
         Status::not_found("field `request_id`: this node filed no such follow-up with you")
     })?;
     tracing::info!(followup = %updated.id, peer = %peer, state = updated.state.name(), "decision received");
-    state
-        .audit(
-            "followup.decision_received",
-            serde_json::json!({
-                "followup": updated.id,
-                "peer": peer.as_str(),
-                "state": updated.state.name(),
-                "released_fields": updated.core_data.keys().collect::<Vec<_>>(),
-            }),
-        )
-        .await;
     Ok(())
 }
 
@@ -997,25 +988,24 @@ pub async fn withdraw_outgoing(
     // The owner's answer is the truth: withdrawn, or decided in the meantime (then
     // the decision itself arrives, or has arrived, through the owner's outbox).
     let answered = state_from_proto(answer.state);
-    let f = blocking(state, move |store| {
-        let book = Book::new(store);
-        let Some(mut f) = book.get(Direction::Outgoing, &id)? else {
-            return Ok(f);
-        };
-        if answered == Some(State::Withdrawn) && f.state.is_open() {
+    let f = writing(state, move |state| {
+        let book = Book::new(state.store.as_ref());
+        let mut f = book.get(Direction::Outgoing, &id)?.unwrap_or(f);
+        let batch = if answered == Some(State::Withdrawn) && f.state.is_open() {
             f.state = State::Withdrawn;
-            book.save(&f, OutboxChange::Keep)?;
-        }
+            Book::batch(&f, OutboxChange::Keep)
+        } else {
+            crate::store::Batch::new()
+        };
+        state.commit(
+            batch,
+            "followup.withdrawn",
+            &serde_json::json!({ "followup": f.id, "peer": owner.as_str(), "state": f.state.name() }),
+        )?;
         Ok(f)
     })
     .await?;
     tracing::info!(followup = %f.id, peer = %owner, state = f.state.name(), "follow-up withdrawal");
-    state
-        .audit(
-            "followup.withdrawn",
-            serde_json::json!({ "followup": f.id, "peer": owner.as_str(), "state": f.state.name() }),
-        )
-        .await;
     Ok(view(&f, None, now()))
 }
 

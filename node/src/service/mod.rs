@@ -123,6 +123,26 @@ impl NodeState {
 }
 
 impl NodeState {
+    /// Applies `batch` and the audit event of the step it makes in one atomic write
+    /// (durable when `batch` is): a follow-up and its audit entry are stored together
+    /// or not at all. Runs on a blocking thread.
+    pub fn commit(
+        &self,
+        batch: crate::store::Batch,
+        kind: &'static str,
+        fields: &serde_json::Value,
+    ) -> Result<(), crate::store::StoreError> {
+        self.audit.apply_with(
+            self.store.as_ref(),
+            crate::store::unix_now(),
+            batch,
+            kind,
+            fields,
+        )?;
+        self.metrics.audit_entries.inc();
+        Ok(())
+    }
+
     /// Records an audit event. The call it records has happened; a failure to record
     /// is logged as an error (and shows as a gap to nobody: the chain stays intact).
     pub async fn audit(self: &Arc<Self>, kind: &'static str, fields: serde_json::Value) {
