@@ -990,8 +990,11 @@ pub async fn withdraw_outgoing(
     let answered = state_from_proto(answer.state);
     let f = writing(state, move |state| {
         let book = Book::new(state.store.as_ref());
-        let mut f = book.get(Direction::Outgoing, &id)?.unwrap_or(f);
-        let batch = if answered == Some(State::Withdrawn) && f.state.is_open() {
+        let (mut f, stored) = match book.get(Direction::Outgoing, &id)? {
+            Some(stored) => (stored, true),
+            None => (f, false),
+        };
+        let batch = if stored && answered == Some(State::Withdrawn) && f.state.is_open() {
             f.state = State::Withdrawn;
             Book::batch(&f, OutboxChange::Keep)
         } else {
