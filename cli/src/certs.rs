@@ -13,13 +13,16 @@ use crate::output;
 /// `adep certs ...`
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// Operator: make the node read its certificates, keys and CA files again.
+    /// Operator: make the node read its certificates, keys, CA files and revocation
+    /// lists again.
     ///
     /// Replace the files the node's configuration names (a renewed node or national
-    /// certificate, a new CA bundle), then run this: new connections, on both
-    /// listeners and to peers, use them; open connections keep the old ones. The node
-    /// checks every file first and changes nothing if one is wrong. SIGHUP to the
-    /// node process does the same. Prints each certificate's expiry.
+    /// certificate, a new CA bundle, a CA's new revocation list in `tls.crls`), then
+    /// run this: new connections, on both listeners and to peers, use them, and a
+    /// revoked client certificate is refused; open connections keep the old ones. The
+    /// node checks every file first and changes nothing if one is wrong. SIGHUP to the
+    /// node process does the same. Prints each certificate's expiry and how many
+    /// certificates the lists revoke.
     Reload,
 }
 
@@ -39,12 +42,19 @@ pub async fn run(cmd: CertsCommand, profile: &Profile, json: bool) -> Result<Exi
                     .iter()
                     .map(|c| json!({ "name": c.name, "not_after": c.not_after }))
                     .collect();
-                println!("{}", json!({ "reloaded": true, "certificates": certs }));
+                println!(
+                    "{}",
+                    json!({ "reloaded": true, "certificates": certs, "revoked": resp.revoked })
+                );
             } else {
                 println!("certificates reloaded");
                 for c in &resp.certificates {
                     println!("  {:<9} valid until {}", c.name, output::utc(c.not_after));
                 }
+                println!(
+                    "  {} certificate(s) revoked by the lists in tls.crls",
+                    resp.revoked
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

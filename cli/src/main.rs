@@ -111,6 +111,33 @@ enum PkiCommand {
     /// a CLI profile for each of officer, reviewer, operator and auditor. Start a node with
     /// `adep-node --config DIR/CC/node.toml`. Refuses a directory that already holds a PKI.
     Init(PkiInitArgs),
+    /// Revoke a certificate: add it to its CA's revocation list.
+    ///
+    /// Writes the list (PEM) anew at --crl, signed by the CA and numbered after the list
+    /// it replaces, or creates it. A node refuses the certificate once its
+    /// configuration names the list in `tls.crls` and it has re-read it (`adep certs
+    /// reload`, SIGHUP or a restart). For a user, pass DIR/CC/national-ca.pem; for a
+    /// node, DIR/network-ca.pem. Development PKI only: a production CA revokes with its
+    /// own tooling and publishes the list the same way.
+    Revoke(PkiRevokeArgs),
+}
+
+#[derive(Debug, Args)]
+struct PkiRevokeArgs {
+    /// The certificate to revoke (PEM).
+    #[arg(long, value_name = "FILE")]
+    cert: PathBuf,
+    /// The CA certificate that issued it (PEM).
+    #[arg(long, value_name = "FILE")]
+    ca: PathBuf,
+    /// The CA's private key (PEM). Default: the CA file with `.pem` replaced by
+    /// `.key.pem`, as `adep pki init` names it.
+    #[arg(long, value_name = "FILE")]
+    ca_key: Option<PathBuf>,
+    /// The revocation list to update or create. Default: the CA file with `.pem`
+    /// replaced by `.crl.pem`.
+    #[arg(long, value_name = "FILE")]
+    crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +203,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Pki(PkiCommand::Init(args)) => pki_init(&args, cli.json),
+        Command::Pki(PkiCommand::Revoke(args)) => pki_revoke(&args, cli.json),
         Command::Network(cmd) => network::run(cmd, cli.json),
         Command::MatchTest(args) => matchtest::run(&args, cli.json),
         Command::Bench(args) => bench::run(&args, cli.json),
@@ -245,6 +273,61 @@ fn pki_init(args: &PkiInitArgs, json: bool) -> Result<ExitCode> {
     };
     let summary = pki::init(&args.out, &plans)?;
     output::pki_summary(&args.out, &summary, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pki_revoke(args: &PkiRevokeArgs, json: bool) -> Result<ExitCode> {
+    let beside = |suffix: &str| -> Result<PathBuf> {
+        let name = args
+            .ca
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".pem"))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--ca {} does not end in .pem; pass --ca-key and --crl",
+                    args.ca.display()
+                )
+            })?;
+        Ok(args.ca.with_file_name(format!("{name}{suffix}")))
+    };
+    let ca_key = match &args.ca_key {
+        Some(k) => k.clone(),
+        None => beside(".key.pem")?,
+    };
+    let crl = match &args.crl {
+        Some(c) => c.clone(),
+        None => beside(".crl.pem")?,
+    };
+    let done = pki::revoke(&args.ca, &ca_key, &args.cert, &crl)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "crl": crl,
+                "serial": done.serial,
+                "already_revoked": done.already,
+                "revoked": done.revoked,
+                "number": done.number,
+            })
+        );
+    } else {
+        let what = if done.already {
+            "was already revoked"
+        } else {
+            "revoked"
+        };
+        println!(
+            "certificate {} {what}; {} lists {} certificate(s) (list number {})",
+            done.serial,
+            crl.display(),
+            done.revoked,
+            done.number
+        );
+        println!(
+            "nodes refuse it once tls.crls names this list and they re-read it: adep certs reload"
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

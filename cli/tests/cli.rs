@@ -79,6 +79,63 @@ fn pki_init_refuses_a_bad_country_code() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("`deu` is not a country code"));
 }
 
+#[test]
+fn pki_revoke_writes_the_cas_list_and_refuses_another_cas_certificate() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let net = dir.path().join("net");
+    let init = Command::new(BIN)
+        .args(["pki", "init", "--countries", "FR,DE", "--out"])
+        .arg(&net)
+        .output()
+        .expect("run");
+    assert!(init.status.success());
+    let revoke = |ca: &str, cert: &str, json: bool| {
+        let mut cmd = Command::new(BIN);
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd
+            .args(["pki", "revoke", "--ca"])
+            .arg(net.join(ca))
+            .arg("--cert")
+            .arg(net.join(cert))
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = revoke("FR/national-ca.pem", "FR/users/officer.pem", false);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("revoked;"), "{out}");
+    assert!(
+        out.contains("lists 1 certificate(s) (list number 1)"),
+        "{out}"
+    );
+    let crl = net.join("FR/national-ca.crl.pem");
+    assert!(
+        std::fs::read_to_string(&crl)
+            .expect("the list is written beside the CA")
+            .starts_with("-----BEGIN X509 CRL-----")
+    );
+
+    let (code, out, _) = revoke("FR/national-ca.pem", "FR/users/reviewer.pem", true);
+    assert_eq!(code, Some(0));
+    let done: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(done["revoked"], 2, "{out}");
+    assert_eq!(done["number"], 2);
+    assert_eq!(done["already_revoked"], false);
+
+    // DE's user is not FR's national CA's to revoke; the list is left as it was.
+    let before = std::fs::read(&crl).expect("crl");
+    let (code, _, err) = revoke("FR/national-ca.pem", "DE/users/officer.pem", false);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not by this CA"), "{err}");
+    assert_eq!(std::fs::read(&crl).expect("crl"), before);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn status_json_shows_the_node_the_caller_and_each_peer() {
     let mut net = TestNetwork::new(&["FR", "DE"]).await;

@@ -136,6 +136,9 @@ pub enum Authn {
     Anonymous,
     /// The client's certificate did not verify against the listener's CA.
     Untrusted(String),
+    /// The client's certificate chains to the listener's CA, which has revoked it
+    /// (`tls.crls`); with the identity its SAN names, if any.
+    Revoked(Option<CertIdentity>),
     /// The chain verified; the identity was read from the leaf's SAN.
     Verified(CertIdentity),
     /// The chain verified but carries no usable identity.
@@ -211,6 +214,12 @@ impl Authorizer {
             Authn::Untrusted(why) => {
                 return Err(Refusal::Unauthenticated(format!(
                     "client certificate refused on the {} listener: not issued by {ca} ({why})",
+                    self.listener.as_str()
+                )));
+            }
+            Authn::Revoked(_) => {
+                return Err(Refusal::Unauthenticated(format!(
+                    "client certificate refused on the {} listener: revoked by {ca}",
                     self.listener.as_str()
                 )));
             }

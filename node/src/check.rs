@@ -115,6 +115,20 @@ pub fn check_config(path: &Path) -> Vec<Check> {
         None,
         now,
     ));
+    for path in &config.tls.crls {
+        checks.push(result(
+            "tls.crls",
+            tls::load_crls(path)
+                .map(|lists| {
+                    let described: Vec<String> = lists
+                        .iter()
+                        .map(|l| format!("{} revoked by {}", l.revoked, l.issuer))
+                        .collect();
+                    format!("{}: {}", path.display(), described.join("; "))
+                })
+                .map_err(|e| e.to_string()),
+        ));
+    }
     checks.push(result(
         "matching.secret_file",
         MatchingSecret::from_file(&config.matching.secret_file)
@@ -382,6 +396,49 @@ mod tests {
             "{failed:?}"
         );
         assert!(failed[3].1.contains("exactly 64 digits"), "{failed:?}");
+    }
+
+    #[test]
+    fn a_revocation_list_is_described_and_a_bad_one_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let plans = NodePlan::loopback(&["FR".parse().unwrap()], 47200).unwrap();
+        pki::init(dir.path(), &plans).unwrap();
+        let fr = dir.path().join("FR");
+        let good = fr.join("national-ca.crl.pem");
+        pki::revoke(
+            &fr.join("national-ca.pem"),
+            &fr.join("national-ca.key.pem"),
+            &fr.join("users/officer.pem"),
+            &good,
+        )
+        .unwrap();
+        let bad = fr.join("other.crl.pem");
+        // A certificate where a list belongs.
+        std::fs::copy(fr.join("node.pem"), &bad).unwrap();
+        let text = std::fs::read_to_string(fr.join("node.toml")).unwrap();
+        let text = text.replace(
+            "[tls]\n",
+            "[tls]\ncrls = [\"national-ca.crl.pem\", \"other.crl.pem\"]\n",
+        );
+        std::fs::write(fr.join("node.toml"), text).unwrap();
+        let checks = check_config(&fr.join("node.toml"));
+        let crls: Vec<&Check> = checks.iter().filter(|c| c.field == "tls.crls").collect();
+        assert_eq!(crls.len(), 2, "{checks:#?}");
+        assert_eq!(crls[0].verdict, Verdict::Ok);
+        assert!(
+            crls[0].detail.contains("1 revoked by") && crls[0].detail.contains("adep national CA"),
+            "{crls:?}"
+        );
+        assert_eq!(
+            failed(&checks),
+            [(
+                "tls.crls".to_owned(),
+                format!(
+                    "{}: holds no PEM certificate revocation list (X509 CRL)",
+                    bad.display()
+                )
+            )]
+        );
     }
 
     #[test]

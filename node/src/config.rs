@@ -256,6 +256,12 @@ pub struct TlsConfig {
     pub national_cert: PathBuf,
     /// Private key of `national_cert`.
     pub national_key: PathBuf,
+    /// Certificate revocation lists (PEM files), checked against the client
+    /// certificates of both listeners: the national CA's for users, the network CA's
+    /// for peers. `adep pki revoke` writes one; `adep certs reload` re-reads them.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crls: Vec<PathBuf>,
 }
 
 /// The network's matching secret.
@@ -497,6 +503,9 @@ impl Config {
         fix(&mut self.tls.national_ca);
         fix(&mut self.tls.national_cert);
         fix(&mut self.tls.national_key);
+        for crl in &mut self.tls.crls {
+            fix(crl);
+        }
         fix(&mut self.matching.secret_file);
         if let Some(next) = &mut self.matching.next_secret_file {
             fix(next);

@@ -88,7 +88,8 @@ impl Peers {
             tls::load_certs(&config.tls.node_cert)?,
             tls::load_key(&config.tls.node_key)?,
         );
-        let client_config = tls::client_config(roots, Some(identity))?;
+        let (crls, _) = tls::load_crl_files(&config.tls.crls)?;
+        let client_config = tls::checked_client_config(roots, Some(identity), &crls)?;
         let max = config.limits.max_message_bytes;
         let peers = config
             .peers

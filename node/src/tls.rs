@@ -30,7 +30,10 @@ use rustls::{
         danger::{ClientCertVerified, ClientCertVerifier},
     },
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+    pem::PemObject,
+};
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
@@ -81,6 +84,70 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
+/// A certificate revocation list as read from a file.
+#[derive(Clone, Debug)]
+pub struct Crl {
+    /// The list, DER-encoded.
+    pub der: CertificateRevocationListDer<'static>,
+    /// The issuer's distinguished name, as text.
+    pub issuer: String,
+    /// How many certificates it revokes.
+    pub revoked: usize,
+}
+
+/// Reads every certificate revocation list of a PEM file (at least one), each checked
+/// to be a well-formed X.509 CRL.
+pub fn load_crls(path: &Path) -> Result<Vec<Crl>, TlsError> {
+    use x509_parser::prelude::{CertificateRevocationList, FromDer as _};
+    let file_err = |message: String| TlsError::File {
+        path: path.to_owned(),
+        message,
+    };
+    let ders = CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| file_err(pem_message(e)))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_err(pem_message(e)))?;
+    if ders.is_empty() {
+        return Err(file_err(
+            "holds no PEM certificate revocation list (X509 CRL)".into(),
+        ));
+    }
+    ders.into_iter()
+        .map(|der| {
+            let (issuer, revoked) = {
+                let (_, crl) = CertificateRevocationList::from_der(&der).map_err(|e| {
+                    file_err(format!("is not a valid certificate revocation list: {e}"))
+                })?;
+                (
+                    crl.issuer().to_string(),
+                    crl.iter_revoked_certificates().count(),
+                )
+            };
+            Ok(Crl {
+                der,
+                issuer,
+                revoked,
+            })
+        })
+        .collect()
+}
+
+/// The lists of every file of `paths` (`tls.crls`), and how many certificates they
+/// revoke in all.
+pub fn load_crl_files(
+    paths: &[PathBuf],
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, usize), TlsError> {
+    let mut ders = Vec::new();
+    let mut revoked = 0;
+    for path in paths {
+        for crl in load_crls(path)? {
+            revoked += crl.revoked;
+            ders.push(crl.der);
+        }
+    }
+    Ok((ders, revoked))
+}
+
 /// Reads a private key (PKCS#8, SEC1 or PKCS#1 PEM).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::File {
@@ -124,22 +191,32 @@ pub struct NodeTls {
     pub national: ServerTls,
     /// The node's own certificates by metrics name, with their expiry.
     pub certificates: Vec<(&'static str, i64)>,
+    /// How many certificates the revocation lists of `tls.crls` revoke.
+    pub revoked: usize,
 }
 
 impl NodeTls {
     /// Reads and checks the TLS files of `tls`.
     pub fn from_config(tls: &crate::config::TlsConfig) -> Result<NodeTls, TlsError> {
+        let (crls, revoked) = load_crl_files(&tls.crls)?;
         Ok(NodeTls {
-            federation: ServerTls::from_files(&tls.network_ca, &tls.node_cert, &tls.node_key)?,
+            federation: ServerTls::from_files(
+                &tls.network_ca,
+                &tls.node_cert,
+                &tls.node_key,
+                &crls,
+            )?,
             national: ServerTls::from_files(
                 &tls.national_ca,
                 &tls.national_cert,
                 &tls.national_key,
+                &crls,
             )?,
             certificates: vec![
                 ("node", not_after(&tls.node_cert)?),
                 ("national", not_after(&tls.national_cert)?),
             ],
+            revoked,
         })
     }
 }
@@ -177,10 +254,17 @@ impl std::fmt::Debug for ServerTls {
 
 impl ServerTls {
     /// Builds the server TLS of a listener from PEM files.
-    pub fn from_files(client_ca: &Path, cert: &Path, key: &Path) -> Result<ServerTls, TlsError> {
+    /// `crls` are checked against client certificates: a certificate one of them
+    /// revokes is refused; one whose issuer publishes none here is not checked.
+    pub fn from_files(
+        client_ca: &Path,
+        cert: &Path,
+        key: &Path,
+        crls: &[CertificateRevocationListDer<'static>],
+    ) -> Result<ServerTls, TlsError> {
         Ok(ServerTls {
             current: Arc::new(std::sync::RwLock::new(Arc::new(Self::state(
-                client_ca, cert, key,
+                client_ca, cert, key, crls,
             )?))),
         })
     }
@@ -201,10 +285,20 @@ impl ServerTls {
             .clone()
     }
 
-    fn state(client_ca: &Path, cert: &Path, key: &Path) -> Result<ServerState, TlsError> {
+    fn state(
+        client_ca: &Path,
+        cert: &Path,
+        key: &Path,
+        crls: &[CertificateRevocationListDer<'static>],
+    ) -> Result<ServerState, TlsError> {
         let roots = root_store(client_ca)?;
         let chain = WebPkiClientVerifier::builder_with_provider(roots, provider())
             .allow_unauthenticated()
+            .with_crls(crls.iter().cloned())
+            // Leaves are issued straight by the CA; a CA that publishes no list here
+            // (the other listener's) leaves its certificates unchecked.
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status()
             .build()
             .map_err(|e| TlsError::File {
                 path: client_ca.to_owned(),
@@ -253,11 +347,15 @@ fn authenticate(state: &ServerState, certs: Option<&[CertificateDer<'static>]>) 
     let Some((leaf, intermediates)) = certs.and_then(|c| c.split_first()) else {
         return Authn::Anonymous;
     };
-    if let Err(e) = state
+    match state
         .chain
         .verify_client_cert(leaf, intermediates, UnixTime::now())
     {
-        return Authn::Untrusted(e.to_string());
+        Ok(_) => {}
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)) => {
+            return Authn::Revoked(identity_of_certificate(leaf).ok());
+        }
+        Err(e) => return Authn::Untrusted(e.to_string()),
     }
     match identity_of_certificate(leaf) {
         Ok(id) => Authn::Verified(id),
@@ -396,7 +494,20 @@ pub fn client_config(
     roots: Arc<RootCertStore>,
     identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    checked_client_config(roots, identity, &[])
+}
+
+/// As [`client_config`], refusing a server certificate that one of `crls` revokes
+/// (a node calling its peers, with the lists of `tls.crls`).
+pub fn checked_client_config(
+    roots: Arc<RootCertStore>,
+    identity: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    crls: &[CertificateRevocationListDer<'static>],
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider())
+        .with_crls(crls.iter().cloned())
+        .only_check_end_entity_revocation()
+        .allow_unknown_revocation_status()
         .build()
         .map_err(|e| TlsError::Rustls {
             context: "server verifier".into(),

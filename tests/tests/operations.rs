@@ -3,9 +3,13 @@
 
 use std::{net::SocketAddr, path::Path};
 
-use adep_node::{config::Role, pki::Leaf, tls};
+use adep_node::{
+    config::Role,
+    pki::{self, Leaf},
+    tls,
+};
 use adep_proto::v1::{
-    Decision, FollowUpState, ReloadCertificatesRequest, SearchRequest, StatusRequest,
+    Decision, FollowUpState, PeerState, ReloadCertificatesRequest, SearchRequest, StatusRequest,
 };
 use adep_tests::{TestNetwork, cc, followups::*, logs, reason};
 use tonic::Code;
@@ -158,6 +162,27 @@ async fn served_certificate(addr: SocketAddr, ca: &Path) -> Vec<u8> {
         .to_vec()
 }
 
+/// DE's status in a search by FR's officer (for someone nobody holds).
+async fn de_from_fr(net: &TestNetwork) -> adep_proto::v1::PeerStatus {
+    net.national("FR", Role::Officer)
+        .search(SearchRequest {
+            reason: Some(reason()),
+            subjects: vec![adep_proto::v1::Identity {
+                family_name: "Nobody".into(),
+                given_names: "Known".into(),
+                date_of_birth: "1990-01-01".into(),
+                ..adep_proto::v1::Identity::default()
+            }],
+        })
+        .await
+        .expect("search")
+        .into_inner()
+        .peers
+        .into_iter()
+        .find(|p| p.country == "DE")
+        .expect("DE answers in FR's search")
+}
+
 fn der_of(pem: &Path) -> Vec<u8> {
     tls::load_certs(pem).expect("cert")[0].to_vec()
 }
@@ -222,21 +247,7 @@ async fn a_reloaded_certificate_is_served_to_new_connections_without_a_restart()
         .status(StatusRequest { check_peers: false })
         .await
         .expect("the old connection still answers");
-    let search = net
-        .national("FR", Role::Officer)
-        .search(SearchRequest {
-            reason: Some(reason()),
-            subjects: vec![adep_proto::v1::Identity {
-                family_name: "Nobody".into(),
-                given_names: "Known".into(),
-                date_of_birth: "1990-01-01".into(),
-                ..adep_proto::v1::Identity::default()
-            }],
-        })
-        .await
-        .expect("search")
-        .into_inner();
-    assert_eq!(search.peers[0].state, adep_proto::v1::PeerState::Ok as i32);
+    assert_eq!(de_from_fr(&net).await.state, PeerState::Ok as i32);
 
     // A broken key file: refused, nothing changes.
     std::fs::write(&fr.tls.national_key, "not a key").expect("write");
@@ -309,4 +320,129 @@ async fn a_certificate_near_its_expiry_is_warned_of_in_logs_metrics_and_check_co
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_user_certificate_is_refused_after_a_reload_without_a_restart() {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    let fr_dir = net.dir().join("FR");
+    let ca = fr_dir.join("national-ca.pem");
+    let crl = fr_dir.join("national-ca.crl.pem");
+    let revoke = |cert: &Path| {
+        pki::revoke(&ca, &fr_dir.join("national-ca.key.pem"), cert, &crl).expect("revoke")
+    };
+    // FR publishes its national CA's list from the start: one old user revoked.
+    let (old_user, _) = net.issue(
+        Some("FR"),
+        Leaf::User(cc("FR"), "fr-old".into()),
+        "fr-old-user",
+    );
+    let first = revoke(&old_user);
+    assert_eq!((first.revoked, first.number, first.already), (1, 1, false));
+    net.edit_config("FR", |c| c.tls.crls = vec![crl.clone()]);
+    net.start_all().await;
+    let status = || async {
+        net.national("FR", Role::Officer)
+            .status(StatusRequest { check_peers: false })
+            .await
+    };
+    status().await.expect("the officer is not revoked yet");
+
+    // The officer's certificate is revoked; the node keeps serving it until it
+    // re-reads the list.
+    let second = revoke(&fr_dir.join("users/officer.pem"));
+    assert_eq!(
+        (second.revoked, second.number, second.already),
+        (2, 2, false)
+    );
+    status().await.expect("not before the reload");
+    let reloaded = net
+        .national("FR", Role::Operator)
+        .reload_certificates(ReloadCertificatesRequest {})
+        .await
+        .expect("reload")
+        .into_inner();
+    assert_eq!(reloaded.revoked, 2);
+    let refused = status().await.expect_err("revoked");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert_eq!(
+        refused.message(),
+        "client certificate refused on the national listener: revoked by the national CA"
+    );
+    let audited = net.audit_entries_of("FR", "call.refused").await;
+    assert_eq!(
+        audited[0]["caller"], "adep://user/FR/fr-officer (revoked certificate)",
+        "{audited:?}"
+    );
+    assert!(
+        audited[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("revoked by the national CA")),
+        "{audited:?}"
+    );
+    // Other users, and the peers (whose CA publishes no list here), go on.
+    net.national("FR", Role::Operator)
+        .status(StatusRequest { check_peers: false })
+        .await
+        .expect("the operator is not revoked");
+    net.federation_as_peer("FR", "DE")
+        .hello(TestNetwork::hello("DE"))
+        .await
+        .expect("DE still reaches FR");
+    // Revoking twice changes nothing but the list's number.
+    let again = revoke(&fr_dir.join("users/officer.pem"));
+    assert_eq!((again.revoked, again.number, again.already), (2, 3, true));
+    let checks = adep_node::check::check_config(&net.config_path("FR"));
+    let listed = checks
+        .iter()
+        .find(|c| c.field == "tls.crls")
+        .expect("a check of tls.crls");
+    assert!(listed.detail.contains("2 revoked by"), "{listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_peer_node_is_refused_both_ways_after_a_reload() {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    let dir = net.dir().to_owned();
+    let crl = dir.join("network-ca.crl.pem");
+    let revoke = |cert: &Path| {
+        pki::revoke(
+            &dir.join("network-ca.pem"),
+            &dir.join("network-ca.key.pem"),
+            cert,
+            &crl,
+        )
+        .expect("revoke")
+    };
+    let (old_node, _) = net.issue(None, Leaf::Node(cc("ES")), "es-old-node");
+    revoke(&old_node);
+    net.edit_config("FR", |c| c.tls.crls = vec![crl.clone()]);
+    net.start_all().await;
+    assert_eq!(de_from_fr(&net).await.state, PeerState::Ok as i32);
+    net.federation_as_peer("FR", "DE")
+        .hello(TestNetwork::hello("DE"))
+        .await
+        .expect("DE reaches FR");
+
+    // The network CA revokes DE's node certificate; FR re-reads the list.
+    revoke(&dir.join("DE/node.pem"));
+    net.national("FR", Role::Operator)
+        .reload_certificates(ReloadCertificatesRequest {})
+        .await
+        .expect("reload");
+    // DE calling FR is refused...
+    let refused = net
+        .federation_as_peer("FR", "DE")
+        .hello(TestNetwork::hello("DE"))
+        .await
+        .expect_err("DE's certificate is revoked");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        refused.message().ends_with("revoked by the network CA"),
+        "{refused:?}"
+    );
+    // ...and FR no longer sends DE its queries: DE's server certificate is refused.
+    let de = de_from_fr(&net).await;
+    assert_ne!(de.state, PeerState::Ok as i32, "{de:?}");
+    assert!(de.detail.to_lowercase().contains("revoked"), "{de:?}");
 }

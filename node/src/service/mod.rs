@@ -205,10 +205,11 @@ impl NodeState {
     pub async fn reload_certificates(
         self: &Arc<Self>,
         by: &str,
-    ) -> Result<Vec<(&'static str, i64)>, crate::tls::TlsError> {
+    ) -> Result<(Vec<(&'static str, i64)>, usize), crate::tls::TlsError> {
         let fresh = crate::tls::NodeTls::from_config(&self.config.tls)?;
         let peers = Peers::from_config(&self.config)?;
         let certificates = fresh.certificates;
+        let revoked = fresh.revoked;
         self.federation_tls.replace_with(&fresh.federation);
         self.national_tls.replace_with(&fresh.national);
         self.peers.replace_with(&peers);
@@ -225,11 +226,12 @@ impl NodeState {
                     .iter()
                     .map(|(name, until)| serde_json::json!({ "name": name, "not_after": until }))
                     .collect::<Vec<_>>(),
+                "revoked": revoked,
             }),
         )
         .await;
         self.warn_of_expiring_certificates(crate::store::unix_now());
-        Ok(certificates)
+        Ok((certificates, revoked))
     }
 
     /// Refuses imports and erasures while a key rotation is under way: they would

@@ -659,7 +659,7 @@ impl National for NationalService {
         req: Request<ReloadCertificatesRequest>,
     ) -> Result<Response<ReloadCertificatesResponse>, Status> {
         let operator = user_with_role(&req, &[Role::Operator])?.0.to_owned();
-        let loaded = self
+        let (loaded, revoked) = self
             .state
             .reload_certificates(&operator)
             .await
@@ -675,6 +675,7 @@ impl National for NationalService {
                     not_after,
                 })
                 .collect(),
+            revoked: u32::try_from(revoked).unwrap_or(u32::MAX),
         }))
     }
 }

@@ -119,6 +119,8 @@ fn caller_audit(authn: &Authn) -> String {
         Authn::Verified(id) => id.uri(),
         Authn::Anonymous => "no certificate".into(),
         Authn::Untrusted(_) => "untrusted certificate".into(),
+        Authn::Revoked(Some(id)) => format!("{} (revoked certificate)", id.uri()),
+        Authn::Revoked(None) => "revoked certificate".into(),
         Authn::NoIdentity(_) => "certificate without an adep identity".into(),
     }
 }
@@ -135,7 +137,7 @@ fn caller_label(state: &NodeState, authn: &Authn) -> String {
             .map_or_else(|| "unknown_user".to_owned(), |u| u.role.to_string()),
         Authn::Verified(CertIdentity::User(..)) => "foreign_user".to_owned(),
         Authn::Anonymous => "none".to_owned(),
-        Authn::Untrusted(_) | Authn::NoIdentity(_) => "untrusted".to_owned(),
+        Authn::Untrusted(_) | Authn::Revoked(_) | Authn::NoIdentity(_) => "untrusted".to_owned(),
     }
 }
 
