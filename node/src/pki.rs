@@ -333,7 +333,15 @@ pub fn revoke(
         key_identifier_method: rcgen::KeyIdMethod::Sha256,
     };
     let list = params.signed_by(&ca.issuer)?;
-    write(crl, &list.pem()?, false)?;
+    // A node reloading meanwhile reads the old list or the new one, never half of one.
+    let mut partial = crl.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    write(&partial, &list.pem()?, false)?;
+    fs::rename(&partial, crl).map_err(|source| PkiError::Write {
+        path: crl.to_owned(),
+        source,
+    })?;
     Ok(Revocation {
         serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
         revoked: params.revoked_certs.len(),
