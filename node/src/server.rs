@@ -247,9 +247,10 @@ fn record_key_epoch(
     }
     if let Some(from) = stored.active {
         tracing::info!(from, to = epoch, "key epoch changed");
-        audit.append(
+        audit.apply_with(
             store,
             store::unix_now(),
+            store::Batch::new(),
             "keys.epoch_changed",
             &serde_json::json!({ "from": from, "to": epoch }),
         )?;

@@ -628,7 +628,7 @@ async fn prune(state: &Arc<NodeState>, now: i64) {
             if audit > 0 {
                 tracing::info!(entries = audit, "audit entries past retention deleted");
                 state
-                    .audit(
+                    .audit_durably(
                         "audit.pruned",
                         serde_json::json!({ "entries": audit, "before": before }),
                     )

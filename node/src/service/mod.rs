@@ -143,23 +143,32 @@ impl NodeState {
         Ok(())
     }
 
-    /// Records an audit event. The call it records has happened; a failure to record
-    /// is logged as an error (and shows as a gap to nobody: the chain stays intact).
+    /// Records an audit event of a frequent step (a search, a Match, a refusal)
+    /// without waiting for the disk: flushed within half a second. The call it
+    /// records has happened; a failure to record is logged as an error (and shows as
+    /// a gap to nobody: the chain stays intact).
     pub async fn audit(self: &Arc<Self>, kind: &'static str, fields: serde_json::Value) {
+        self.record(crate::store::Batch::relaxed(), kind, fields)
+            .await;
+    }
+
+    /// Records an audit event of a rare step (an import, a reload, a rotation),
+    /// durable when this returns.
+    pub async fn audit_durably(self: &Arc<Self>, kind: &'static str, fields: serde_json::Value) {
+        self.record(crate::store::Batch::new(), kind, fields).await;
+    }
+
+    async fn record(
+        self: &Arc<Self>,
+        batch: crate::store::Batch,
+        kind: &'static str,
+        fields: serde_json::Value,
+    ) {
         let state = self.clone();
-        let appended = tokio::task::spawn_blocking(move || {
-            state.audit.append(
-                state.store.as_ref(),
-                crate::store::unix_now(),
-                kind,
-                &fields,
-            )
-        })
-        .await;
-        match appended {
-            Ok(Ok(_)) => {
-                self.metrics.audit_entries.inc();
-            }
+        let recorded =
+            tokio::task::spawn_blocking(move || state.commit(batch, kind, &fields)).await;
+        match recorded {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(kind, error = %e, "cannot record an audit event"),
             Err(_) => tracing::error!(kind, "the audit task failed"),
         }
@@ -218,7 +227,7 @@ impl NodeState {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = certificates.clone();
         tracing::info!(by, "certificates reloaded");
-        self.audit(
+        self.audit_durably(
             "tls.reloaded",
             serde_json::json!({
                 "by": by,
@@ -272,7 +281,7 @@ impl NodeState {
             to = epoch,
             "key rotation started: building the next index"
         );
-        self.audit(
+        self.audit_durably(
             "keys.rotation_started",
             serde_json::json!({ "by": operator, "from": from, "to": epoch }),
         )
@@ -313,14 +322,14 @@ impl NodeState {
         let fields = serde_json::json!({ "from": from, "to": epoch });
         if ready {
             tracing::info!(epoch, "key rotation: both epochs answer");
-            self.audit("keys.rotation_ready", fields).await;
+            self.audit_durably("keys.rotation_ready", fields).await;
         } else {
             self.index.abandon();
             tracing::error!(
                 epoch,
                 "key rotation abandoned: the next index could not be built or recorded"
             );
-            self.audit("keys.rotation_failed", fields).await;
+            self.audit_durably("keys.rotation_failed", fields).await;
         }
     }
 
@@ -340,7 +349,7 @@ impl NodeState {
             to = to.0,
             "key rotation finished: old epoch retired"
         );
-        self.audit(
+        self.audit_durably(
             "keys.epoch_changed",
             serde_json::json!({ "by": operator, "from": from.0, "to": to.0, "rotation": true }),
         )

@@ -392,12 +392,9 @@ impl National for NationalService {
                         "unchanged": s.unchanged,
                         "erased": s.erased,
                     });
-                    if let Err(e) = state.audit.append(
-                        state.store.as_ref(),
-                        crate::store::unix_now(),
-                        "records.imported",
-                        &fields,
-                    ) {
+                    if let Err(e) =
+                        state.commit(crate::store::Batch::new(), "records.imported", &fields)
+                    {
                         tracing::error!(error = %e, "cannot record an audit event");
                     }
                     Ok(ImportProgress {
@@ -455,7 +452,7 @@ impl National for NationalService {
             .collect();
         tracing::info!(erased = erased.len(), "records erased");
         self.state
-            .audit(
+            .audit_durably(
                 "records.erased",
                 serde_json::json!({
                     "operator": operator,
