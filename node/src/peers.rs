@@ -8,6 +8,7 @@ use std::{
 };
 
 use adep_proto::v1::federation_client::FederationClient;
+use rustls_pki_types::CertificateRevocationListDer;
 use tokio::{task::JoinSet, time::Instant};
 use tonic::{Code, transport::Channel};
 
@@ -62,10 +63,14 @@ pub struct PeerOutcome<T> {
 }
 
 impl Peers {
-    /// Clients to every peer of `config`, presenting the node certificate.
-    pub fn from_config(config: &Config) -> Result<Peers, TlsError> {
+    /// Clients to every peer of `config`, presenting the node certificate and
+    /// refusing a server certificate that one of `crls` revokes.
+    pub fn from_config(
+        config: &Config,
+        crls: &[CertificateRevocationListDer<'static>],
+    ) -> Result<Peers, TlsError> {
         Ok(Peers {
-            peers: Arc::new(RwLock::new(Arc::new(Self::clients(config)?))),
+            peers: Arc::new(RwLock::new(Arc::new(Self::clients(config, crls)?))),
         })
     }
 
@@ -82,14 +87,16 @@ impl Peers {
             .clone()
     }
 
-    fn clients(config: &Config) -> Result<Vec<Peer>, TlsError> {
+    fn clients(
+        config: &Config,
+        crls: &[CertificateRevocationListDer<'static>],
+    ) -> Result<Vec<Peer>, TlsError> {
         let roots = tls::root_store(&config.tls.network_ca)?;
         let identity = (
             tls::load_certs(&config.tls.node_cert)?,
             tls::load_key(&config.tls.node_key)?,
         );
-        let (crls, _) = tls::load_crl_files(&config.tls.crls)?;
-        let client_config = tls::checked_client_config(roots, Some(identity), &crls)?;
+        let client_config = tls::checked_client_config(roots, Some(identity), crls)?;
         let max = config.limits.max_message_bytes;
         let peers = config
             .peers

@@ -125,7 +125,7 @@ impl Listeners {
 /// refuse a start, done before any listener serves.
 pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     let tls = NodeTls::from_config(&config.tls)?;
-    let peers = Peers::from_config(&config)?;
+    let peers = Peers::from_config(&config, &tls.crls)?;
     let opened = store::open(
         &config.data_dir,
         config.country,

@@ -191,7 +191,9 @@ pub struct NodeTls {
     pub national: ServerTls,
     /// The node's own certificates by metrics name, with their expiry.
     pub certificates: Vec<(&'static str, i64)>,
-    /// How many certificates the revocation lists of `tls.crls` revoke.
+    /// The revocation lists of `tls.crls`, for the calls to peers too.
+    pub crls: Vec<CertificateRevocationListDer<'static>>,
+    /// How many certificates they revoke.
     pub revoked: usize,
 }
 
@@ -212,6 +214,7 @@ impl NodeTls {
                 &tls.national_key,
                 &crls,
             )?,
+            crls,
             certificates: vec![
                 ("node", not_after(&tls.node_cert)?),
                 ("national", not_after(&tls.national_cert)?),

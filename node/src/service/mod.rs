@@ -216,7 +216,7 @@ impl NodeState {
         by: &str,
     ) -> Result<(Vec<(&'static str, i64)>, usize), crate::tls::TlsError> {
         let fresh = crate::tls::NodeTls::from_config(&self.config.tls)?;
-        let peers = Peers::from_config(&self.config)?;
+        let peers = Peers::from_config(&self.config, &fresh.crls)?;
         let certificates = fresh.certificates;
         let revoked = fresh.revoked;
         self.federation_tls.replace_with(&fresh.federation);
