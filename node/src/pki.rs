@@ -232,18 +232,16 @@ fn read_text(path: &Path) -> Result<String, PkiError> {
         .map_err(|e| PkiError::Invalid(format!("{}: cannot read: {e}", path.display())))
 }
 
-/// The subject of the first certificate of a PEM text, and that certificate's issuer
-/// and serial number.
-fn names_of(path: &Path, pem_text: &str) -> Result<(String, String, Vec<u8>), PkiError> {
-    use rustls_pki_types::pem::PemObject as _;
+/// The subject, issuer and serial number of the first certificate of a PEM file.
+fn names_of(path: &Path) -> Result<(String, String, Vec<u8>), PkiError> {
     use x509_parser::prelude::{FromDer as _, X509Certificate};
-    let bad = |why: String| PkiError::Invalid(format!("{}: {why}", path.display()));
-    let der = rustls_pki_types::CertificateDer::pem_slice_iter(pem_text.as_bytes())
-        .next()
-        .ok_or_else(|| bad("holds no PEM certificate".into()))?
-        .map_err(|e| bad(format!("is not PEM: {e:?}")))?;
-    let (_, cert) = X509Certificate::from_der(&der)
-        .map_err(|e| bad(format!("is not a valid X.509 certificate: {e}")))?;
+    let certs = crate::tls::load_certs(path).map_err(|e| PkiError::Invalid(e.to_string()))?;
+    let (_, cert) = X509Certificate::from_der(&certs[0]).map_err(|e| {
+        PkiError::Invalid(format!(
+            "{}: is not a valid X.509 certificate: {e}",
+            path.display()
+        ))
+    })?;
     Ok((
         cert.subject().to_string(),
         cert.issuer().to_string(),
@@ -263,9 +261,8 @@ pub fn revoke(
     crl: &Path,
 ) -> Result<Revocation, PkiError> {
     use x509_parser::prelude::{CertificateRevocationList, FromDer as _};
-    let ca_pem = read_text(ca_cert)?;
-    let (ca_subject, _, _) = names_of(ca_cert, &ca_pem)?;
-    let (_, issuer, serial) = names_of(cert, &read_text(cert)?)?;
+    let (ca_subject, _, _) = names_of(ca_cert)?;
+    let (_, issuer, serial) = names_of(cert)?;
     if issuer != ca_subject {
         return Err(PkiError::Invalid(format!(
             "{} was issued by {issuer}, not by this CA ({ca_subject})",
@@ -278,7 +275,7 @@ pub fn revoke(
         .ok_or_else(|| {
             PkiError::Invalid(format!("{}: the CA has no common name", ca_cert.display()))
         })?;
-    let ca = Ca::from_pem(common_name, &ca_pem, &read_text(ca_key)?)?;
+    let ca = Ca::from_pem(common_name, &read_text(ca_cert)?, &read_text(ca_key)?)?;
 
     let now = OffsetDateTime::now_utc();
     let mut revoked: Vec<rcgen::RevokedCertParams> = Vec::new();
