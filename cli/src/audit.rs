@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use adep_node::client::Profile;
+use adep_node::tooling::profile::Profile;
 use adep_proto::v1 as pb;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};

@@ -9,14 +9,15 @@ use std::{
 };
 
 use adep_node::{
-    client::Profile,
     config::{Config, Country, Role},
-    index::{self, ImportMode, NationalIndex},
-    pki::{self, NodePlan},
-    pseudonymise::{KeyEpoch, Pseudonymiser, Side},
+    domain::index::{self, ImportMode, NationalIndex},
+    domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side},
+    grpc::server::{self, Listeners},
     secret::{DataKey, MatchingSecret},
-    server::{self, Listeners},
-    store, synthetic,
+    store,
+    tooling::pki::{self, NodePlan},
+    tooling::profile::Profile,
+    tooling::synthetic,
 };
 use adep_proto::v1::{
     Aim, HelloRequest, Identity, MatchKey, MatchRequest, MatchSubject, PersonCategory, Reason,
@@ -310,16 +311,16 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
 
     // Clients: FR's node certificate to DE's federation listener; FR's officer.
     let fr_dir = pki_dir.join("FR");
-    let tls = adep_node::tls::client_config(
-        adep_node::tls::root_store(&pki_dir.join("network-ca.pem"))?,
+    let tls = adep_node::grpc::tls::client_config(
+        adep_node::grpc::tls::root_store(&pki_dir.join("network-ca.pem"))?,
         Some((
-            adep_node::tls::load_certs(&fr_dir.join("node.pem"))?,
-            adep_node::tls::load_key(&fr_dir.join("node.key.pem"))?,
+            adep_node::grpc::tls::load_certs(&fr_dir.join("node.pem"))?,
+            adep_node::grpc::tls::load_key(&fr_dir.join("node.key.pem"))?,
         )),
     )?;
     let de_addr = plans[1].federation;
-    let channel = adep_node::tls::channel(
-        adep_node::tls::Target {
+    let channel = adep_node::grpc::tls::channel(
+        adep_node::grpc::tls::Target {
             host: de_addr.ip().to_string(),
             port: de_addr.port(),
             server_name: None,

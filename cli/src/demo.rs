@@ -4,12 +4,13 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use adep_node::{
-    client::Profile,
     config::{Config, Country, Role},
-    identity::{DateOfBirth, Identity, Name, Record, RecordId, Sex},
-    pki, server,
-    service::convert,
-    synthetic,
+    domain::identity::{DateOfBirth, Identity, Name, Record, RecordId, Sex},
+    grpc::convert,
+    grpc::server,
+    tooling::pki,
+    tooling::profile::Profile,
+    tooling::synthetic,
 };
 use adep_proto::v1::{
     self as pb, Aim, Decision, FollowUpState, ImportMode, ImportRequest, PeerState, PersonCategory,
@@ -193,7 +194,7 @@ async fn demo(args: &DemoArgs, dir: PathBuf) -> Result<ExitCode> {
 
 async fn story(
     args: &DemoArgs,
-    profile: &impl Fn(&str, Role) -> Result<Profile, adep_node::client::ProfileError>,
+    profile: &impl Fn(&str, Role) -> Result<Profile, adep_node::tooling::profile::ProfileError>,
 ) -> Result<()> {
     step(2, "Each operator imports a synthetic national file");
     for (i, cc) in COUNTRIES.iter().enumerate() {

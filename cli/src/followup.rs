@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use adep_node::client::Profile;
+use adep_node::tooling::profile::Profile;
 use adep_proto::v1::{self as pb, Decision, Direction, FollowUpState};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};

@@ -2,7 +2,7 @@
 
 use std::{process::ExitCode, time::Duration};
 
-use adep_node::client::Profile;
+use adep_node::tooling::profile::Profile;
 use adep_proto::v1::{RotateAction, RotateKeysRequest, RotateKeysResponse};
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};

@@ -12,8 +12,8 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 
 use adep_node::{
-    identity::{self, Format, OnBadRow, RecordFile},
-    matchtest::{self, Truth},
+    domain::identity::{self, Format, OnBadRow, RecordFile},
+    tooling::matchtest::{self, Truth},
 };
 
 /// Arguments of `adep match-test`.

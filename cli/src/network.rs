@@ -3,9 +3,10 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use adep_node::{
-    client::Profile,
     config::{Config, Country, Role},
-    pki, server,
+    grpc::server,
+    tooling::pki,
+    tooling::profile::Profile,
 };
 use adep_proto::v1::{PeerState, StatusRequest};
 use anyhow::{Context as _, Result, bail};

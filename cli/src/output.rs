@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use adep_node::pki::PkiSummary;
+use adep_node::tooling::pki::PkiSummary;
 use adep_proto::v1::{PeerState, Role, StatusResponse};
 use serde_json::json;
 

@@ -8,9 +8,9 @@ use std::{
 };
 
 use adep_node::{
-    client::Profile,
-    identity::{self, Format, OnBadRow, RecordFile},
-    service::{convert, national::IMPORT_BATCH},
+    domain::identity::{self, Format, OnBadRow, RecordFile},
+    grpc::{convert, national::IMPORT_BATCH},
+    tooling::profile::Profile,
 };
 use adep_proto::v1::{
     CountRecordsRequest, DeleteRecordsRequest, ImportMode, ImportRequest, ImportSummary,

@@ -3,9 +3,9 @@
 use std::{collections::BTreeMap, fs::File, path::PathBuf, process::ExitCode};
 
 use adep_node::{
-    client::Profile,
-    identity::{self, Format, OnBadRow},
-    service::convert,
+    domain::identity::{self, Format, OnBadRow},
+    grpc::convert,
+    tooling::profile::Profile,
 };
 use adep_proto::v1::{self, PeerState, Quality, SearchRequest};
 use anyhow::{Context as _, Result, bail};

@@ -8,9 +8,9 @@
 use std::hint::black_box;
 
 use adep_node::{
-    matching::Index,
-    pseudonymise::{KeyEpoch, Pseudonymiser, Side},
-    synthetic,
+    domain::matching::Index,
+    domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side},
+    tooling::synthetic,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 

@@ -12,11 +12,11 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
 
 use crate::{
-    auth::{CertIdentity, identity_of_certificate},
     config::Config,
+    grpc::CERTIFICATE_WARNING_SECONDS,
+    grpc::auth::{CertIdentity, identity_of_certificate},
+    grpc::tls,
     secret::{DataKey, MatchingSecret},
-    service::CERTIFICATE_WARNING_SECONDS,
-    tls,
 };
 
 /// The verdict of one check.
@@ -342,7 +342,7 @@ fn check_data_dir(dir: &Path) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pki::{self, NodePlan};
+    use crate::tooling::pki::{self, NodePlan};
 
     fn failed(checks: &[Check]) -> Vec<(String, String)> {
         checks

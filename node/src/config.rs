@@ -322,7 +322,7 @@ impl PeerConfig {
     pub fn expected_identity(&self) -> String {
         self.identity
             .clone()
-            .unwrap_or_else(|| crate::auth::node_identity(self.country))
+            .unwrap_or_else(|| crate::grpc::auth::node_identity(self.country))
     }
 }
 
@@ -548,12 +548,13 @@ impl Config {
             }
             parse_endpoint(&peer.endpoint).map_err(|m| (field("endpoint"), m))?;
             if let Some(id) = &peer.identity {
-                crate::auth::CertIdentity::parse(id).map_err(|m| (field("identity"), m))?;
+                crate::grpc::auth::CertIdentity::parse(id).map_err(|m| (field("identity"), m))?;
             }
         }
         let mut ids = HashSet::new();
         for (i, user) in self.users.iter().enumerate() {
-            crate::auth::validate_user_id(&user.id).map_err(|m| (format!("users[{i}].id"), m))?;
+            crate::grpc::auth::validate_user_id(&user.id)
+                .map_err(|m| (format!("users[{i}].id"), m))?;
             if !ids.insert(user.id.as_str()) {
                 return Err((
                     format!("users[{i}].id"),
@@ -678,7 +679,7 @@ impl Config {
             .release_fields
             .iter()
             .enumerate()
-            .find(|(_, c)| crate::identity::check_column_name(c).is_err())
+            .find(|(_, c)| crate::domain::identity::check_column_name(c).is_err())
         {
             return Err((
                 format!("followup.release_fields[{i}]"),

@@ -5,29 +5,15 @@
 //! are the only modules that convert between proto and domain types, `store::sled_engine`
 //! is the only module that names the database crate, and binaries own process concerns.
 
-pub mod audit;
-pub mod auth;
 pub mod check;
-pub mod client;
 pub mod config;
-pub mod followup;
-pub mod hitref;
-pub mod identity;
-pub mod index;
-pub mod matching;
-pub mod matchtest;
+pub mod domain;
+pub mod grpc;
 pub mod metrics;
-pub mod peers;
-pub mod pki;
-pub mod pseudonymise;
-pub mod reason;
-pub mod rotation;
 pub mod secret;
-pub mod server;
-pub mod service;
 pub mod store;
-pub mod synthetic;
-pub mod tls;
+#[cfg(any(test, feature = "tooling"))]
+pub mod tooling;
 
 /// Installs ring as the process-wide rustls provider. Every TLS configuration here names
 /// its provider explicitly; this only guards against a dependency asking for the default.

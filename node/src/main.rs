@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use adep_node::{
     config::{Config, LogFormat},
-    server,
+    grpc::server,
 };
 use clap::Parser;
 
@@ -79,7 +79,7 @@ fn probe(
     server_name: String,
     timeout: std::time::Duration,
 ) -> ExitCode {
-    use adep_node::tls;
+    use adep_node::grpc::tls;
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
@@ -108,7 +108,7 @@ fn probe(
                     host,
                     port: listen.port(),
                     server_name: Some(server_name),
-                    identity: Some(adep_node::auth::CertIdentity::Node(config.country)),
+                    identity: Some(adep_node::grpc::auth::CertIdentity::Node(config.country)),
                 },
                 client,
                 timeout,

@@ -338,7 +338,7 @@ pub fn rpc_name(path: &str) -> &'static str {
 /// setting the gauges that are read from the store at each scrape first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<crate::service::NodeState>,
+    state: Arc<crate::grpc::NodeState>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     use http_body_util::Full;

@@ -9,9 +9,9 @@ use std::{
 };
 
 use adep_node::{
-    client::Profile,
     config::Country,
-    pki::{self, NodePlan},
+    tooling::pki::{self, NodePlan},
+    tooling::profile::Profile,
 };
 use adep_proto::v1::StatusRequest;
 

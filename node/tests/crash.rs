@@ -18,12 +18,12 @@ use std::{
 };
 
 use adep_node::{
-    audit::{self, AuditLog},
-    index::{ImportMode, NationalIndex},
-    pseudonymise::{KeyEpoch, Pseudonymiser},
+    domain::audit::{self, AuditLog},
+    domain::index::{ImportMode, NationalIndex},
+    domain::pseudonymise::{KeyEpoch, Pseudonymiser},
     secret::DataKey,
     store::{self, Batch, Table},
-    synthetic,
+    tooling::synthetic,
 };
 
 const DIR: &str = "ADEP_CRASH_DIR";

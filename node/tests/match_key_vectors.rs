@@ -8,8 +8,8 @@
 use std::{fmt::Write as _, path::PathBuf};
 
 use adep_node::{
-    identity::Identity,
-    pseudonymise::{self, KeyEpoch, Pseudonymiser, Side},
+    domain::identity::Identity,
+    domain::pseudonymise::{self, KeyEpoch, Pseudonymiser, Side},
 };
 use serde_json::{Value, json};
 

@@ -3,9 +3,9 @@
 //! strong hit. Every case runs the node's own key derivation, hashing and lookup.
 
 use adep_node::{
-    identity::{Identity, RecordId},
-    matching::Index,
-    pseudonymise::{KeyEpoch, Pseudonymiser, Quality, Side},
+    domain::identity::{Identity, RecordId},
+    domain::matching::Index,
+    domain::pseudonymise::{KeyEpoch, Pseudonymiser, Quality, Side},
 };
 
 struct Person<'a> {

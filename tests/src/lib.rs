@@ -13,11 +13,11 @@ use std::{
 };
 
 use adep_node::{
-    client::Profile,
     config::{Config, Country, Role},
-    pki::{self, Ca, Leaf, NodePlan},
-    server::{self, Listeners, NodeError},
-    tls::{self, Target},
+    grpc::server::{self, Listeners, NodeError},
+    grpc::tls::{self, Target},
+    tooling::pki::{self, Ca, Leaf, NodePlan},
+    tooling::profile::Profile,
 };
 use adep_proto::v1::{
     HelloRequest, Identity, ImportMode, ImportRequest, ImportSummary, RecordData,
@@ -328,10 +328,10 @@ pub fn match_keys(
     epoch: u32,
     (family, given, dob): (&str, &str, &str),
 ) -> Vec<adep_proto::v1::MatchKey> {
-    use adep_node::pseudonymise::{KeyEpoch, Pseudonymiser, Side};
+    use adep_node::domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side};
     let p = Pseudonymiser::from_secret_bytes(secret, KeyEpoch(epoch));
-    let identity =
-        adep_node::identity::Identity::from_fields(family, given, dob, &[]).expect("identity");
+    let identity = adep_node::domain::identity::Identity::from_fields(family, given, dob, &[])
+        .expect("identity");
     p.hash_identity(&identity, Side::Query)
         .into_iter()
         .map(|k| adep_proto::v1::MatchKey {

@@ -2,8 +2,8 @@
 //! the store detected by `VerifyAudit`, naming the entry.
 
 use adep_node::{
-    audit::Entry,
     config::Role,
+    domain::audit::Entry,
     secret::DataKey,
     store::{self, Batch, Table},
 };

@@ -11,7 +11,7 @@ use std::{
 use adep_node::{
     check::{self, Verdict},
     config::Country,
-    pki::{self, NodePlan},
+    tooling::pki::{self, NodePlan},
 };
 
 const COUNTRIES: [&str; 3] = ["FR", "DE", "ES"];

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use adep_node::{
     config::{Role, UserConfig},
-    pki::Leaf,
+    tooling::pki::Leaf,
 };
 use adep_proto::v1::{
     DecideFollowUpRequest, Decision, FollowUpState, ListFollowUpsRequest, RequestFollowUpRequest,

@@ -5,8 +5,8 @@ use std::{net::SocketAddr, path::Path};
 
 use adep_node::{
     config::Role,
-    pki::{self, Leaf},
-    tls,
+    grpc::tls,
+    tooling::pki::{self, Leaf},
 };
 use adep_proto::v1::{
     Decision, FollowUpState, PeerState, ReloadCertificatesRequest, SearchRequest, StatusRequest,

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use adep_node::{
     config::Role,
-    identity::Identity,
-    pseudonymise::{KeyEpoch, Pseudonymiser, Side},
+    domain::identity::Identity,
+    domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side},
 };
 use adep_proto::v1::{Decision, FollowUpState};
 use adep_tests::{TestNetwork, followups::*, logs};

@@ -14,21 +14,21 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{service::InterceptorLayer, transport::Server};
 
 use crate::{
-    auth::{Authorizer, Listener},
     config::{Config, MatchingConfig},
-    index::{IndexError, NationalIndex},
-    peers::Peers,
-    pseudonymise::{KeyEpoch, Pseudonymiser},
-    rotation::{Indexes, StoredEpochs},
-    secret::{DataKey, MatchingSecret, SecretError},
-    service::{
+    domain::epochs::{Indexes, StoredEpochs},
+    domain::index::{IndexError, NationalIndex},
+    domain::pseudonymise::{KeyEpoch, Pseudonymiser},
+    grpc::auth::{Authorizer, Listener},
+    grpc::peers::Peers,
+    grpc::tls::{AuthedStream, NodeTls, ServerTls, TlsError},
+    grpc::{
         NodeState, authorize_call,
         federation::FederationService,
         national::NationalService,
         observe::{ObserveLayer, Refused},
     },
+    secret::{DataKey, MatchingSecret, SecretError},
     store::{self, StoreError},
-    tls::{AuthedStream, NodeTls, ServerTls, TlsError},
 };
 
 /// Why a node could not start or stopped with an error.
@@ -137,7 +137,7 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     };
     let key = std::fs::read(&config.audit.signing_key)
         .map_err(|e| audit_error(format!("cannot read the signing key: {e}")))?;
-    let audit = crate::audit::AuditLog::open(opened.store.as_ref(), &key)
+    let audit = crate::domain::audit::AuditLog::open(opened.store.as_ref(), &key)
         .map_err(|e| audit_error(e.to_string()))?;
     drop(key);
     let stored = StoredEpochs::read(opened.store.as_ref())?;
@@ -169,8 +169,8 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         outbox_wake: tokio::sync::Notify::new(),
         followup_writes: std::sync::Mutex::new(()),
         audit,
-        rate_limits: crate::service::RateLimits::new(&config.limits),
-        refusals: crate::service::observe::Refusals::default(),
+        rate_limits: crate::grpc::RateLimits::new(&config.limits),
+        refusals: crate::grpc::observe::Refusals::default(),
         metrics: crate::metrics::Metrics::new(),
         certificates: std::sync::RwLock::new(tls.certificates),
         federation_tls: tls.federation,
@@ -238,10 +238,10 @@ fn choose_epochs<'c>(
 /// than a rotation is a `keys.epoch_changed` audit event.
 fn record_key_epoch(
     store: &dyn store::Store,
-    audit: &crate::audit::AuditLog,
+    audit: &crate::domain::audit::AuditLog,
     stored: &StoredEpochs,
     epoch: u32,
-) -> Result<(), crate::audit::AppendError> {
+) -> Result<(), crate::domain::audit::AppendError> {
     if stored.active == Some(epoch) {
         return Ok(());
     }
@@ -365,7 +365,7 @@ pub async fn serve(
             stopped(stop_rx.clone()),
         ))
     });
-    let outbox_task = tokio::spawn(crate::service::followups::run_outbox(
+    let outbox_task = tokio::spawn(crate::grpc::followups::run_outbox(
         state.clone(),
         stop_rx.clone(),
     ));

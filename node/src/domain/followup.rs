@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    identity::{Identity, Record, RecordId},
-    pseudonymise::Quality,
-    reason::Reason,
+    domain::identity::{Identity, Record, RecordId},
+    domain::pseudonymise::Quality,
+    domain::reason::Reason,
     store::{Batch, Store, StoreError, Table},
 };
 
@@ -506,7 +506,7 @@ pub fn backoff(attempts: u32, max: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reason::{Aim, PersonCategory};
+    use crate::domain::reason::{Aim, PersonCategory};
 
     fn incoming() -> FollowUp {
         FollowUp {

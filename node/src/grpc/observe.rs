@@ -27,9 +27,9 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 
 use super::NodeState;
 use crate::{
-    auth::{Authn, CertIdentity, Listener},
+    grpc::auth::{Authn, CertIdentity, Listener},
+    grpc::tls::ConnInfo,
     metrics,
-    tls::ConnInfo,
 };
 
 /// Refusal events recorded per remote address and minute.

@@ -13,9 +13,9 @@ use tokio::{task::JoinSet, time::Instant};
 use tonic::{Code, transport::Channel};
 
 use crate::{
-    auth::CertIdentity,
     config::{Config, Country, parse_endpoint},
-    tls::{self, Target, TlsError},
+    grpc::auth::CertIdentity,
+    grpc::tls::{self, Target, TlsError},
 };
 
 /// One peer: its country, endpoint and a lazily connected client.

@@ -21,11 +21,11 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{NodeState, convert, followups, user_with_role};
 use crate::{
     config::Role,
-    followup::ReceivedHit,
-    identity::RecordId,
-    index::{ImportMode, IndexError, Progress},
-    peers::{PeerFailure, PeerOutcome},
-    pseudonymise::Side,
+    domain::followup::ReceivedHit,
+    domain::identity::RecordId,
+    domain::index::{ImportMode, IndexError, Progress},
+    domain::pseudonymise::Side,
+    grpc::peers::{PeerFailure, PeerOutcome},
 };
 
 /// Records per message the CLI sends in an import (the node accepts any size within
@@ -251,7 +251,7 @@ impl National for NationalService {
         let now = followups::now();
         let received = hits
             .iter()
-            .filter(|h| h.hit_ref.parse::<crate::hitref::HitRef>().is_ok())
+            .filter(|h| h.hit_ref.parse::<crate::domain::hitref::HitRef>().is_ok())
             .filter_map(|h| {
                 Some((
                     h.hit_ref.clone(),
@@ -560,7 +560,7 @@ impl National for NationalService {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let store = self.state.store.clone();
         tokio::task::spawn_blocking(move || {
-            for entry in crate::audit::AuditLog::export(store.as_ref(), since, until) {
+            for entry in crate::domain::audit::AuditLog::export(store.as_ref(), since, until) {
                 let message = entry
                     .map(|e| AuditEntry {
                         seq: e.seq,
@@ -589,7 +589,7 @@ impl National for NationalService {
         user_with_role(&req, &[Role::Auditor])?;
         let state = self.state.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            crate::audit::verify(state.store.as_ref(), state.audit.public_key())
+            crate::domain::audit::verify(state.store.as_ref(), state.audit.public_key())
         })
         .await
         .map_err(|_| Status::internal("the verification task failed"))?
@@ -620,7 +620,7 @@ impl National for NationalService {
         req: Request<RotateKeysRequest>,
     ) -> Result<Response<RotateKeysResponse>, Status> {
         let operator = user_with_role(&req, &[Role::Operator])?.0.to_owned();
-        let refused = |e: crate::rotation::RotationError| {
+        let refused = |e: crate::domain::epochs::RotationError| {
             tracing::warn!(error = %e, "key rotation step refused");
             Status::failed_precondition(e.to_string())
         };

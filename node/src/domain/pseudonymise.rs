@@ -20,7 +20,7 @@ use rphonetic::DoubleMetaphone;
 use unicode_normalization::UnicodeNormalization as _;
 
 use crate::{
-    identity::{DateOfBirth, Identity, Name},
+    domain::identity::{DateOfBirth, Identity, Name},
     secret::MatchingSecret,
 };
 
@@ -614,7 +614,7 @@ mod tests {
 
     #[test]
     fn folding_digraphs_in_one_pass_equals_three_replacements() {
-        let mut rng = crate::synthetic::Rng::new(5);
+        let mut rng = crate::tooling::synthetic::Rng::new(5);
         for _ in 0..20_000 {
             let len = rng.below(9);
             let token: String = (0..len)

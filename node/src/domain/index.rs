@@ -12,9 +12,9 @@ use std::{
 };
 
 use crate::{
-    identity::{Identity, Record, RecordId},
-    matching::{Found, Index, RUN_ENTRIES, Run},
-    pseudonymise::{HashedKey, KeyEpoch, Pseudonymiser, Side},
+    domain::identity::{Identity, Record, RecordId},
+    domain::matching::{Found, Index, RUN_ENTRIES, Run},
+    domain::pseudonymise::{HashedKey, KeyEpoch, Pseudonymiser, Side},
     store::{Batch, Entry, Store, StoreError, Table},
 };
 

@@ -1,22 +1,26 @@
 //! The gRPC edge: thin handlers that check who calls, convert proto to domain types and
 //! back, and map domain errors to `Status` in one place ([`status`]).
 
+pub mod auth;
 pub mod convert;
 pub mod federation;
 pub mod followups;
 pub mod national;
 pub mod observe;
+pub mod peers;
+pub mod server;
+pub mod tls;
 
 use std::sync::Arc;
 
 use tonic::{Request, Status};
 
 use crate::{
-    auth::{Authorizer, Principal, Refusal},
     config::{Config, Role},
-    peers::Peers,
+    grpc::auth::{Authorizer, Principal, Refusal},
+    grpc::peers::Peers,
+    grpc::tls::ConnInfo,
     store::{Store, StoreInfo},
-    tls::ConnInfo,
 };
 
 /// Everything the handlers share.
@@ -31,13 +35,13 @@ pub struct NodeState {
     /// Clients to every peer.
     pub peers: Peers,
     /// The national records and their match index per served key epoch.
-    pub index: crate::rotation::Indexes,
+    pub index: crate::domain::epochs::Indexes,
     /// Wakes the follow-up outbox when a decision is ready to deliver.
     pub outbox_wake: tokio::sync::Notify,
     /// Serialises the read-change-write steps of follow-ups.
     pub followup_writes: std::sync::Mutex<()>,
     /// The audit log.
-    pub audit: crate::audit::AuditLog,
+    pub audit: crate::domain::audit::AuditLog,
     /// Match calls per peer and searches per officer (`limits`).
     pub rate_limits: RateLimits,
     /// Caps on audit events of refused connections and calls.
@@ -48,9 +52,9 @@ pub struct NodeState {
     /// the epoch), as last loaded.
     pub certificates: std::sync::RwLock<Vec<(&'static str, i64)>>,
     /// The federation listener's TLS (reloadable).
-    pub federation_tls: crate::tls::ServerTls,
+    pub federation_tls: tls::ServerTls,
     /// The national listener's TLS (reloadable).
-    pub national_tls: crate::tls::ServerTls,
+    pub national_tls: tls::ServerTls,
 }
 
 /// Per-peer and per-officer call rates (DESIGN section 8).
@@ -214,8 +218,8 @@ impl NodeState {
     pub async fn reload_certificates(
         self: &Arc<Self>,
         by: &str,
-    ) -> Result<(Vec<(&'static str, i64)>, usize), crate::tls::TlsError> {
-        let fresh = crate::tls::NodeTls::from_config(&self.config.tls)?;
+    ) -> Result<(Vec<(&'static str, i64)>, usize), tls::TlsError> {
+        let fresh = tls::NodeTls::from_config(&self.config.tls)?;
         let peers = Peers::from_config(&self.config, &fresh.crls)?;
         let certificates = fresh.certificates;
         let revoked = fresh.revoked;
@@ -262,10 +266,10 @@ impl NodeState {
     pub async fn start_rotation(
         self: &Arc<Self>,
         operator: &str,
-    ) -> Result<crate::rotation::EpochStatus, crate::rotation::RotationError> {
+    ) -> Result<crate::domain::epochs::EpochStatus, crate::domain::epochs::RotationError> {
         use crate::{
-            pseudonymise::{KeyEpoch, Pseudonymiser},
-            rotation::RotationError,
+            domain::epochs::RotationError,
+            domain::pseudonymise::{KeyEpoch, Pseudonymiser},
             secret::MatchingSecret,
         };
         let Some((path, epoch)) = self.config.matching.next() else {
@@ -294,13 +298,13 @@ impl NodeState {
     /// on a failure the rotation is abandoned and the active epoch goes on alone.
     async fn build_next_epoch(
         self: Arc<Self>,
-        pseudonymiser: crate::pseudonymise::Pseudonymiser,
+        pseudonymiser: crate::domain::pseudonymise::Pseudonymiser,
         from: u32,
         epoch: u32,
     ) {
         let store = self.store.clone();
         let built = tokio::task::spawn_blocking(move || {
-            crate::index::NationalIndex::load(store, pseudonymiser, &mut |p| {
+            crate::domain::index::NationalIndex::load(store, pseudonymiser, &mut |p| {
                 tracing::info!(
                     epoch,
                     stage = p.stage.name(),
@@ -338,12 +342,12 @@ impl NodeState {
     pub async fn finish_rotation(
         self: &Arc<Self>,
         operator: &str,
-    ) -> Result<crate::rotation::EpochStatus, crate::rotation::RotationError> {
+    ) -> Result<crate::domain::epochs::EpochStatus, crate::domain::epochs::RotationError> {
         let state = self.clone();
         let (from, to) =
             tokio::task::spawn_blocking(move || state.index.finish(state.store.as_ref()))
                 .await
-                .map_err(|_| crate::rotation::RotationError::Task)??;
+                .map_err(|_| crate::domain::epochs::RotationError::Task)??;
         tracing::info!(
             from = from.0,
             to = to.0,
@@ -358,11 +362,7 @@ impl NodeState {
     }
 
     /// Counts and times the calls of a fan-out to the peers.
-    pub fn count_peer_calls<T>(
-        &self,
-        rpc: &'static str,
-        outcomes: &[crate::peers::PeerOutcome<T>],
-    ) {
+    pub fn count_peer_calls<T>(&self, rpc: &'static str, outcomes: &[peers::PeerOutcome<T>]) {
         for o in outcomes {
             self.metrics
                 .peer_call(o.country.as_str(), rpc, o.outcome_name(), o.elapsed);
@@ -396,7 +396,7 @@ impl NodeState {
     }
 
     fn refresh_gauges(&self) -> Result<(), crate::store::StoreError> {
-        use crate::followup::{Book, Direction, State};
+        use crate::domain::followup::{Book, Direction, State};
         let m = &self.metrics;
         let counts = self.index.active().counts();
         m.index_records.set(counts.records as i64);

@@ -7,9 +7,9 @@ use std::{collections::HashMap, io::Read};
 use ring::rand::{SecureRandom as _, SystemRandom};
 
 use crate::{
-    identity::{Record, RecordId},
-    matching::Index,
-    pseudonymise::{KeyEpoch, Pseudonymiser, Quality, Side},
+    domain::identity::{Record, RecordId},
+    domain::matching::Index,
+    domain::pseudonymise::{KeyEpoch, Pseudonymiser, Quality, Side},
 };
 
 /// One returned (query, record) pair.

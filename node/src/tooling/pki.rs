@@ -21,11 +21,11 @@ use ring::rand::{SecureRandom, SystemRandom};
 use time::{Duration, OffsetDateTime};
 
 use crate::{
-    auth::{node_identity, user_identity},
     config::{
         AuditConfig, Config, Country, FollowUpConfig, Limits, ListenerConfig, LogConfig,
         MatchingConfig, PeerConfig, Role, TlsConfig, UserConfig,
     },
+    grpc::auth::{node_identity, user_identity},
 };
 
 /// A PKI generation failure.
@@ -235,7 +235,7 @@ fn read_text(path: &Path) -> Result<String, PkiError> {
 /// The subject, issuer and serial number of the first certificate of a PEM file.
 fn names_of(path: &Path) -> Result<(String, String, Vec<u8>), PkiError> {
     use x509_parser::prelude::{FromDer as _, X509Certificate};
-    let certs = crate::tls::load_certs(path).map_err(|e| PkiError::Invalid(e.to_string()))?;
+    let certs = crate::grpc::tls::load_certs(path).map_err(|e| PkiError::Invalid(e.to_string()))?;
     let (_, cert) = X509Certificate::from_der(&certs[0]).map_err(|e| {
         PkiError::Invalid(format!(
             "{}: is not a valid X.509 certificate: {e}",
@@ -281,7 +281,8 @@ pub fn revoke(
     let mut revoked: Vec<rcgen::RevokedCertParams> = Vec::new();
     let mut number = 1u64;
     if crl.exists() {
-        let lists = crate::tls::load_crls(crl).map_err(|e| PkiError::Invalid(e.to_string()))?;
+        let lists =
+            crate::grpc::tls::load_crls(crl).map_err(|e| PkiError::Invalid(e.to_string()))?;
         let bad = |why: String| PkiError::Invalid(format!("{}: {why}", crl.display()));
         let [list] = lists.as_slice() else {
             return Err(bad("holds more than one revocation list".into()));
@@ -503,8 +504,8 @@ pub fn init(out: &Path, plans: &[NodePlan]) -> Result<PkiSummary, PkiError> {
         let node = network.issue(&Leaf::Node(cc))?;
         write(&dir.join("node.pem"), &node.cert_pem, false)?;
         write(&dir.join("node.key.pem"), &node.key_pem, true)?;
-        let audit_key =
-            crate::audit::generate_key().map_err(|_| PkiError::Random("the audit signing key"))?;
+        let audit_key = crate::domain::audit::generate_key()
+            .map_err(|_| PkiError::Random("the audit signing key"))?;
         write_bytes(&dir.join("audit.key"), &audit_key)?;
         write(&dir.join("data.key"), &new_data_key_hex(), true)?;
         let server = national.issue(&Leaf::NationalServer(cc))?;
@@ -705,7 +706,7 @@ writes CC/national-ca.crl.pem; name it in the node's tls.crls and run adep certs
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{CertIdentity, identity_of_certificate};
+    use crate::grpc::auth::{CertIdentity, identity_of_certificate};
     use rustls_pki_types::{CertificateDer, pem::PemObject};
 
     #[test]

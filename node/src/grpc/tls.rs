@@ -40,7 +40,7 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector, server::TlsStream};
 
-use crate::auth::{Authn, CertIdentity, identity_of_certificate};
+use crate::grpc::auth::{Authn, CertIdentity, identity_of_certificate};
 
 /// A TLS file or set-up problem, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +180,7 @@ pub fn not_after(path: &Path) -> Result<i64, TlsError> {
 
 /// Everything a node's TLS is made of, read from the files the configuration names:
 /// both listeners' server side and the expiry of the node's own certificates.
-/// [`crate::server::prepare`] reads it at start-up and a certificate reload reads it
+/// [`crate::grpc::server::prepare`] reads it at start-up and a certificate reload reads it
 /// again; nothing is used until all of it has been read and checked.
 #[derive(Debug)]
 pub struct NodeTls {
@@ -272,7 +272,7 @@ impl ServerTls {
         })
     }
 
-    /// Serves new connections with what `other` serves (see [`crate::service::NodeState::reload_certificates`]).
+    /// Serves new connections with what `other` serves (see [`crate::grpc::NodeState::reload_certificates`]).
     pub fn replace_with(&self, other: &ServerTls) {
         let fresh = other.now();
         *self

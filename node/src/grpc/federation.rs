@@ -11,11 +11,11 @@ use tonic::{Request, Response, Status};
 
 use super::{NodeState, convert, followups, principal};
 use crate::{
-    auth::Principal,
     config::Country,
-    hitref,
-    identity::RecordId,
-    pseudonymise::{Digest, HashedKey, KeyKind, Quality},
+    domain::hitref,
+    domain::identity::RecordId,
+    domain::pseudonymise::{Digest, HashedKey, KeyKind, Quality},
+    grpc::auth::Principal,
 };
 
 /// Longest request id, in bytes.
@@ -74,7 +74,7 @@ fn subjects(req: &MatchRequest, state: &NodeState) -> Result<Vec<Vec<HashedKey>>
                     let digest = Digest::try_from(key.digest.as_ref()).map_err(|len| {
                         Status::invalid_argument(format!(
                             "field `subjects[{i}].keys[{j}].digest`: {len} bytes, expected {}",
-                            crate::pseudonymise::DIGEST_BYTES
+                            crate::domain::pseudonymise::DIGEST_BYTES
                         ))
                     })?;
                     Ok(HashedKey { kind, digest })

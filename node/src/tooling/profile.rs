@@ -10,9 +10,9 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 
 use crate::{
-    auth::CertIdentity,
     config::{Country, parse_endpoint},
-    tls::{self, Target},
+    grpc::auth::CertIdentity,
+    grpc::tls::{self, Target},
 };
 
 /// A CLI profile.

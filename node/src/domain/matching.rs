@@ -21,8 +21,8 @@
 use std::collections::HashMap;
 
 use crate::{
-    identity::RecordId,
-    pseudonymise::{HashedKey, KeyKind, KindSet, Quality},
+    domain::identity::RecordId,
+    domain::pseudonymise::{HashedKey, KeyKind, KindSet, Quality},
 };
 
 /// Most hits returned for one subject, best first.
@@ -644,8 +644,8 @@ impl Index {
 mod tests {
     use super::*;
     use crate::{
-        identity::Identity,
-        pseudonymise::{KeyEpoch, Pseudonymiser, Side},
+        domain::identity::Identity,
+        domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side},
     };
 
     fn keys(p: &Pseudonymiser, family: &str, given: &str, dob: &str) -> Vec<HashedKey> {
@@ -697,7 +697,7 @@ mod tests {
     #[test]
     fn merged_and_unmerged_entries_are_found_and_erasures_stick() {
         let p = Pseudonymiser::from_secret_bytes(&[2; 32], KeyEpoch(1));
-        let records = crate::synthetic::records(11, 3_000);
+        let records = crate::tooling::synthetic::records(11, 3_000);
         let hashed: Vec<Vec<HashedKey>> = records
             .iter()
             .map(|r| p.hash_identity(&r.identity, Side::Record))
@@ -738,7 +738,7 @@ mod tests {
     #[test]
     fn runs_build_and_extend_the_table() {
         let p = Pseudonymiser::from_secret_bytes(&[3; 32], KeyEpoch(1));
-        let records = crate::synthetic::records(12, 3_000);
+        let records = crate::tooling::synthetic::records(12, 3_000);
         let hashed: Vec<Vec<HashedKey>> = records
             .iter()
             .map(|r| p.hash_identity(&r.identity, Side::Record))

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::identity::{DateOfBirth, Identity, Name, Record, RecordId, Sex};
+use crate::domain::identity::{DateOfBirth, Identity, Name, Record, RecordId, Sex};
 
 const FAMILY_STEMS: [&str; 40] = [
     "Mül", "Schmi", "Gar", "Ross", "Kowal", "Nov", "Dub", "Jans", "Berg", "Lar", "Fer", "Mart",

@@ -7,9 +7,9 @@ use adep_proto::v1;
 use tonic::Status;
 
 use crate::{
-    identity::{self, Identity, Record, RecordId, limits},
-    pseudonymise::Quality,
-    reason::{Aim, PersonCategory, Reason},
+    domain::identity::{self, Identity, Record, RecordId, limits},
+    domain::pseudonymise::Quality,
+    domain::reason::{Aim, PersonCategory, Reason},
 };
 
 /// The domain reason of a request.

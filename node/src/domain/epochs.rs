@@ -18,8 +18,8 @@
 use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::{
-    index::NationalIndex,
-    pseudonymise::KeyEpoch,
+    domain::index::NationalIndex,
+    domain::pseudonymise::KeyEpoch,
     store::{Batch, Store, StoreError, Table},
 };
 

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     config::Country,
-    identity::RecordId,
-    pseudonymise::Quality,
+    domain::identity::RecordId,
+    domain::pseudonymise::Quality,
     store::{Batch, Store, StoreError, Table},
 };
 

@@ -12,15 +12,15 @@ use adep_proto::v1 as pb;
 use tonic::Status;
 
 use super::{NodeState, convert};
-use crate::audit::AuditLog;
+use crate::domain::audit::AuditLog;
 use crate::{
     config::{Country, Role},
-    followup::{
+    domain::followup::{
         self, Book, Decided, Decision, Direction, FollowUp, FollowUpError, OutboxChange, Outgoing,
         ReceivedHit, State,
     },
-    hitref::{self, HitRef, HitRefError},
-    identity::Record,
+    domain::hitref::{self, HitRef, HitRefError},
+    domain::identity::Record,
     store::{Store, StoreError},
 };
 
@@ -283,8 +283,8 @@ pub async fn file(
     }
 }
 
-fn quality_of(name: &str) -> Option<crate::pseudonymise::Quality> {
-    use crate::pseudonymise::Quality;
+fn quality_of(name: &str) -> Option<crate::domain::pseudonymise::Quality> {
+    use crate::domain::pseudonymise::Quality;
     [Quality::Exact, Quality::Strong, Quality::Weak]
         .into_iter()
         .find(|q| q.name() == name)
@@ -882,19 +882,19 @@ pub async fn deliver(
         ));
     }
     let reason = text("reason", &decision.reason, followup::MAX_TEXT_BYTES, false)?;
-    let max_fields = crate::identity::limits::COLUMNS + 16;
+    let max_fields = crate::domain::identity::limits::COLUMNS + 16;
     if decision.core_data.len() > max_fields {
         return Err(Status::invalid_argument(format!(
             "field `core_data`: more than {max_fields} fields"
         )));
     }
     for (k, v) in &decision.core_data {
-        crate::identity::check_column_name(k)
+        crate::domain::identity::check_column_name(k)
             .map_err(|p| Status::invalid_argument(format!("field `core_data`: a key {p}")))?;
         text(
             "core_data value",
             v,
-            crate::identity::limits::PAYLOAD_VALUE_BYTES,
+            crate::domain::identity::limits::PAYLOAD_VALUE_BYTES,
             false,
         )?;
     }
