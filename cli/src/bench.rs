@@ -9,8 +9,9 @@ use std::{
 };
 
 use adep_node::{
-    config::{Config, Country, Role},
+    config::Config,
     domain::index::{self, ImportMode, NationalIndex},
+    domain::principals::{Country, Role},
     domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side},
     grpc::server::{self, Listeners},
     secret::{DataKey, MatchingSecret},

@@ -4,8 +4,9 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use adep_node::{
-    config::{Config, Country, Role},
+    config::Config,
     domain::identity::{DateOfBirth, Identity, Name, Record, RecordId, Sex},
+    domain::principals::{Country, Role},
     grpc::convert,
     grpc::server,
     tooling::pki,

@@ -23,7 +23,7 @@ mod output;
 mod records;
 mod search;
 
-use adep_node::{config::Country, tooling::pki, tooling::profile::Profile};
+use adep_node::{domain::principals::Country, tooling::pki, tooling::profile::Profile};
 
 /// adep: hit/no-hit police-record exchange between European states.
 ///

@@ -3,7 +3,8 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use adep_node::{
-    config::{Config, Country, Role},
+    config::Config,
+    domain::principals::{Country, Role},
     grpc::server,
     tooling::pki,
     tooling::profile::Profile,

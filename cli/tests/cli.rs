@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use adep_node::config::{Config, Role};
+use adep_node::{config::Config, domain::principals::Role};
 use adep_tests::TestNetwork;
 
 const BIN: &str = env!("CARGO_BIN_EXE_adep");

@@ -13,8 +13,9 @@ use serde::Serialize;
 
 use crate::{
     config::Config,
+    domain::principals::CertIdentity,
     grpc::CERTIFICATE_WARNING_SECONDS,
-    grpc::auth::{CertIdentity, identity_of_certificate},
+    grpc::auth::identity_of_certificate,
     grpc::tls,
     secret::{DataKey, MatchingSecret},
 };

@@ -6,102 +6,14 @@
 
 use std::{
     collections::HashSet,
-    fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
-    str::FromStr,
     time::Duration,
 };
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
-/// An ISO 3166-1 alpha-2 country code, upper case (`FR`, `DE`, ...).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Country([u8; 2]);
-
-impl Country {
-    /// The code as a string slice.
-    pub fn as_str(&self) -> &str {
-        // Both bytes are ASCII upper-case letters by construction.
-        std::str::from_utf8(&self.0).unwrap_or("??")
-    }
-}
-
-impl FromStr for Country {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let b = s.as_bytes();
-        if b.len() == 2 && b.iter().all(u8::is_ascii_uppercase) {
-            Ok(Country([b[0], b[1]]))
-        } else {
-            Err(format!(
-                "`{}` is not a country code: expected two upper-case letters (ISO 3166-1 alpha-2), like FR",
-                s.escape_debug()
-            ))
-        }
-    }
-}
-
-impl fmt::Display for Country {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Debug for Country {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Country {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Country {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-/// What a national user may do. Roles are separate: one role per user.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Searches and files follow-up requests.
-    Officer,
-    /// Decides on incoming follow-up requests.
-    Reviewer,
-    /// Imports records, manages keys and peers, reads health.
-    Operator,
-    /// Exports and verifies the audit log.
-    Auditor,
-}
-
-impl Role {
-    /// Every role, in a stable order.
-    pub const ALL: [Role; 4] = [Role::Officer, Role::Reviewer, Role::Operator, Role::Auditor];
-
-    /// Lower-case name, as in configuration files.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Role::Officer => "officer",
-            Role::Reviewer => "reviewer",
-            Role::Operator => "operator",
-            Role::Auditor => "auditor",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::domain::principals::{Country, Role};
 
 /// The whole node configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -322,7 +234,7 @@ impl PeerConfig {
     pub fn expected_identity(&self) -> String {
         self.identity
             .clone()
-            .unwrap_or_else(|| crate::grpc::auth::node_identity(self.country))
+            .unwrap_or_else(|| crate::domain::principals::node_identity(self.country))
     }
 }
 
@@ -548,12 +460,13 @@ impl Config {
             }
             parse_endpoint(&peer.endpoint).map_err(|m| (field("endpoint"), m))?;
             if let Some(id) = &peer.identity {
-                crate::grpc::auth::CertIdentity::parse(id).map_err(|m| (field("identity"), m))?;
+                crate::domain::principals::CertIdentity::parse(id)
+                    .map_err(|m| (field("identity"), m))?;
             }
         }
         let mut ids = HashSet::new();
         for (i, user) in self.users.iter().enumerate() {
-            crate::grpc::auth::validate_user_id(&user.id)
+            crate::domain::principals::validate_user_id(&user.id)
                 .map_err(|m| (format!("users[{i}].id"), m))?;
             if !ids.insert(user.id.as_str()) {
                 return Err((

@@ -108,7 +108,9 @@ fn probe(
                     host,
                     port: listen.port(),
                     server_name: Some(server_name),
-                    identity: Some(adep_node::grpc::auth::CertIdentity::Node(config.country)),
+                    identity: Some(adep_node::domain::principals::CertIdentity::Node(
+                        config.country,
+                    )),
                 },
                 client,
                 timeout,

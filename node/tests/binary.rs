@@ -9,7 +9,7 @@ use std::{
 };
 
 use adep_node::{
-    config::Country,
+    domain::principals::Country,
     tooling::pki::{self, NodePlan},
     tooling::profile::Profile,
 };

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use adep_node::config::Role;
+use adep_node::domain::principals::Role;
 use adep_proto::v1::{
     DecideFollowUpRequest, Decision, FollowUp, FollowUpFiling, FollowUpState,
     Identity as ProtoIdentity, ImportMode, RequestFollowUpRequest, SearchRequest,

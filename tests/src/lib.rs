@@ -13,7 +13,8 @@ use std::{
 };
 
 use adep_node::{
-    config::{Config, Country, Role},
+    config::Config,
+    domain::principals::{Country, Role},
     grpc::server::{self, Listeners, NodeError},
     grpc::tls::{self, Target},
     tooling::pki::{self, Ca, Leaf, NodePlan},

@@ -2,8 +2,8 @@
 //! the store detected by `VerifyAudit`, naming the entry.
 
 use adep_node::{
-    config::Role,
     domain::audit::Entry,
+    domain::principals::Role,
     secret::DataKey,
     store::{self, Batch, Table},
 };

@@ -10,7 +10,7 @@ use std::{
 
 use adep_node::{
     check::{self, Verdict},
-    config::Country,
+    domain::principals::Country,
     tooling::pki::{self, NodePlan},
 };
 

@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use adep_node::{
-    config::{Role, UserConfig},
-    tooling::pki::Leaf,
-};
+use adep_node::{config::UserConfig, domain::principals::Role, tooling::pki::Leaf};
 use adep_proto::v1::{
     DecideFollowUpRequest, Decision, FollowUpState, ListFollowUpsRequest, RequestFollowUpRequest,
     WithdrawFollowUpRequest,

@@ -1,7 +1,7 @@
 //! Rate limits over real nodes: Match calls per peer, searches per officer; over the
 //! limit a call is refused with RESOURCE_EXHAUSTED naming the limit, and audited.
 
-use adep_node::config::Role;
+use adep_node::domain::principals::Role;
 use adep_proto::v1::{Identity as ProtoIdentity, MatchRequest, MatchSubject, SearchRequest};
 use adep_tests::{TestNetwork, match_keys, reason};
 use tonic::Code;

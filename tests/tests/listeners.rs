@@ -1,6 +1,6 @@
 //! Both listeners over real mutual TLS: who is admitted, who is refused, and how.
 
-use adep_node::{config::Role, tooling::pki::Leaf};
+use adep_node::{domain::principals::Role, tooling::pki::Leaf};
 use adep_proto::v1::{PeerState, StatusRequest};
 use adep_tests::{TestNetwork, cc};
 use tonic::Code;

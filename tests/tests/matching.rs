@@ -1,7 +1,7 @@
 //! Step 1 over real nodes: records imported through the national API, Match between
 //! nodes over mutual TLS, and the officer's Search with per-peer status.
 
-use adep_node::config::Role;
+use adep_node::domain::principals::Role;
 use adep_proto::v1::{
     Aim, CountRecordsRequest, DeleteRecordsRequest, Identity as ProtoIdentity, ImportMode,
     MatchKey, MatchRequest, MatchSubject, PeerState, Quality, SearchRequest,

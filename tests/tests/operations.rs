@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, path::Path};
 
 use adep_node::{
-    config::Role,
+    domain::principals::Role,
     grpc::tls,
     tooling::pki::{self, Leaf},
 };

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use adep_node::{
-    config::Role,
     domain::identity::Identity,
+    domain::principals::Role,
     domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side},
 };
 use adep_proto::v1::{Decision, FollowUpState};

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use adep_node::config::Role;
+use adep_node::domain::principals::Role;
 use adep_proto::v1::{
     Decision, FollowUpState, ImportMode, MatchRequest, MatchSubject, PeerState, RotateAction,
     RotateKeysRequest, RotateKeysResponse, SearchRequest,

@@ -1,6 +1,6 @@
 //! The node's store across restarts, and its data directory lock.
 
-use adep_node::{config::Role, grpc::server, store::StoreError};
+use adep_node::{domain::principals::Role, grpc::server, store::StoreError};
 use adep_proto::v1::StatusRequest;
 use adep_tests::TestNetwork;
 

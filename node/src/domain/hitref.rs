@@ -8,8 +8,8 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    config::Country,
     domain::identity::RecordId,
+    domain::principals::Country,
     domain::pseudonymise::Quality,
     store::{Batch, Store, StoreError, Table},
 };

@@ -8,5 +8,6 @@ pub mod hitref;
 pub mod identity;
 pub mod index;
 pub mod matching;
+pub mod principals;
 pub mod pseudonymise;
 pub mod reason;

@@ -14,79 +14,10 @@ use std::collections::HashMap;
 
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
-use crate::config::{Config, Country, Role};
-
-/// The identity URI of a country's node.
-pub fn node_identity(country: Country) -> String {
-    format!("adep://node/{country}")
-}
-
-/// The identity URI of a national user.
-pub fn user_identity(country: Country, id: &str) -> String {
-    format!("adep://user/{country}/{id}")
-}
-
-/// Checks a national user id: 1-64 characters of `a-z0-9._-`, starting with a letter or digit.
-pub fn validate_user_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
-        && id.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{}` is not a user id: 1-64 characters of a-z 0-9 . _ -, starting with a letter or digit",
-            id.escape_debug()
-        ))
-    }
-}
-
-/// A parsed certificate identity.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum CertIdentity {
-    /// A node: `adep://node/<CC>`.
-    Node(Country),
-    /// A national user: `adep://user/<CC>/<id>`.
-    User(Country, String),
-}
-
-impl CertIdentity {
-    /// Parses an identity URI.
-    pub fn parse(uri: &str) -> Result<CertIdentity, String> {
-        let bad = || {
-            format!(
-                "`{}` is not an adep identity: expected adep://node/CC or adep://user/CC/ID",
-                uri.escape_debug()
-            )
-        };
-        let rest = uri.strip_prefix("adep://").ok_or_else(bad)?;
-        let mut parts = rest.split('/');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some("node"), Some(cc), None, None) => {
-                Ok(CertIdentity::Node(cc.parse().map_err(|_| bad())?))
-            }
-            (Some("user"), Some(cc), Some(id), None) => {
-                validate_user_id(id)?;
-                Ok(CertIdentity::User(
-                    cc.parse().map_err(|_| bad())?,
-                    id.to_owned(),
-                ))
-            }
-            _ => Err(bad()),
-        }
-    }
-
-    /// The URI form.
-    pub fn uri(&self) -> String {
-        match self {
-            CertIdentity::Node(cc) => node_identity(*cc),
-            CertIdentity::User(cc, id) => user_identity(*cc, id),
-        }
-    }
-}
+use crate::{
+    config::Config,
+    domain::principals::{CertIdentity, Country, Principal, Role},
+};
 
 /// Reads the adep identity from a DER certificate's URI SANs. Exactly one URI SAN of the
 /// `adep://` scheme must be present.
@@ -143,20 +74,6 @@ pub enum Authn {
     Verified(CertIdentity),
     /// The chain verified but carries no usable identity.
     NoIdentity(String),
-}
-
-/// An authenticated and authorised caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Principal {
-    /// A configured peer node.
-    Peer(Country),
-    /// A national user with their role.
-    User {
-        /// The user's id.
-        id: String,
-        /// The user's role.
-        role: Role,
-    },
 }
 
 /// Why a caller was refused. Maps to gRPC UNAUTHENTICATED or PERMISSION_DENIED.

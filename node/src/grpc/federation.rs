@@ -11,11 +11,11 @@ use tonic::{Request, Response, Status};
 
 use super::{NodeState, convert, followups, principal};
 use crate::{
-    config::Country,
     domain::hitref,
     domain::identity::RecordId,
+    domain::principals::Country,
+    domain::principals::Principal,
     domain::pseudonymise::{Digest, HashedKey, KeyKind, Quality},
-    grpc::auth::Principal,
 };
 
 /// Longest request id, in bytes.

@@ -14,13 +14,13 @@ use tonic::Status;
 use super::{NodeState, convert};
 use crate::domain::audit::AuditLog;
 use crate::{
-    config::{Country, Role},
     domain::followup::{
         self, Book, Decided, Decision, Direction, FollowUp, FollowUpError, OutboxChange, Outgoing,
         ReceivedHit, State,
     },
     domain::hitref::{self, HitRef, HitRefError},
     domain::identity::Record,
+    domain::principals::{Country, Role},
     store::{Store, StoreError},
 };
 

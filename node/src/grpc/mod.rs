@@ -16,8 +16,10 @@ use std::sync::Arc;
 use tonic::{Request, Status};
 
 use crate::{
-    config::{Config, Role},
-    grpc::auth::{Authorizer, Principal, Refusal},
+    config::Config,
+    domain::principals::Principal,
+    domain::principals::Role,
+    grpc::auth::{Authorizer, Refusal},
     grpc::peers::Peers,
     grpc::tls::ConnInfo,
     store::{Store, StoreInfo},
@@ -60,7 +62,7 @@ pub struct NodeState {
 /// Per-peer and per-officer call rates (DESIGN section 8).
 #[derive(Debug)]
 pub struct RateLimits {
-    matches: governor::DefaultKeyedRateLimiter<crate::config::Country>,
+    matches: governor::DefaultKeyedRateLimiter<crate::domain::principals::Country>,
     searches: governor::DefaultKeyedRateLimiter<String>,
 }
 
@@ -84,7 +86,10 @@ impl RateLimits {
 impl NodeState {
     /// Admits one Match call of `peer`, or refuses it with RESOURCE_EXHAUSTED and an
     /// audit event.
-    pub async fn admit_match(self: &Arc<Self>, peer: crate::config::Country) -> Result<(), Status> {
+    pub async fn admit_match(
+        self: &Arc<Self>,
+        peer: crate::domain::principals::Country,
+    ) -> Result<(), Status> {
         if self.rate_limits.matches.check_key(&peer).is_ok() {
             return Ok(());
         }

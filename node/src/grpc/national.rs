@@ -20,10 +20,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{NodeState, convert, followups, user_with_role};
 use crate::{
-    config::Role,
     domain::followup::ReceivedHit,
     domain::identity::RecordId,
     domain::index::{ImportMode, IndexError, Progress},
+    domain::principals::Role,
     domain::pseudonymise::Side,
     grpc::peers::{PeerFailure, PeerOutcome},
 };

@@ -27,7 +27,8 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 
 use super::NodeState;
 use crate::{
-    grpc::auth::{Authn, CertIdentity, Listener},
+    domain::principals::CertIdentity,
+    grpc::auth::{Authn, Listener},
     grpc::tls::ConnInfo,
     metrics,
 };

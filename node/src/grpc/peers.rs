@@ -13,8 +13,9 @@ use tokio::{task::JoinSet, time::Instant};
 use tonic::{Code, transport::Channel};
 
 use crate::{
-    config::{Config, Country, parse_endpoint},
-    grpc::auth::CertIdentity,
+    config::{Config, parse_endpoint},
+    domain::principals::CertIdentity,
+    domain::principals::Country,
     grpc::tls::{self, Target, TlsError},
 };
 

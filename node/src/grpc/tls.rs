@@ -40,7 +40,10 @@ use tokio::{
 };
 use tokio_rustls::{TlsAcceptor, TlsConnector, server::TlsStream};
 
-use crate::grpc::auth::{Authn, CertIdentity, identity_of_certificate};
+use crate::{
+    domain::principals::CertIdentity,
+    grpc::auth::{Authn, identity_of_certificate},
+};
 
 /// A TLS file or set-up problem, naming the file.
 #[derive(Debug, thiserror::Error)]

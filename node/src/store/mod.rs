@@ -20,7 +20,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use crate::{config::Country, secret::DataKey};
+use crate::{domain::principals::Country, secret::DataKey};
 
 /// The schema version this build writes and reads. Version 2 seals values at rest;
 /// version 1 stores (development builds before encryption) are refused.

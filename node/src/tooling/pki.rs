@@ -22,10 +22,11 @@ use time::{Duration, OffsetDateTime};
 
 use crate::{
     config::{
-        AuditConfig, Config, Country, FollowUpConfig, Limits, ListenerConfig, LogConfig,
-        MatchingConfig, PeerConfig, Role, TlsConfig, UserConfig,
+        AuditConfig, Config, FollowUpConfig, Limits, ListenerConfig, LogConfig, MatchingConfig,
+        PeerConfig, TlsConfig, UserConfig,
     },
-    grpc::auth::{node_identity, user_identity},
+    domain::principals::{Country, Role},
+    domain::principals::{node_identity, user_identity},
 };
 
 /// A PKI generation failure.
@@ -706,7 +707,7 @@ writes CC/national-ca.crl.pem; name it in the node's tls.crls and run adep certs
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::auth::{CertIdentity, identity_of_certificate};
+    use crate::{domain::principals::CertIdentity, grpc::auth::identity_of_certificate};
     use rustls_pki_types::{CertificateDer, pem::PemObject};
 
     #[test]

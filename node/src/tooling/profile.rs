@@ -10,8 +10,9 @@ use serde::Deserialize;
 use tonic::transport::Channel;
 
 use crate::{
-    config::{Country, parse_endpoint},
-    grpc::auth::CertIdentity,
+    config::parse_endpoint,
+    domain::principals::CertIdentity,
+    domain::principals::Country,
     grpc::tls::{self, Target},
 };
 
