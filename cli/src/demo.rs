@@ -7,10 +7,10 @@ use adep_node::{
     config::Config,
     domain::identity::{DateOfBirth, Identity, Name, Record, RecordId, Sex},
     domain::principals::{Country, Role},
-    grpc::convert,
     grpc::server,
     tooling::pki,
     tooling::profile::Profile,
+    tooling::requests,
     tooling::synthetic,
 };
 use adep_proto::v1::{
@@ -210,7 +210,7 @@ async fn story(
             .enumerate()
             .map(|(j, chunk)| ImportRequest {
                 mode: if j == 0 { ImportMode::Import as i32 } else { 0 },
-                records: chunk.iter().map(convert::record_to_proto).collect(),
+                records: chunk.iter().map(requests::record).collect(),
             })
             .collect();
         let mut progress = operator

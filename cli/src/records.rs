@@ -9,8 +9,8 @@ use std::{
 
 use adep_node::{
     domain::identity::{self, Format, OnBadRow, RecordFile},
-    grpc::{convert, national::IMPORT_BATCH},
     tooling::profile::Profile,
+    tooling::requests::{self, IMPORT_BATCH},
 };
 use adep_proto::v1::{
     CountRecordsRequest, DeleteRecordsRequest, ImportMode, ImportRequest, ImportSummary,
@@ -128,7 +128,7 @@ async fn import(
             let batch: Vec<_> = records
                 .by_ref()
                 .take(IMPORT_BATCH)
-                .map(|r| convert::record_to_proto(&r))
+                .map(|r| requests::record(&r))
                 .collect();
             sent += batch.len();
             let message = ImportRequest {

@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, fs::File, path::PathBuf, process::ExitCode};
 
 use adep_node::{
     domain::identity::{self, Format, OnBadRow},
-    grpc::convert,
     tooling::profile::Profile,
+    tooling::requests,
 };
 use adep_proto::v1::{self, PeerState, Quality, SearchRequest};
 use anyhow::{Context as _, Result, bail};
@@ -113,7 +113,7 @@ fn subjects(args: &SearchArgs) -> Result<Vec<(String, v1::Identity)>> {
         return Ok(records
             .records
             .iter()
-            .map(|r| (r.id.to_string(), convert::identity_to_proto(r)))
+            .map(|r| (r.id.to_string(), requests::record_identity(r)))
             .collect());
     }
     let aliases = args

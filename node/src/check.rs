@@ -12,9 +12,9 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 use serde::Serialize;
 
 use crate::{
+    app::certificates::CERTIFICATE_WARNING_SECONDS,
     config::Config,
     domain::principals::CertIdentity,
-    grpc::CERTIFICATE_WARNING_SECONDS,
     grpc::auth::identity_of_certificate,
     grpc::tls,
     secret::{DataKey, MatchingSecret},

@@ -1,10 +1,20 @@
-//! The adep node: federation and national gRPC listeners over mutual TLS, the store,
-//! and (as the product grows) the pseudonymised index, follow-ups and the audit log.
+//! The adep node, in layers (ARCHITECTURE.md has the map and the rules):
 //!
-//! Module map and dependency rules: see ARCHITECTURE.md. In short, `service` and `peers`
-//! are the only modules that convert between proto and domain types, `store::sled_engine`
-//! is the only module that names the database crate, and binaries own process concerns.
+//! * [`domain`]: identities, the match key scheme, matching, hit references, key
+//!   epochs, the follow-up state machine, the audit log, the principals. No gRPC, no
+//!   protobuf, no database engine, no sockets.
+//! * [`app`]: the use cases and background jobs, on the store trait and a peer trait
+//!   in domain types.
+//! * [`grpc`]: the edge. Handlers, the one conversion module, the one error mapping,
+//!   the peer clients, TLS and the server.
+//! * [`store`]: the storage trait; only `store::sled_engine` names the database
+//!   crate, and `store::memory` serves unit tests.
+//! * [`tooling`] (feature `tooling`): what the server never runs.
+//!
+//! Binaries own process concerns: arguments, signals, exit codes, the global
+//! subscriber.
 
+pub mod app;
 pub mod check;
 pub mod config;
 pub mod domain;

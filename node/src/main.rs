@@ -229,7 +229,13 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let listeners = server::Listeners::bind(&config).await?;
-        server::run(config, listeners, shutdown_signal()).await
+        let prepared = server::prepare(config)?;
+        #[cfg(unix)]
+        let reloads = tokio::spawn(reload_on_sighup(prepared.state()));
+        let served = server::serve(prepared, listeners, shutdown_signal()).await;
+        #[cfg(unix)]
+        reloads.abort();
+        served
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -250,6 +256,21 @@ fn init_tracing(format: LogFormat, level: &str) {
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Reloads the node's certificates on each SIGHUP, as `adep certs reload` does.
+#[cfg(unix)]
+async fn reload_on_sighup(state: std::sync::Arc<adep_node::app::NodeState>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload certificates with `adep certs reload`");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        if let Err(e) = adep_node::app::certificates::reload(&state, "SIGHUP").await {
+            tracing::error!(error = %e, "certificate reload on SIGHUP refused; nothing changed");
+        }
     }
 }
 

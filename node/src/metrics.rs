@@ -7,11 +7,7 @@
 //! a name, a date, a record id, a hit reference or a digest, and a caller cannot grow
 //! the number of series beyond those sets.
 
-use std::{
-    net::SocketAddr,
-    sync::{Arc, atomic::AtomicI64},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::atomic::AtomicI64, time::Duration};
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -334,13 +330,16 @@ pub fn rpc_name(path: &str) -> &'static str {
     "other"
 }
 
-/// Serves `GET /metrics` (and nothing else) on `listener` until `stop` resolves,
-/// setting the gauges that are read from the store at each scrape first.
-pub async fn serve(
+/// Serves `GET /metrics` (and nothing else) on `listener` until `stop` resolves;
+/// `scrape` gives the text of each scrape.
+pub async fn serve<S, F>(
     listener: tokio::net::TcpListener,
-    state: Arc<crate::grpc::NodeState>,
+    scrape: S,
     stop: impl Future<Output = ()> + Send + 'static,
-) {
+) where
+    S: Fn() -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = String> + Send + 'static,
+{
     use http_body_util::Full;
     use hyper::{Method, Request, Response, StatusCode, body::Bytes, service::service_fn};
 
@@ -357,10 +356,10 @@ pub async fn serve(
                 }
             },
         };
-        let state = state.clone();
+        let scrape = scrape.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-                let state = state.clone();
+                let scrape = scrape.clone();
                 async move {
                     if req.method() != Method::GET {
                         Response::builder()
@@ -371,7 +370,7 @@ pub async fn serve(
                             .status(StatusCode::NOT_FOUND)
                             .body(Full::new(Bytes::from_static(b"metrics are at /metrics\n")))
                     } else {
-                        let text = state.scrape().await;
+                        let text = scrape().await;
                         Response::builder()
                             .header(
                                 "content-type",

@@ -23,6 +23,23 @@ use crate::store::{Batch, Store, StoreError, Table};
 
 const DOMAIN: &[u8] = b"adep audit v1";
 
+/// An event a step produces, to be recorded: its kind (`followup.decided`) and its
+/// fields, a JSON object of ids, countries, user ids, counts and outcomes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    /// The event kind.
+    pub kind: &'static str,
+    /// The event's fields.
+    pub fields: serde_json::Value,
+}
+
+impl Event {
+    /// An event of `kind` with `fields`.
+    pub fn new(kind: &'static str, fields: serde_json::Value) -> Event {
+        Event { kind, fields }
+    }
+}
+
 /// One audit entry as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
@@ -155,7 +172,7 @@ impl AuditLog {
         kind: &str,
         fields: &serde_json::Value,
     ) -> Result<u64, AppendError> {
-        // Relaxed: searches and Match calls must not wait for the disk. sled writes
+        // Relaxed: searches and Match calls must not wait for the disk. the engine writes
         // batches in order and flushes within half a second, so a crash can lose the
         // newest entries but never leaves a gap or a broken link in the chain.
         self.apply_with(store, time, Batch::relaxed(), kind, fields)

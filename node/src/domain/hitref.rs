@@ -49,6 +49,20 @@ impl fmt::Debug for HitRef {
     }
 }
 
+// Stored as its text.
+impl Serialize for HitRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for HitRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for HitRef {
     type Err = &'static str;
 
@@ -71,11 +85,12 @@ pub struct IssuedHit {
     /// The record that matched.
     pub record: RecordId,
     /// The country the reference was issued to.
-    pub country: String,
+    pub country: Country,
     /// Seconds since the Unix epoch after which it no longer resolves.
     pub expires_at: i64,
-    /// The hit's quality.
-    pub quality: String,
+    /// The hit's quality (stored by its name).
+    #[serde(with = "quality_name")]
+    pub quality: Quality,
     /// The Match request that produced it.
     pub request_id: String,
 }
@@ -92,6 +107,22 @@ pub enum HitRefError {
     /// The reference was issued to another country.
     #[error("the hit reference was not issued to this country")]
     OtherCountry,
+}
+
+/// A quality stored by its name, as earlier versions wrote it.
+mod quality_name {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use crate::domain::pseudonymise::Quality;
+
+    pub fn serialize<S: Serializer>(q: &Quality, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(q.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Quality, D::Error> {
+        let name = String::deserialize(d)?;
+        Quality::from_name(&name).ok_or_else(|| serde::de::Error::custom("unknown quality"))
+    }
 }
 
 /// Stores new hit references in one atomic batch and returns them in order. The batch
@@ -118,9 +149,9 @@ pub fn issue(
         r[4..].copy_from_slice(bytes);
         let issued = IssuedHit {
             record: record.clone(),
-            country: country.to_string(),
+            country,
             expires_at,
-            quality: quality.name().to_owned(),
+            quality: *quality,
             request_id: request_id.to_owned(),
         };
         batch.put(
@@ -149,7 +180,7 @@ pub fn resolve(
     let Ok(issued) = postcard::from_bytes::<IssuedHit>(&bytes) else {
         return Err(StoreError::Corrupt { key: "hit_refs" });
     };
-    if issued.country != country.as_str() {
+    if issued.country != country {
         return Ok(Err(HitRefError::OtherCountry));
     }
     if now >= issued.expires_at {

@@ -52,6 +52,14 @@ pub enum Quality {
 }
 
 impl Quality {
+    /// Every quality, best first.
+    pub const ALL: [Quality; 3] = [Quality::Exact, Quality::Strong, Quality::Weak];
+
+    /// The quality of a name, as [`Quality::name`] writes it.
+    pub fn from_name(name: &str) -> Option<Quality> {
+        Quality::ALL.into_iter().find(|q| q.name() == name)
+    }
+
     /// The lower-case name used in CLI output and files.
     pub fn name(&self) -> &'static str {
         match self {

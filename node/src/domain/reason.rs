@@ -122,6 +122,18 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// The reason fields as an audit event records them.
+    pub fn audit_fields(&self) -> serde_json::Value {
+        serde_json::json!({
+            "case_reference": self.case_reference,
+            "offence_category": self.offence_category,
+            "person_category": self.person_category.name(),
+            "aim": self.aim.name(),
+        })
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -7,111 +7,28 @@
 //! outside every service of a listener and reads the status of each answer, so no
 //! handler has to remember to record its refusals. A connection is refused when its
 //! TLS handshake fails or times out, or when the listener is at `max_connections`.
-//!
-//! Refusals come from the network, so they must not flood the log: each remote
-//! address gets at most [`PER_ADDRESS_PER_MINUTE`] events a minute and the whole node
-//! [`PER_NODE_PER_MINUTE`]. Refusals over those are counted, and the count goes into
-//! the next event recorded for that address (`suppressed`).
+//! The events are capped per address and per node ([`crate::app::refusals`]).
 
 use std::{
-    collections::HashMap,
     future::Future,
-    net::{IpAddr, SocketAddr},
-    num::NonZeroU32,
     pin::Pin,
-    sync::{Arc, Mutex, PoisonError},
+    sync::Arc,
     task::{Context, Poll},
 };
 
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
-
-use super::NodeState;
 use crate::{
+    app::{
+        NodeState,
+        refusals::{self, Refused},
+    },
     domain::principals::CertIdentity,
     grpc::auth::{Authn, Listener},
     grpc::tls::ConnInfo,
     metrics,
 };
 
-/// Refusal events recorded per remote address and minute.
-pub const PER_ADDRESS_PER_MINUTE: u32 = 30;
-/// Refusal events recorded per node and minute.
-pub const PER_NODE_PER_MINUTE: u32 = 600;
 /// Longest refusal message kept in an event.
 const MESSAGE_CHARS: usize = 200;
-
-/// What a refusal event says.
-#[derive(Clone, Debug)]
-pub struct Refused {
-    /// `call.refused` or `connection.refused`.
-    pub kind: &'static str,
-    /// The listener.
-    pub listener: Listener,
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// The event's other fields.
-    pub fields: serde_json::Map<String, serde_json::Value>,
-}
-
-/// The caps on refusal events and the counts of those left out.
-#[derive(Debug)]
-pub struct Refusals {
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
-    per_node: DefaultDirectRateLimiter,
-    suppressed: Mutex<HashMap<IpAddr, u64>>,
-}
-
-impl Default for Refusals {
-    fn default() -> Refusals {
-        let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        Refusals {
-            per_address: RateLimiter::keyed(per_minute(PER_ADDRESS_PER_MINUTE)),
-            per_node: RateLimiter::direct(per_minute(PER_NODE_PER_MINUTE)),
-            suppressed: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
-impl Refusals {
-    /// Whether to record a refusal from `ip` now; if so, how many were left out before.
-    fn admit(&self, ip: IpAddr) -> Option<u64> {
-        let mut suppressed = self
-            .suppressed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if self.per_address.check_key(&ip).is_ok() && self.per_node.check().is_ok() {
-            Some(suppressed.remove(&ip).unwrap_or(0))
-        } else {
-            // Bounded: an address is only kept while it is over its cap.
-            if suppressed.len() < 100_000 {
-                *suppressed.entry(ip).or_default() += 1;
-            }
-            None
-        }
-    }
-}
-
-impl NodeState {
-    /// Records a refusal as an audit event, unless its address or the node is over
-    /// the cap. Returns at once; the event is written in the background.
-    pub fn refused(self: &Arc<Self>, refused: Refused) {
-        let Some(suppressed) = self.refusals.admit(refused.remote.ip()) else {
-            return;
-        };
-        let mut fields = refused.fields;
-        fields.insert("listener".into(), refused.listener.as_str().into());
-        fields.insert("remote".into(), refused.remote.to_string().into());
-        if suppressed > 0 {
-            fields.insert("suppressed".into(), suppressed.into());
-        }
-        let state = self.clone();
-        tokio::spawn(async move {
-            state
-                .audit(refused.kind, serde_json::Value::Object(fields))
-                .await;
-        });
-    }
-}
 
 /// Who the connection's certificate says the caller is, for a refusal event: the
 /// identity URI when the certificate verified, otherwise why it did not count.
@@ -296,12 +213,15 @@ where
                 fields.insert("caller".into(), caller_audit(&conn.authn).into());
                 fields.insert("code".into(), format!("{code:?}").into());
                 fields.insert("message".into(), header_message(response.headers()).into());
-                layer.state.refused(Refused {
-                    kind: "call.refused",
-                    listener: layer.listener,
-                    remote: conn.remote,
-                    fields,
-                });
+                refusals::record(
+                    &layer.state,
+                    Refused {
+                        kind: "call.refused",
+                        listener: layer.listener.as_str(),
+                        remote: conn.remote,
+                        fields,
+                    },
+                );
             }
             Ok(response)
         })
@@ -328,25 +248,5 @@ mod tests {
         assert_eq!(percent_decode(b"%C3%BC"), "ü");
         h.insert("grpc-message", "x".repeat(500).parse().unwrap());
         assert_eq!(header_message(&h).len(), MESSAGE_CHARS);
-    }
-
-    #[test]
-    fn caps_events_per_address_and_counts_the_rest() {
-        let r = Refusals::default();
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        for _ in 0..PER_ADDRESS_PER_MINUTE {
-            assert_eq!(r.admit(a), Some(0));
-        }
-        for _ in 0..5 {
-            assert_eq!(r.admit(a), None);
-        }
-        // Another address keeps its allowance.
-        assert_eq!(r.admit(b), Some(0));
-        assert_eq!(
-            r.suppressed.lock().unwrap().get(&a),
-            Some(&5),
-            "the refusals left out are counted"
-        );
     }
 }

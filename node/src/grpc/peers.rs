@@ -1,5 +1,8 @@
-//! Outbound clients to every peer node, and concurrent fan-out with a per-peer deadline:
-//! one slow or dead peer never delays the answers of the others beyond that deadline.
+//! The peer clients: [`PeerClients`] implements the application's
+//! [`PeerNetwork`] with a gRPC client per peer over mutual TLS that checks the peer's
+//! identity. Every call runs under `limits.peer_timeout`, and every failure is sorted
+//! into the classes an officer or operator sees. This is the only code that sends
+//! proto messages to peers.
 
 use std::{
     future::Future,
@@ -7,76 +10,56 @@ use std::{
     time::Duration,
 };
 
-use adep_proto::v1::federation_client::FederationClient;
+use adep_proto::v1::{self, federation_client::FederationClient};
 use rustls_pki_types::CertificateRevocationListDer;
-use tokio::{task::JoinSet, time::Instant};
 use tonic::{Code, transport::Channel};
 
 use crate::{
+    app::peers::{MatchQuery, PeerCall, PeerFailure, PeerHit, PeerInfo, PeerNetwork, Rejection},
     config::{Config, parse_endpoint},
-    domain::principals::CertIdentity,
-    domain::principals::Country,
-    grpc::tls::{self, Target, TlsError},
+    domain::{
+        followup::{DecisionNotice, Filing, FollowUpId, Receipt},
+        principals::{CertIdentity, Country},
+    },
+    grpc::{
+        convert::federation as wire,
+        tls::{self, Target, TlsError},
+    },
 };
 
 /// One peer: its country, endpoint and a lazily connected client.
 #[derive(Clone, Debug)]
-pub struct Peer {
-    /// The peer's country.
-    pub country: Country,
-    /// Its federation endpoint, as configured.
-    pub endpoint: String,
-    /// A client over mutual TLS that checks the peer's identity.
-    pub client: FederationClient<Channel>,
+struct Peer {
+    info: PeerInfo,
+    client: FederationClient<Channel>,
 }
 
-/// Every configured peer. Clones share one set of clients, which [`Peers::reload`]
-/// replaces (new certificates) without disturbing calls in flight.
-#[derive(Clone, Debug, Default)]
-pub struct Peers {
+/// Clients to every configured peer. Clones share one set of clients, which
+/// [`PeerClients::replace_with`] replaces (new certificates) without disturbing calls
+/// in flight.
+#[derive(Clone, Debug)]
+pub struct PeerClients {
+    own: Country,
+    deadline: Duration,
     peers: Arc<RwLock<Arc<Vec<Peer>>>>,
 }
 
-/// How a call to one peer ended, when it did not succeed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PeerFailure {
-    /// No answer before the deadline.
-    TimedOut,
-    /// Not reachable, or the connection failed.
-    Unavailable(String),
-    /// The peer refused us (authentication, permission, rate limit).
-    Refused(String),
-    /// The peer answered with another error.
-    Failed(String),
-}
-
-/// One peer's outcome in a fan-out.
-#[derive(Debug)]
-pub struct PeerOutcome<T> {
-    /// The peer's country.
-    pub country: Country,
-    /// Its endpoint.
-    pub endpoint: String,
-    /// The answer or why there is none.
-    pub result: Result<T, PeerFailure>,
-    /// Time until the answer or the failure.
-    pub elapsed: Duration,
-}
-
-impl Peers {
+impl PeerClients {
     /// Clients to every peer of `config`, presenting the node certificate and
     /// refusing a server certificate that one of `crls` revokes.
     pub fn from_config(
         config: &Config,
         crls: &[CertificateRevocationListDer<'static>],
-    ) -> Result<Peers, TlsError> {
-        Ok(Peers {
-            peers: Arc::new(RwLock::new(Arc::new(Self::clients(config, crls)?))),
+    ) -> Result<PeerClients, TlsError> {
+        Ok(PeerClients {
+            own: config.country,
+            deadline: config.limits.peer_timeout(),
+            peers: Arc::new(RwLock::new(Arc::new(clients(config, crls)?))),
         })
     }
 
     /// Uses the clients of `other` from now on.
-    pub fn replace_with(&self, other: &Peers) {
+    pub fn replace_with(&self, other: &PeerClients) {
         let fresh = other.snapshot();
         *self.peers.write().unwrap_or_else(PoisonError::into_inner) = fresh;
     }
@@ -88,134 +71,168 @@ impl Peers {
             .clone()
     }
 
-    fn clients(
-        config: &Config,
-        crls: &[CertificateRevocationListDer<'static>],
-    ) -> Result<Vec<Peer>, TlsError> {
-        let roots = tls::root_store(&config.tls.network_ca)?;
-        let identity = (
-            tls::load_certs(&config.tls.node_cert)?,
-            tls::load_key(&config.tls.node_key)?,
-        );
-        let client_config = tls::checked_client_config(roots, Some(identity), crls)?;
-        let max = config.limits.max_message_bytes;
-        let peers = config
-            .peers
+    /// The client of `country`, if it is a configured peer.
+    fn client(&self, country: Country) -> Result<FederationClient<Channel>, PeerFailure> {
+        self.snapshot()
             .iter()
-            .map(|p| {
-                // Both were validated with the configuration.
-                let ep = parse_endpoint(&p.endpoint).map_err(|message| TlsError::File {
+            .find(|p| p.info.country == country)
+            .map(|p| p.client.clone())
+            .ok_or_else(|| {
+                PeerFailure::Unavailable(format!("{country} is no longer a configured peer"))
+            })
+    }
+
+    /// Runs one call under the deadline and sorts its failure.
+    async fn call<T, F, Fut>(&self, peer: Country, call: F) -> Result<T, PeerFailure>
+    where
+        F: FnOnce(FederationClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let client = self.client(peer)?;
+        match tokio::time::timeout(self.deadline, call(client)).await {
+            Err(_) => Err(PeerFailure::TimedOut),
+            Ok(Ok(answer)) => Ok(answer.into_inner()),
+            Ok(Err(status)) => Err(classify(&status)),
+        }
+    }
+}
+
+fn clients(
+    config: &Config,
+    crls: &[CertificateRevocationListDer<'static>],
+) -> Result<Vec<Peer>, TlsError> {
+    let roots = tls::root_store(&config.tls.network_ca)?;
+    let identity = (
+        tls::load_certs(&config.tls.node_cert)?,
+        tls::load_key(&config.tls.node_key)?,
+    );
+    let client_config = tls::checked_client_config(roots, Some(identity), crls)?;
+    let max = config.limits.max_message_bytes;
+    config
+        .peers
+        .iter()
+        .map(|p| {
+            // Both were validated with the configuration.
+            let ep = parse_endpoint(&p.endpoint).map_err(|message| TlsError::File {
+                path: "peers".into(),
+                message,
+            })?;
+            let identity =
+                CertIdentity::parse(&p.expected_identity()).map_err(|message| TlsError::File {
                     path: "peers".into(),
                     message,
                 })?;
-                let identity = CertIdentity::parse(&p.expected_identity()).map_err(|message| {
-                    TlsError::File {
-                        path: "peers".into(),
-                        message,
-                    }
-                })?;
-                let channel = tls::channel(
-                    Target {
-                        host: ep.host,
-                        port: ep.port,
-                        server_name: p.server_name.clone(),
-                        identity: Some(identity),
-                    },
-                    client_config.clone(),
-                    config.limits.peer_timeout(),
-                )
-                .map_err(|message| TlsError::File {
-                    path: "peers".into(),
-                    message: format!("peer {}: {message}", p.country),
-                })?;
-                Ok(Peer {
+            let channel = tls::channel(
+                Target {
+                    host: ep.host,
+                    port: ep.port,
+                    server_name: p.server_name.clone(),
+                    identity: Some(identity),
+                },
+                client_config.clone(),
+                config.limits.peer_timeout(),
+            )
+            .map_err(|message| TlsError::File {
+                path: "peers".into(),
+                message: format!("peer {}: {message}", p.country),
+            })?;
+            Ok(Peer {
+                info: PeerInfo {
                     country: p.country,
                     endpoint: p.endpoint.clone(),
-                    client: FederationClient::new(channel)
-                        .max_decoding_message_size(max)
-                        .max_encoding_message_size(max),
+                },
+                client: FederationClient::new(channel)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            })
+        })
+        .collect()
+}
+
+impl PeerNetwork for PeerClients {
+    fn peers(&self) -> Vec<PeerInfo> {
+        self.snapshot().iter().map(|p| p.info.clone()).collect()
+    }
+
+    fn hello(&self, peer: Country) -> PeerCall<'_, ()> {
+        let hello = v1::HelloRequest {
+            country: self.own.to_string(),
+            protocol_version: adep_proto::PROTOCOL_VERSION,
+        };
+        Box::pin(async move {
+            self.call(peer, |mut c| async move { c.hello(hello).await })
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn match_keys(&self, peer: Country, query: Arc<MatchQuery>) -> PeerCall<'_, Vec<PeerHit>> {
+        let request = wire::match_request(self.own, &query);
+        Box::pin(async move {
+            let answer = self
+                .call(peer, |mut c| async move { c.r#match(request).await })
+                .await?;
+            wire::peer_hits(answer).map_err(PeerFailure::Unavailable)
+        })
+    }
+
+    fn file(&self, peer: Country, filing: Filing) -> PeerCall<'_, Receipt> {
+        let filing = wire::filing(self.own, &filing);
+        Box::pin(async move {
+            let receipt = self
+                .call(peer, |mut c| async move { c.file_follow_up(filing).await })
+                .await?;
+            wire::peer_receipt(receipt).map_err(PeerFailure::Unavailable)
+        })
+    }
+
+    fn withdraw(&self, peer: Country, id: FollowUpId) -> PeerCall<'_, Receipt> {
+        let withdrawal = v1::FollowUpWithdrawal {
+            request_id: id.to_string(),
+            country: self.own.to_string(),
+        };
+        Box::pin(async move {
+            let receipt = self
+                .call(peer, |mut c| async move {
+                    c.withdraw_follow_up(withdrawal).await
                 })
-            })
-            .collect::<Result<Vec<_>, TlsError>>()?;
-        Ok(peers)
+                .await?;
+            wire::peer_receipt(receipt).map_err(PeerFailure::Unavailable)
+        })
     }
 
-    /// The peer of `country`, if configured.
-    pub fn get(&self, country: Country) -> Option<Peer> {
-        self.snapshot()
-            .iter()
-            .find(|p| p.country == country)
-            .cloned()
+    fn poll(&self, peer: Country, ids: Vec<FollowUpId>) -> PeerCall<'_, Vec<Receipt>> {
+        let poll = v1::FollowUpPoll {
+            country: self.own.to_string(),
+            request_ids: ids.iter().map(ToString::to_string).collect(),
+        };
+        Box::pin(async move {
+            let answer = self
+                .call(peer, |mut c| async move { c.poll_follow_ups(poll).await })
+                .await?;
+            // A receipt this node cannot read is left out; the others count.
+            Ok(answer
+                .receipts
+                .into_iter()
+                .filter_map(|r| wire::peer_receipt(r).ok())
+                .collect())
+        })
     }
 
-    /// Every peer, in configuration order.
-    pub fn all(&self) -> Vec<Peer> {
-        self.snapshot().to_vec()
-    }
-
-    /// Calls every peer concurrently, each under `deadline`, and returns every outcome in
-    /// configuration order once all have answered, failed or timed out.
-    pub async fn fan_out<T, F, Fut>(&self, deadline: Duration, call: F) -> Vec<PeerOutcome<T>>
-    where
-        T: Send + 'static,
-        F: Fn(Peer) -> Fut,
-        Fut: Future<Output = Result<T, tonic::Status>> + Send + 'static,
-    {
-        let peers = self.snapshot();
-        let mut set = JoinSet::new();
-        for (i, peer) in peers.iter().enumerate() {
-            let fut = call(peer.clone());
-            set.spawn(async move {
-                let start = Instant::now();
-                let result = match tokio::time::timeout(deadline, fut).await {
-                    Err(_) => Err(PeerFailure::TimedOut),
-                    Ok(Ok(v)) => Ok(v),
-                    Ok(Err(status)) => Err(classify(&status)),
-                };
-                (i, result, start.elapsed())
-            });
-        }
-        let mut results: Vec<Option<(Result<T, PeerFailure>, Duration)>> =
-            (0..peers.len()).map(|_| None).collect();
-        while let Some(joined) = set.join_next().await {
-            if let Ok((i, result, elapsed)) = joined {
-                results[i] = Some((result, elapsed));
-            }
-        }
-        peers
-            .iter()
-            .zip(results)
-            .map(|(peer, r)| {
-                let (result, elapsed) = r.unwrap_or((
-                    Err(PeerFailure::Failed("the call task failed".into())),
-                    Duration::ZERO,
-                ));
-                PeerOutcome {
-                    country: peer.country,
-                    endpoint: peer.endpoint.clone(),
-                    result,
-                    elapsed,
-                }
-            })
-            .collect()
+    fn deliver(&self, peer: Country, decision: DecisionNotice) -> PeerCall<'_, ()> {
+        let decision = wire::decision(self.own, &decision);
+        Box::pin(async move {
+            self.call(
+                peer,
+                |mut c| async move { c.deliver_decision(decision).await },
+            )
+            .await
+            .map(|_| ())
+        })
     }
 }
 
-impl<T> PeerOutcome<T> {
-    /// The outcome's name in metrics: `ok`, `timed_out`, `unavailable`, `refused` or
-    /// `failed`.
-    pub fn outcome_name(&self) -> &'static str {
-        match &self.result {
-            Ok(_) => "ok",
-            Err(PeerFailure::TimedOut) => "timed_out",
-            Err(PeerFailure::Unavailable(_)) => "unavailable",
-            Err(PeerFailure::Refused(_)) => "refused",
-            Err(PeerFailure::Failed(_)) => "failed",
-        }
-    }
-}
-
-/// Sorts a peer's error status into the states an officer or operator sees.
+/// Sorts a peer's error status into the classes an officer or operator sees.
 fn classify(status: &tonic::Status) -> PeerFailure {
     let message = status.message().to_owned();
     match status.code() {
@@ -226,7 +243,13 @@ fn classify(status: &tonic::Status) -> PeerFailure {
         Code::Unauthenticated | Code::PermissionDenied | Code::ResourceExhausted => {
             PeerFailure::Refused(message)
         }
-        _ => PeerFailure::Failed(format!("{:?}: {message}", status.code())),
+        Code::InvalidArgument | Code::OutOfRange => {
+            PeerFailure::Rejected(Rejection::Invalid, message)
+        }
+        Code::NotFound => PeerFailure::Rejected(Rejection::NotFound, message),
+        Code::AlreadyExists => PeerFailure::Rejected(Rejection::AlreadyExists, message),
+        Code::FailedPrecondition => PeerFailure::Rejected(Rejection::FailedPrecondition, message),
+        code => PeerFailure::Rejected(Rejection::Other, format!("{code:?}: {message}")),
     }
 }
 

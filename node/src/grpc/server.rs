@@ -14,19 +14,29 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{service::InterceptorLayer, transport::Server};
 
 use crate::{
+    app::{
+        self, NodeState,
+        refusals::{self, Refused},
+        state::LoadedCertificates,
+    },
     config::{Config, MatchingConfig},
-    domain::epochs::{Indexes, StoredEpochs},
-    domain::index::{IndexError, NationalIndex},
-    domain::pseudonymise::{KeyEpoch, Pseudonymiser},
-    grpc::auth::{Authorizer, Listener},
-    grpc::peers::Peers,
-    grpc::tls::{AuthedStream, NodeTls, ServerTls, TlsError},
+    domain::{
+        audit::AuditLog,
+        epochs::{Indexes, StoredEpochs},
+        index::{IndexError, NationalIndex},
+        pseudonymise::{KeyEpoch, Pseudonymiser},
+    },
     grpc::{
-        NodeState, authorize_call,
+        auth::{Authorizer, Listener},
+        authorize_call,
+        credentials::NodeCredentials,
         federation::FederationService,
         national::NationalService,
-        observe::{ObserveLayer, Refused},
+        observe::ObserveLayer,
+        peers::PeerClients,
+        tls::{AuthedStream, NodeTls, ServerTls, TlsError},
     },
+    metrics::Metrics,
     secret::{DataKey, MatchingSecret, SecretError},
     store::{self, StoreError},
 };
@@ -125,7 +135,7 @@ impl Listeners {
 /// refuse a start, done before any listener serves.
 pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     let tls = NodeTls::from_config(&config.tls)?;
-    let peers = Peers::from_config(&config, &tls.crls)?;
+    let peers = PeerClients::from_config(&config, &tls.crls)?;
     let opened = store::open(
         &config.data_dir,
         config.country,
@@ -137,8 +147,8 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     };
     let key = std::fs::read(&config.audit.signing_key)
         .map_err(|e| audit_error(format!("cannot read the signing key: {e}")))?;
-    let audit = crate::domain::audit::AuditLog::open(opened.store.as_ref(), &key)
-        .map_err(|e| audit_error(e.to_string()))?;
+    let audit =
+        AuditLog::open(opened.store.as_ref(), &key).map_err(|e| audit_error(e.to_string()))?;
     drop(key);
     let stored = StoredEpochs::read(opened.store.as_ref())?;
     let (active, next) = choose_epochs(&config.matching, &stored)?;
@@ -161,24 +171,28 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     record_key_epoch(opened.store.as_ref(), &audit, &stored, active.epoch().0)
         .map_err(|e| audit_error(e.to_string()))?;
     let index = Indexes::new(active, next, stored.retired);
+    let credentials = NodeCredentials::new(&config, &tls, peers.clone());
     let state = Arc::new(NodeState {
         store: opened.store.clone(),
         store_info: opened.info.clone(),
-        peers,
+        peers: Arc::new(peers),
+        credentials: Arc::new(credentials.clone()),
         index,
         outbox_wake: tokio::sync::Notify::new(),
         followup_writes: std::sync::Mutex::new(()),
         audit,
-        rate_limits: crate::grpc::RateLimits::new(&config.limits),
-        refusals: crate::grpc::observe::Refusals::default(),
-        metrics: crate::metrics::Metrics::new(),
-        certificates: std::sync::RwLock::new(tls.certificates),
-        federation_tls: tls.federation,
-        national_tls: tls.national,
+        rate_limits: app::limits::RateLimits::new(&config.limits),
+        refusals: refusals::Refusals::default(),
+        metrics: Metrics::new(),
+        certificates: std::sync::RwLock::new(LoadedCertificates {
+            certificates: tls.certificates,
+            revoked: tls.revoked,
+        }),
         config,
     });
     Ok(Prepared {
         state,
+        credentials,
         _store: opened,
     })
 }
@@ -238,7 +252,7 @@ fn choose_epochs<'c>(
 /// than a rotation is a `keys.epoch_changed` audit event.
 fn record_key_epoch(
     store: &dyn store::Store,
-    audit: &crate::domain::audit::AuditLog,
+    audit: &AuditLog,
     stored: &StoredEpochs,
     epoch: u32,
 ) -> Result<(), crate::domain::audit::AppendError> {
@@ -267,7 +281,16 @@ fn record_key_epoch(
 #[derive(Debug)]
 pub struct Prepared {
     state: Arc<NodeState>,
+    credentials: NodeCredentials,
     _store: store::OpenStore,
+}
+
+impl Prepared {
+    /// The state the node will serve with (for a binary that reloads certificates on
+    /// a signal, say).
+    pub fn state(&self) -> Arc<NodeState> {
+        self.state.clone()
+    }
 }
 
 /// Serves both listeners until `shutdown` completes, then stops accepting, lets in-flight
@@ -339,14 +362,14 @@ pub async fn serve(
     let nat_addr = listeners.national_addr().ok();
     let (fed_incoming, fed_accept) = incoming(
         listeners.federation,
-        state.federation_tls.clone(),
+        prepared.credentials.federation.clone(),
         &state,
         Listener::Federation,
         stop_rx.clone(),
     );
     let (nat_incoming, nat_accept) = incoming(
         listeners.national,
-        state.national_tls.clone(),
+        prepared.credentials.national.clone(),
         &state,
         Listener::National,
         stop_rx.clone(),
@@ -354,21 +377,17 @@ pub async fn serve(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    #[cfg(unix)]
-    tokio::spawn(reload_on_sighup(state.clone(), stop_rx.clone()));
-    state.warn_of_expiring_certificates(store::unix_now());
+    app::certificates::warn_of_expiring(&state, store::unix_now());
     let metrics_addr = listeners.metrics.as_ref().and_then(|l| l.local_addr().ok());
     let metrics_task = listeners.metrics.map(|listener| {
+        let state = state.clone();
         tokio::spawn(crate::metrics::serve(
             listener,
-            state.clone(),
+            move || app::gauges::scrape(state.clone()),
             stopped(stop_rx.clone()),
         ))
     });
-    let outbox_task = tokio::spawn(crate::grpc::followups::run_outbox(
-        state.clone(),
-        stop_rx.clone(),
-    ));
+    let jobs_task = tokio::spawn(app::jobs::run(state.clone(), stop_rx.clone()));
     let mut fed_task = tokio::spawn(
         federation.serve_with_incoming_shutdown(fed_incoming, stopped(stop_rx.clone())),
     );
@@ -413,8 +432,8 @@ pub async fn serve(
         fed_task.abort();
         nat_task.abort();
     }
-    if tokio::time::timeout(grace, outbox_task).await.is_err() {
-        tracing::warn!("the follow-up outbox did not stop in the grace period");
+    if tokio::time::timeout(grace, jobs_task).await.is_err() {
+        tracing::warn!("the background jobs did not stop in the grace period");
     }
     // The listening sockets are closed when their tasks end: wait for that, so that
     // a node started again at once on the same addresses can bind them.
@@ -425,28 +444,6 @@ pub async fn serve(
     }
     tracing::info!("node stopped");
     Ok(())
-}
-
-/// Reloads the node's certificates on each SIGHUP until the node stops.
-#[cfg(unix)]
-async fn reload_on_sighup(state: Arc<NodeState>, mut stop: watch::Receiver<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload certificates with `adep certs reload`");
-        return;
-    };
-    loop {
-        let hangup = tokio::select! {
-            _ = stop.wait_for(|s| *s) => false,
-            got = hangups.recv() => got.is_some(),
-        };
-        if !hangup {
-            return;
-        }
-        if let Err(e) = state.reload_certificates("SIGHUP").await {
-            tracing::error!(error = %e, "certificate reload on SIGHUP refused; nothing changed");
-        }
-    }
 }
 
 /// Accepts TCP connections, runs the TLS handshake (bounded in time and in connections
@@ -468,12 +465,15 @@ fn incoming(
     let refused = move |remote: SocketAddr, reason: String| {
         let mut fields = serde_json::Map::new();
         fields.insert("reason".into(), reason.into());
-        state.refused(Refused {
-            kind: "connection.refused",
-            listener: which,
-            remote,
-            fields,
-        });
+        refusals::record(
+            &state,
+            Refused {
+                kind: "connection.refused",
+                listener: which.as_str(),
+                remote,
+                fields,
+            },
+        );
     };
     let accept = tokio::spawn(async move {
         loop {

@@ -9,6 +9,7 @@
 //! directory bound to the country that created it, and encryption at rest under the
 //! node's data key ([`sealed`]), checked before anything else is read.
 
+pub mod memory;
 mod sealed;
 mod sled_engine;
 

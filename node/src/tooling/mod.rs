@@ -5,4 +5,5 @@
 pub mod matchtest;
 pub mod pki;
 pub mod profile;
+pub mod requests;
 pub mod synthetic;

@@ -1,0 +1,52 @@
+//! The node's background jobs, in one loop: deliver the outbox's decisions, close
+//! expired requests, poll owners about this node's open requests, delete what has
+//! expired, and warn of expiring certificates.
+
+pub mod expiry;
+pub mod outbox;
+pub mod polling;
+pub mod pruning;
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    app::{NodeState, certificates},
+    store::unix_now,
+};
+
+/// How often expired hit references and audit entries past their retention are
+/// deleted, and expiring certificates warned of.
+pub const HOURLY: i64 = 3600;
+
+/// Runs the jobs until `stop` turns true.
+pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let max_wait = state.config.followup.retry_max.as_secs() as i64;
+    let mut last_poll: Option<i64> = None;
+    let mut last_prune: Option<i64> = None;
+    // The server warns of expiring certificates at start-up; this loop hourly after.
+    let started = unix_now();
+    loop {
+        let now = unix_now();
+        if last_prune.is_none_or(|t| now - t >= HOURLY) {
+            last_prune = Some(now);
+            pruning::prune(&state, now).await;
+            if now > started {
+                certificates::warn_of_expiring(&state, now);
+            }
+        }
+        if last_poll.is_none_or(|t| now - t >= max_wait) {
+            last_poll = Some(now);
+            polling::poll_owners(&state).await;
+        }
+        // The requester polls the owner every retry_max: two silent polls after the
+        // expiry and it closes the request itself.
+        expiry::expire(&state, now, 2 * max_wait).await;
+        let next = outbox::deliver_due(&state, now, max_wait).await;
+        let wait = Duration::from_secs((next - now).clamp(1, max_wait.max(1)) as u64);
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = state.outbox_wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}

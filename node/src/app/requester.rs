@@ -1,0 +1,364 @@
+//! Step 2 on the requesting node: an officer files a follow-up for a hit one of their
+//! searches received, may withdraw it, and receives the owner's decision.
+
+use std::sync::Arc;
+
+use crate::{
+    app::{
+        AppError, NodeState, events,
+        owner::commit,
+        peers::{PeerFailure, Rejection},
+    },
+    domain::{
+        followup::{Book, DecisionNotice, Direction, Filing, FollowUp, FollowUpId},
+        hitref::HitRef,
+        principals::Country,
+        reason::Reason,
+    },
+    store::unix_now,
+};
+
+/// An officer's follow-up request.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The hit reference, as a search of this node received it.
+    pub hit_ref: HitRef,
+    /// The reason of the query.
+    pub reason: Reason,
+    /// Why the officer needs the record.
+    pub justification: String,
+    /// The offence, in the officer's words.
+    pub offence_description: String,
+}
+
+/// An officer files a follow-up for a hit their node received; the owner stores it
+/// durably and acknowledges it before it is stored here.
+pub async fn request(
+    state: &Arc<NodeState>,
+    officer: String,
+    request: Request,
+) -> Result<FollowUp, AppError> {
+    let hit_ref = request.hit_ref;
+    let hit = events::followup_work(state, move |state| {
+        Ok(Book::new(state.store.as_ref()).received_hit(&hit_ref)?)
+    })
+    .await?
+    .ok_or_else(|| {
+        AppError::NotFound(
+            "field `hit_ref`: no search of this node received this hit reference".into(),
+        )
+    })?;
+    let now = unix_now();
+    if now >= hit.expires_at {
+        return Err(AppError::FailedPrecondition(
+            "field `hit_ref`: the hit reference has expired; search again".into(),
+        ));
+    }
+    let owner = hit.country;
+    configured(state, owner)?;
+    let id = FollowUpId::random()
+        .ok_or_else(|| AppError::Internal("the system random generator failed".into()))?;
+    let filing = Filing {
+        id,
+        hit_ref,
+        reason: request.reason,
+        justification: request.justification,
+        offence_description: request.offence_description,
+        subject: hit.subject,
+        officer_id: officer,
+    };
+    let receipt =
+        state
+            .peers
+            .file(owner, filing.clone())
+            .await
+            .map_err(|failure| match failure {
+                PeerFailure::TimedOut => AppError::Unavailable(format!(
+                    "{owner} did not answer in time; the request may not be filed, try again"
+                )),
+                PeerFailure::Unavailable(_) => AppError::Unavailable(format!(
+                    "{owner} is unreachable; nothing was filed, try again"
+                )),
+                other => refused_by(owner, "refused the follow-up", other),
+            })?;
+    let (f, effects) = FollowUp::requested(filing, owner, hit.quality, receipt, now);
+    let stored = f.clone();
+    events::followup_work(state, move |state| Ok(commit(state, &stored, &effects)?)).await?;
+    tracing::info!(followup = %f.id, peer = %owner, "follow-up requested");
+    Ok(f)
+}
+
+/// The owner's error answer as this node's officer sees it: the same kind of error,
+/// naming the owner.
+fn refused_by(owner: Country, what: &str, failure: PeerFailure) -> AppError {
+    let message = |m: String| format!("{owner} {what}: {m}");
+    match failure {
+        PeerFailure::TimedOut => AppError::Unavailable(format!("{owner} did not answer in time")),
+        PeerFailure::Unavailable(m) => AppError::Unavailable(message(m)),
+        PeerFailure::Refused(m) => AppError::PermissionDenied(message(m)),
+        PeerFailure::Rejected(kind, m) => match kind {
+            Rejection::Invalid => AppError::Invalid(message(m)),
+            Rejection::NotFound => AppError::NotFound(message(m)),
+            Rejection::AlreadyExists => AppError::AlreadyExists(message(m)),
+            Rejection::FailedPrecondition => AppError::FailedPrecondition(message(m)),
+            Rejection::Other => AppError::Unavailable(message(m)),
+        },
+    }
+}
+
+fn configured(state: &NodeState, owner: Country) -> Result<(), AppError> {
+    if state.peers.peers().iter().any(|p| p.country == owner) {
+        Ok(())
+    } else {
+        Err(AppError::FailedPrecondition(format!(
+            "{owner} is no longer a configured peer"
+        )))
+    }
+}
+
+/// The owner node delivers a decision on one of this node's requests.
+pub async fn receive_decision(
+    state: &Arc<NodeState>,
+    peer: Country,
+    notice: DecisionNotice,
+) -> Result<(), AppError> {
+    let id = notice.id.clone();
+    let updated = events::followup_work(state, move |state| {
+        let book = Book::new(state.store.as_ref());
+        let Some(mut f) = book
+            .get(Direction::Outgoing, &id)?
+            .filter(|f| f.country == peer)
+        else {
+            return Ok(None);
+        };
+        let effects = f.receive_decision(notice);
+        commit(state, &f, &effects)?;
+        Ok(Some(f))
+    })
+    .await?
+    .ok_or_else(|| {
+        AppError::NotFound("field `request_id`: this node filed no such follow-up with you".into())
+    })?;
+    tracing::info!(followup = %updated.id, peer = %peer, state = updated.state().name(), "decision received");
+    Ok(())
+}
+
+/// An officer withdraws one of their undecided requests; the owner is told first, and
+/// its answer is the truth (withdrawn, or decided in the meantime).
+pub async fn withdraw(
+    state: &Arc<NodeState>,
+    officer: String,
+    id: FollowUpId,
+) -> Result<FollowUp, AppError> {
+    let key = id.clone();
+    let f = events::followup_work(state, move |state| {
+        Ok(Book::new(state.store.as_ref()).get(Direction::Outgoing, &key)?)
+    })
+    .await?
+    .filter(|f| f.officer_id == officer)
+    .ok_or_else(|| AppError::NotFound(format!("you filed no follow-up with id {id}")))?;
+    if !f.state().is_open() {
+        return Err(AppError::FailedPrecondition(format!(
+            "follow-up {id} is {} and can no longer be withdrawn",
+            f.state().name()
+        )));
+    }
+    let owner = f.country;
+    configured(state, owner)?;
+    let receipt =
+        state
+            .peers
+            .withdraw(owner, id.clone())
+            .await
+            .map_err(|failure| match failure {
+                PeerFailure::TimedOut => {
+                    AppError::Unavailable(format!("{owner} did not answer in time; try again"))
+                }
+                other => refused_by(owner, "refused the withdrawal", other),
+            })?;
+    let f = events::followup_work(state, move |state| {
+        let book = Book::new(state.store.as_ref());
+        // What is stored now counts (it may have been decided meanwhile); one that
+        // vanished meanwhile is not stored again, only the withdrawal recorded.
+        let (mut f, owner_state) = match book.get(Direction::Outgoing, &id)? {
+            Some(stored) => (stored, Some(receipt.state)),
+            None => (f, None),
+        };
+        let effects = f.withdraw_outgoing(owner_state);
+        commit(state, &f, &effects)?;
+        Ok(f)
+    })
+    .await?;
+    tracing::info!(followup = %f.id, peer = %owner, state = f.state().name(), "follow-up withdrawal");
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{
+        app::testkit::{
+            Behaviour, FakePeers, TestNode, audit_kinds, cc, mueller, node_with, reason,
+        },
+        domain::{
+            followup::{ReceivedHit, State},
+            pseudonymise::Quality,
+        },
+    };
+
+    /// FR, whose officer received a hit in DE and filed a follow-up for it.
+    async fn requested() -> (TestNode, FollowUp) {
+        let node = node_with(
+            "FR",
+            FakePeers::new(&[(
+                "DE",
+                Behaviour::Answers {
+                    hits: Vec::new(),
+                    state: State::Pending,
+                },
+            )]),
+            |_| {},
+        );
+        let hit_ref: HitRef = "12".repeat(20).parse().expect("a hit reference");
+        Book::new(node.state.store.as_ref())
+            .remember_hits(&[(
+                hit_ref,
+                ReceivedHit {
+                    country: cc("DE"),
+                    quality: Quality::Exact,
+                    expires_at: unix_now() + 3600,
+                    subject: mueller("x").identity,
+                    request_id: "search-1".into(),
+                },
+            )])
+            .expect("remembered");
+        let f = request(
+            &node.state,
+            "officer-1".into(),
+            Request {
+                hit_ref,
+                reason: reason(),
+                justification: "Suspect in case FR-2026-1.".into(),
+                offence_description: "Burglary.".into(),
+            },
+        )
+        .await
+        .expect("filed");
+        (node, f)
+    }
+
+    fn approval(id: &FollowUpId) -> DecisionNotice {
+        DecisionNotice {
+            id: id.clone(),
+            state: State::Approved,
+            reason: "Checked.".into(),
+            core_data: BTreeMap::from([("family_name".to_owned(), "Müller".to_owned())]),
+            decided_at: unix_now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_same_decision_received_twice_is_recorded_twice_and_applied_once() {
+        let (node, f) = requested().await;
+        assert_eq!(f.state(), State::Pending);
+        let filed = node.peers.filings.lock().expect("lock").clone();
+        assert_eq!(filed.len(), 1);
+        assert_eq!(
+            filed[0].1.subject,
+            mueller("x").identity,
+            "the subject as searched"
+        );
+
+        receive_decision(&node.state, cc("DE"), approval(&f.id))
+            .await
+            .expect("received");
+        let mut again = approval(&f.id);
+        again.core_data.clear();
+        receive_decision(&node.state, cc("DE"), again)
+            .await
+            .expect("received again");
+        let stored = Book::new(node.state.store.as_ref())
+            .get(Direction::Outgoing, &f.id)
+            .expect("read")
+            .expect("stored");
+        assert_eq!(stored.state(), State::Delivered);
+        assert_eq!(
+            stored.core_data["family_name"], "Müller",
+            "the first one counts"
+        );
+        assert_eq!(
+            audit_kinds(&node),
+            [
+                "followup.requested",
+                "followup.decision_received",
+                "followup.decision_received"
+            ]
+        );
+        assert!(matches!(
+            receive_decision(&node.state, cc("ES"), approval(&f.id)).await,
+            Err(AppError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_withdrawal_that_crosses_the_decision_leaves_the_decision_to_arrive() {
+        let (node, f) = requested().await;
+        // DE decided before the withdrawal reached it.
+        node.peers.set(
+            "DE",
+            Behaviour::Answers {
+                hits: Vec::new(),
+                state: State::Approved,
+            },
+        );
+        let after = withdraw(&node.state, "officer-1".into(), f.id.clone())
+            .await
+            .expect("answered");
+        assert_eq!(after.state(), State::Pending, "not withdrawn: DE decided");
+        receive_decision(&node.state, cc("DE"), approval(&f.id))
+            .await
+            .expect("received");
+        let stored = Book::new(node.state.store.as_ref())
+            .get(Direction::Outgoing, &f.id)
+            .expect("read")
+            .expect("stored");
+        assert_eq!(stored.state(), State::Delivered);
+        assert!(matches!(
+            withdraw(&node.state, "officer-2".into(), f.id).await,
+            Err(AppError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_owner_files_nothing() {
+        let (node, _) = requested().await;
+        node.peers.set(
+            "DE",
+            Behaviour::Fails(PeerFailure::Unavailable("connection refused".into())),
+        );
+        let hit_ref: HitRef = "12".repeat(20).parse().expect("a hit reference");
+        let refused = request(
+            &node.state,
+            "officer-1".into(),
+            Request {
+                hit_ref,
+                reason: reason(),
+                justification: "Again.".into(),
+                offence_description: "Burglary.".into(),
+            },
+        )
+        .await;
+        assert!(
+            matches!(refused, Err(AppError::Unavailable(m)) if m.contains("nothing was filed"))
+        );
+        assert_eq!(
+            Book::new(node.state.store.as_ref())
+                .list(Direction::Outgoing)
+                .expect("read")
+                .len(),
+            1
+        );
+    }
+}

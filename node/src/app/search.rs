@@ -1,0 +1,380 @@
+//! Step 1 on the requesting node: an officer's search. The subjects are pseudonymised
+//! under the active key epoch, their digests sent to every peer concurrently, and the
+//! hits returned with each peer's status. The cleartext identity stays here: it is
+//! remembered with each hit (so a follow-up can name the subject as searched), never
+//! sent.
+
+use std::sync::Arc;
+
+use crate::{
+    app::{
+        AppError, NodeState, events, limits,
+        peers::{self, MatchQuery, PeerFailure, PeerInfo, PeerOutcome},
+    },
+    domain::{
+        audit::Event,
+        followup::{Book, ReceivedHit, random_hex_id},
+        hitref::HitRef,
+        identity::Identity,
+        principals::Country,
+        pseudonymise::{Quality, Side},
+        reason::Reason,
+    },
+    store::unix_now,
+};
+
+/// Longest a requesting node remembers a hit, whatever the peer says.
+const MAX_HIT_MEMORY_SECONDS: i64 = 366 * 24 * 3600;
+
+/// An officer's search.
+#[derive(Clone, Debug)]
+pub struct Search {
+    /// The reason for the query.
+    pub reason: Reason,
+    /// The subjects, validated.
+    pub subjects: Vec<Identity>,
+}
+
+/// How one peer answered, as the officer sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerReport {
+    /// The peer.
+    pub peer: PeerInfo,
+    /// Its answer, or why there is none.
+    pub state: PeerState,
+    /// Milliseconds until the answer or the failure.
+    pub latency_ms: u32,
+}
+
+/// Where a peer stands after a call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerState {
+    /// It answered.
+    Ok,
+    /// Not reachable, or its answer was unusable; with the cause.
+    Unavailable(String),
+    /// No answer before the deadline.
+    TimedOut,
+    /// It refused this node; with its message.
+    Refused(String),
+}
+
+impl PeerState {
+    /// `ok`, `unavailable`, `timed_out` or `refused`, as audit events name it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            PeerState::Ok => "ok",
+            PeerState::Unavailable(_) => "unavailable",
+            PeerState::TimedOut => "timed_out",
+            PeerState::Refused(_) => "refused",
+        }
+    }
+}
+
+impl<T> From<&PeerOutcome<T>> for PeerReport {
+    fn from(o: &PeerOutcome<T>) -> PeerReport {
+        let state = match &o.result {
+            Ok(_) => PeerState::Ok,
+            Err(PeerFailure::TimedOut) => PeerState::TimedOut,
+            Err(PeerFailure::Unavailable(m)) => PeerState::Unavailable(m.clone()),
+            Err(PeerFailure::Refused(m)) => PeerState::Refused(m.clone()),
+            Err(PeerFailure::Rejected(_, m)) => PeerState::Unavailable(m.clone()),
+        };
+        PeerReport {
+            peer: o.peer.clone(),
+            state,
+            latency_ms: u32::try_from(o.elapsed.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// A hit in a peer, as the officer receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchHit {
+    /// The subject's position in the search.
+    pub subject: u32,
+    /// The owner node.
+    pub country: Country,
+    /// The owner's reference for the hit.
+    pub hit_ref: HitRef,
+    /// Its quality.
+    pub quality: Quality,
+    /// When the owner stops resolving the reference.
+    pub expires_at: i64,
+}
+
+/// The outcome of a search.
+#[derive(Clone, Debug)]
+pub struct SearchOutcome {
+    /// The search's request id (in both nodes' audit logs).
+    pub request_id: String,
+    /// Each peer's status, in configuration order.
+    pub peers: Vec<PeerReport>,
+    /// Every hit.
+    pub hits: Vec<SearchHit>,
+}
+
+/// Runs an officer's search across every peer.
+pub async fn search(
+    state: &Arc<NodeState>,
+    officer: &str,
+    search: Search,
+) -> Result<SearchOutcome, AppError> {
+    limits::admit_search(state, officer).await?;
+    let max = state.config.limits.max_subjects_per_search;
+    if search.subjects.is_empty() {
+        return Err(AppError::Invalid("field `subjects` is empty".into()));
+    }
+    if search.subjects.len() > max {
+        return Err(AppError::Invalid(format!(
+            "field `subjects`: {} subjects exceed the limit of {max} per search (limits.max_subjects_per_search)",
+            search.subjects.len()
+        )));
+    }
+    // Searches go out under the active epoch; in a rotation's transition the peers
+    // may not have the next one yet.
+    let index = state.index.active();
+    let pseudonymiser = index.pseudonymiser();
+    let request_id = random_hex_id()
+        .ok_or_else(|| AppError::Internal("the system random generator failed".into()))?;
+    let span = tracing::Span::current();
+    span.record("request_id", request_id.as_str());
+    span.record("subjects", search.subjects.len());
+    let query = Arc::new(MatchQuery {
+        request_id: request_id.clone(),
+        reason: search.reason.clone(),
+        epoch: index.epoch(),
+        subjects: search
+            .subjects
+            .iter()
+            .map(|identity| pseudonymiser.hash_identity(identity, Side::Query))
+            .collect(),
+    });
+    let subject_count = query.subjects.len() as u32;
+    let outcomes = peers::fan_out(&state.peers, move |peers, peer| {
+        let query = query.clone();
+        Box::pin(async move { peers.match_keys(peer, query).await })
+    })
+    .await;
+    count_peer_calls(state, "Match", &outcomes);
+    let mut hits = Vec::new();
+    let mut reports = Vec::with_capacity(outcomes.len());
+    for outcome in &outcomes {
+        let mut report = PeerReport::from(outcome);
+        if let Ok(answer) = &outcome.result {
+            if answer.iter().any(|h| h.subject >= subject_count) {
+                report.state = PeerState::Unavailable(
+                    "the peer answered for subjects that were not asked".into(),
+                );
+            } else {
+                for hit in answer {
+                    state.metrics.hits("received", hit.quality.name(), 1);
+                    hits.push(SearchHit {
+                        subject: hit.subject,
+                        country: outcome.peer.country,
+                        hit_ref: hit.hit_ref,
+                        quality: hit.quality,
+                        expires_at: hit.expires_at,
+                    });
+                }
+            }
+        }
+        reports.push(report);
+    }
+    remember(state, &hits, &search.subjects, &request_id).await?;
+    drop(search.subjects);
+    let ok = reports.iter().filter(|p| p.state == PeerState::Ok).count();
+    events::record(
+        state,
+        Event::new(
+            "search.sent",
+            serde_json::json!({
+                "request_id": request_id,
+                "officer": officer,
+                "reason": search.reason.audit_fields(),
+                "subjects": subject_count,
+                "peers": reports.iter().map(|p| serde_json::json!({
+                    "country": p.peer.country.as_str(),
+                    "status": p.state.name(),
+                    "hits": hits.iter().filter(|h| h.country == p.peer.country).count(),
+                })).collect::<Vec<_>>(),
+            }),
+        ),
+    )
+    .await;
+    tracing::info!(
+        peers = reports.len(),
+        peers_ok = ok,
+        hits = hits.len(),
+        "search answered"
+    );
+    Ok(SearchOutcome {
+        request_id,
+        peers: reports,
+        hits,
+    })
+}
+
+/// Remembers each hit with the subject as searched, so that a follow-up can be filed
+/// for it (and tell the owner who the requesting state is looking for).
+async fn remember(
+    state: &Arc<NodeState>,
+    hits: &[SearchHit],
+    subjects: &[Identity],
+    request_id: &str,
+) -> Result<(), AppError> {
+    let now = unix_now();
+    let received: Vec<(HitRef, ReceivedHit)> = hits
+        .iter()
+        .filter_map(|h| {
+            Some((
+                h.hit_ref,
+                ReceivedHit {
+                    country: h.country,
+                    quality: h.quality,
+                    // A peer's answer: kept at most a year, whatever it says.
+                    expires_at: h.expires_at.min(now + MAX_HIT_MEMORY_SECONDS),
+                    subject: subjects.get(h.subject as usize)?.clone(),
+                    request_id: request_id.to_owned(),
+                },
+            ))
+        })
+        .collect();
+    if received.is_empty() {
+        return Ok(());
+    }
+    // Writes only new keys: no follow-up is read or changed, so this does not wait
+    // for the follow-up lock (a search stays off it).
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || Book::new(store.as_ref()).remember_hits(&received))
+        .await??;
+    Ok(())
+}
+
+/// Counts and times the calls of a fan-out to the peers.
+pub fn count_peer_calls<T>(state: &NodeState, rpc: &'static str, outcomes: &[PeerOutcome<T>]) {
+    for o in outcomes {
+        state
+            .metrics
+            .peer_call(o.peer.country.as_str(), rpc, o.outcome_name(), o.elapsed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::{
+        peers::PeerHit,
+        testkit::{Behaviour, FakePeers, audit_kinds, mueller, node_with, reason},
+    };
+
+    #[tokio::test]
+    async fn reports_each_peer_on_its_own_and_remembers_the_hits() {
+        let hit = PeerHit {
+            subject: 0,
+            hit_ref: "ab".repeat(20).parse().expect("a hit reference"),
+            quality: Quality::Strong,
+            expires_at: unix_now() + 3600,
+        };
+        let peers = FakePeers::new(&[
+            (
+                "DE",
+                Behaviour::Answers {
+                    hits: vec![hit.clone()],
+                    state: crate::domain::followup::State::Pending,
+                },
+            ),
+            ("ES", Behaviour::Fails(PeerFailure::TimedOut)),
+            (
+                "IT",
+                Behaviour::Fails(PeerFailure::Refused("over the rate limit".into())),
+            ),
+        ]);
+        let node = node_with("FR", peers, |_| {});
+        let subject = mueller("fr-1").identity;
+        let outcome = search(
+            &node.state,
+            "officer-1",
+            Search {
+                reason: reason(),
+                subjects: vec![subject.clone()],
+            },
+        )
+        .await
+        .expect("the search runs");
+
+        let states: Vec<(String, PeerState)> = outcome
+            .peers
+            .iter()
+            .map(|p| (p.peer.country.to_string(), p.state.clone()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("DE".to_owned(), PeerState::Ok),
+                ("ES".to_owned(), PeerState::TimedOut),
+                (
+                    "IT".to_owned(),
+                    PeerState::Refused("over the rate limit".into())
+                ),
+            ]
+        );
+        assert_eq!(outcome.hits.len(), 1);
+        assert_eq!(outcome.hits[0].country.as_str(), "DE");
+        assert_eq!(outcome.hits[0].hit_ref, hit.hit_ref);
+        let remembered = Book::new(node.state.store.as_ref())
+            .received_hit(&hit.hit_ref)
+            .expect("the store reads")
+            .expect("the hit is remembered");
+        assert_eq!(remembered.subject, subject);
+        assert_eq!(remembered.request_id, outcome.request_id);
+        assert_eq!(audit_kinds(&node), ["search.sent"]);
+    }
+
+    #[tokio::test]
+    async fn refuses_a_search_without_subjects_and_an_answer_about_unasked_subjects() {
+        let node = node_with(
+            "FR",
+            FakePeers::new(&[(
+                "DE",
+                Behaviour::Answers {
+                    hits: vec![PeerHit {
+                        subject: 3,
+                        hit_ref: "cd".repeat(20).parse().expect("a hit reference"),
+                        quality: Quality::Exact,
+                        expires_at: unix_now() + 3600,
+                    }],
+                    state: crate::domain::followup::State::Pending,
+                },
+            )]),
+            |_| {},
+        );
+        let empty = search(
+            &node.state,
+            "officer-1",
+            Search {
+                reason: reason(),
+                subjects: Vec::new(),
+            },
+        )
+        .await;
+        assert_eq!(
+            empty.expect_err("no subject").to_string(),
+            "field `subjects` is empty"
+        );
+        let outcome = search(
+            &node.state,
+            "officer-1",
+            Search {
+                reason: reason(),
+                subjects: vec![mueller("fr-1").identity],
+            },
+        )
+        .await
+        .expect("the search runs");
+        assert!(outcome.hits.is_empty());
+        assert!(
+            matches!(&outcome.peers[0].state, PeerState::Unavailable(m) if m.contains("not asked"))
+        );
+    }
+}

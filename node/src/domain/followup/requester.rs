@@ -1,0 +1,148 @@
+//! The requesting side of the state machine: a request the owner acknowledged, its
+//! decision arriving, a withdrawal, an owner that never answers, a hold.
+
+use std::collections::BTreeMap;
+
+use super::{DecisionNotice, Direction, Effects, Filing, FollowUp, OutboxChange, Receipt, State};
+use crate::domain::{principals::Country, pseudonymise::Quality};
+
+impl FollowUp {
+    /// A request this node's officer filed (`filing`, for a hit of `quality`) and
+    /// the owner acknowledged with `receipt`: a new outgoing follow-up.
+    pub fn requested(
+        filing: Filing,
+        owner: Country,
+        quality: Quality,
+        receipt: Receipt,
+        now: i64,
+    ) -> (FollowUp, Effects) {
+        let f = FollowUp {
+            id: receipt.id,
+            direction: Direction::Outgoing,
+            country: owner,
+            hit_ref: filing.hit_ref,
+            state: receipt.state,
+            officer_id: filing.officer_id,
+            reason: filing.reason,
+            justification: filing.justification,
+            offence_description: filing.offence_description,
+            subject: filing.subject,
+            filed_at: now,
+            deadline_at: receipt.deadline_at,
+            expires_at: receipt.expires_at,
+            steps: Vec::new(),
+            decision_reason: String::new(),
+            core_data: BTreeMap::new(),
+            record: None,
+            quality: Some(quality),
+        };
+        let event = f.event(
+            "followup.requested",
+            serde_json::json!({
+                "officer": f.officer_id,
+                "reason": f.reason.audit_fields(),
+            }),
+        );
+        let effects = Effects {
+            save: true,
+            outbox: OutboxChange::Keep,
+            event,
+        };
+        (f, effects)
+    }
+
+    /// The owner's decision arrives. It stands over what this node concluded alone
+    /// (a withdrawal the owner had not yet seen, or an expiry while it was
+    /// unreachable); a decision sent again (its acknowledgement was lost) changes
+    /// nothing and is recorded again.
+    pub fn receive_decision(&mut self, notice: DecisionNotice) -> Effects {
+        let concluded_alone = self.state == State::Withdrawn
+            || (self.state == State::Expired && notice.state != State::Expired);
+        let applies = self.direction == Direction::Outgoing
+            && matches!(
+                notice.state,
+                State::Approved | State::Refused | State::Expired
+            )
+            && (self.state.is_open() || concluded_alone);
+        if applies {
+            self.state = match notice.state {
+                State::Approved => State::Delivered,
+                other => other,
+            };
+            self.decision_reason = notice.reason;
+            self.core_data = notice.core_data;
+            self.steps.clear();
+        }
+        let event = self.event(
+            "followup.decision_received",
+            serde_json::json!({
+                "state": self.state.name(),
+                "released_fields": self.core_data.keys().collect::<Vec<_>>(),
+            }),
+        );
+        Effects {
+            save: applies,
+            outbox: OutboxChange::Keep,
+            event,
+        }
+    }
+
+    /// The officer withdrew the request and the owner answered with its state
+    /// (`owner_state`): withdrawn there, or decided in the meantime (the decision
+    /// itself comes through the owner's outbox).
+    pub fn withdraw_outgoing(&mut self, owner_state: Option<State>) -> Effects {
+        let save = self.direction == Direction::Outgoing
+            && owner_state == Some(State::Withdrawn)
+            && self.state.is_open();
+        if save {
+            self.state = State::Withdrawn;
+        }
+        let event = self.event(
+            "followup.withdrawn",
+            serde_json::json!({ "state": self.state.name() }),
+        );
+        Effects {
+            save,
+            outbox: OutboxChange::Keep,
+            event,
+        }
+    }
+
+    /// Closes an outgoing request whose owner has reported nothing `grace` seconds
+    /// after its expiry (the owner is down or gone; a decision it sends later still
+    /// counts). None when there is nothing to close.
+    pub fn close_unanswered(&mut self, now: i64, grace: i64) -> Option<Effects> {
+        if self.direction != Direction::Outgoing
+            || !self.state.is_open()
+            || now < self.expires_at.saturating_add(grace)
+        {
+            return None;
+        }
+        self.state = State::Expired;
+        self.decision_reason =
+            "the owner node reported no decision before the request expired".into();
+        Some(Effects {
+            save: true,
+            outbox: OutboxChange::Keep,
+            event: None,
+        })
+    }
+
+    /// The owner reports an open request's state (a hold shows here at once); None
+    /// when nothing changes. Decisions arrive through the owner's outbox.
+    pub fn follow_owner(&mut self, owner_state: State) -> Option<Effects> {
+        let changes = self.direction == Direction::Outgoing
+            && self.state.is_open()
+            && owner_state.is_open()
+            && self.state != owner_state;
+        if !changes {
+            return None;
+        }
+        self.state = owner_state;
+        Some(Effects {
+            save: true,
+            outbox: OutboxChange::Keep,
+            event: None,
+        })
+    }
+}
