@@ -1,0 +1,313 @@
+//! Loading a configuration file: parsing, resolving relative paths against the file's
+//! folder, and checking every field, naming the one that is wrong.
+
+use super::*;
+use std::{
+    collections::HashSet,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// Why a configuration was refused. The message names the file and the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read the configuration file: {source}")]
+    Read {
+        /// The configuration file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the configuration's shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The configuration file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        message: String,
+    },
+    /// A field holds a value that is well formed but not acceptable.
+    #[error("{path}: field `{field}`: {message}")]
+    Invalid {
+        /// The configuration file.
+        path: PathBuf,
+        /// The dotted path of the field, like `peers[1].endpoint`.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file, resolving relative paths
+    /// against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::from_toml(&text, path, base)
+    }
+
+    /// Parses and validates configuration text. `path` is only used in messages;
+    /// relative paths are resolved against `base`.
+    pub fn from_toml(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.resolve_paths(base);
+        config
+            .validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                path: path.to_owned(),
+                field,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.data_dir);
+        fix(&mut self.data_key);
+        fix(&mut self.tls.network_ca);
+        fix(&mut self.tls.node_cert);
+        fix(&mut self.tls.node_key);
+        fix(&mut self.tls.national_ca);
+        fix(&mut self.tls.national_cert);
+        fix(&mut self.tls.national_key);
+        for crl in &mut self.tls.crls {
+            fix(crl);
+        }
+        fix(&mut self.matching.secret_file);
+        if let Some(next) = &mut self.matching.next_secret_file {
+            fix(next);
+        }
+        fix(&mut self.audit.signing_key);
+    }
+
+    /// Checks everything that can be checked without reading the files it names.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let m = &self.matching;
+        match (&m.next_secret_file, m.next_key_epoch) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err((
+                    "matching.next_key_epoch".into(),
+                    "set matching.next_secret_file and matching.next_key_epoch together".into(),
+                ));
+            }
+            (Some(_), Some(next)) if next == m.key_epoch => {
+                return Err((
+                    "matching.next_key_epoch".into(),
+                    format!("{next} is already matching.key_epoch"),
+                ));
+            }
+            _ => {}
+        }
+        let mut countries = HashSet::new();
+        for (i, peer) in self.peers.iter().enumerate() {
+            let field = |name: &str| format!("peers[{i}].{name}");
+            if peer.country == self.country {
+                return Err((
+                    field("country"),
+                    format!("{} is this node's own country", peer.country),
+                ));
+            }
+            if !countries.insert(peer.country) {
+                return Err((
+                    field("country"),
+                    format!("{} is configured twice", peer.country),
+                ));
+            }
+            parse_endpoint(&peer.endpoint).map_err(|m| (field("endpoint"), m))?;
+            if let Some(id) = &peer.identity {
+                crate::domain::principals::CertIdentity::parse(id)
+                    .map_err(|m| (field("identity"), m))?;
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, user) in self.users.iter().enumerate() {
+            crate::domain::principals::validate_user_id(&user.id)
+                .map_err(|m| (format!("users[{i}].id"), m))?;
+            if !ids.insert(user.id.as_str()) {
+                return Err((
+                    format!("users[{i}].id"),
+                    format!(
+                        "user `{}` is configured twice; a user has one role",
+                        user.id
+                    ),
+                ));
+            }
+        }
+        if self.federation.listen == self.national.listen && self.federation.listen.port() != 0 {
+            return Err((
+                "national.listen".into(),
+                "must differ from federation.listen".into(),
+            ));
+        }
+        let l = &self.limits;
+        let in_range = |field: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                Err((
+                    format!("limits.{field}"),
+                    format!("{v} is out of range ({lo} to {hi})"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        in_range(
+            "max_message_bytes",
+            l.max_message_bytes as u64,
+            1024,
+            256 << 20,
+        )?;
+        in_range("handshake_timeout_ms", l.handshake_timeout_ms, 100, 120_000)?;
+        in_range("peer_timeout_ms", l.peer_timeout_ms, 50, 600_000)?;
+        in_range("max_connections", l.max_connections as u64, 1, 1_000_000)?;
+        in_range("shutdown_grace_ms", l.shutdown_grace_ms, 0, 600_000)?;
+        in_range(
+            "max_subjects_per_match",
+            l.max_subjects_per_match as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "max_keys_per_subject",
+            l.max_keys_per_subject as u64,
+            16,
+            100_000,
+        )?;
+        in_range(
+            "max_subjects_per_search",
+            l.max_subjects_per_search as u64,
+            1,
+            100_000,
+        )?;
+        in_range(
+            "max_import_records",
+            l.max_import_records as u64,
+            1,
+            100_000_000,
+        )?;
+        in_range(
+            "matches_per_minute_per_peer",
+            u64::from(l.matches_per_minute_per_peer),
+            1,
+            10_000_000,
+        )?;
+        in_range(
+            "searches_per_minute_per_officer",
+            u64::from(l.searches_per_minute_per_officer),
+            1,
+            10_000_000,
+        )?;
+        let span = |field: &str, d: Duration, lo: Duration, hi: Duration| {
+            if d < lo || d > hi {
+                Err((
+                    field.to_owned(),
+                    format!(
+                        "{} is out of range ({} to {})",
+                        humantime::format_duration(d),
+                        humantime::format_duration(lo),
+                        humantime::format_duration(hi)
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        const SECOND: Duration = Duration::from_secs(1);
+        const YEAR: Duration = Duration::from_secs(366 * 24 * 3600);
+        span(
+            "matching.hit_ref_ttl",
+            self.matching.hit_ref_ttl,
+            SECOND,
+            YEAR,
+        )?;
+        let f = &self.followup;
+        span(
+            "followup.decision_deadline",
+            f.decision_deadline,
+            SECOND,
+            YEAR,
+        )?;
+        span("followup.expiry", f.expiry, SECOND, 3 * YEAR)?;
+        if f.expiry < f.decision_deadline {
+            return Err((
+                "followup.expiry".into(),
+                format!(
+                    "{} is shorter than followup.decision_deadline ({})",
+                    humantime::format_duration(f.expiry),
+                    humantime::format_duration(f.decision_deadline)
+                ),
+            ));
+        }
+        span(
+            "followup.retry_max",
+            f.retry_max,
+            SECOND,
+            Duration::from_secs(86_400),
+        )?;
+        if let Some((i, _)) = f
+            .release_fields
+            .iter()
+            .enumerate()
+            .find(|(_, c)| crate::domain::identity::check_column_name(c).is_err())
+        {
+            return Err((
+                format!("followup.release_fields[{i}]"),
+                "not a column name (1-64 characters of a-z 0-9 _)".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(("log.level".into(), format!("not a log filter: {e}")));
+        }
+        Ok(())
+    }
+}
+
+/// A parsed `https://host:port` peer endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// Parses `https://host:port` (no path). The scheme must be https: every call is mutual TLS.
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .ok_or_else(|| format!("`{s}` must start with https://"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (h, p) = v6
+            .split_once("]:")
+            .ok_or_else(|| format!("`{s}` must be https://host:port"))?;
+        (h, p)
+    } else {
+        rest.rsplit_once(':')
+            .ok_or_else(|| format!("`{s}` must name a port: https://host:port"))?
+    };
+    if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+        return Err(format!("`{s}` must be https://host:port with no path"));
+    }
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("`{s}` has an invalid port"))?;
+    Ok(Endpoint {
+        host: host.to_owned(),
+        port,
+    })
+}
