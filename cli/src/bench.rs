@@ -10,12 +10,13 @@ use std::{
 
 use adep_node::{
     config::Config,
-    domain::index::{self, ImportMode, NationalIndex},
+    domain::audit::AuditLog,
+    domain::index::{self, ImportMode, NationalIndex, Written},
     domain::principals::{Country, Role},
     domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side},
     grpc::server::{self, Listeners},
     secret::{DataKey, MatchingSecret},
-    store,
+    store::{self, Batch},
     tooling::pki::{self, NodePlan},
     tooling::profile::Profile,
     tooling::synthetic,
@@ -212,8 +213,21 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
             Pseudonymiser::new(&secret, KeyEpoch(1)),
             &mut |_| {},
         )?;
+        // Each chunk is stored with its audit event, as the node stores it.
+        let key = std::fs::read(&de.audit.signing_key)?;
+        let log = AuditLog::open(opened.store.as_ref(), &key)?;
+        let commit = |batch: Batch, written: Written| {
+            log.apply_with(
+                opened.store.as_ref(),
+                0,
+                batch,
+                "records.stored",
+                &json!({ "operator": "bench", "written": format!("{written:?}") }),
+            )
+            .map(|_| ())
+        };
         let started = Instant::now();
-        let summary = national.import(records, ImportMode::Import, &mut |_| {})?;
+        let summary = national.import(records, ImportMode::Import, &mut |_| {}, &commit)?;
         let elapsed = started.elapsed().as_secs_f64();
         let rate = summary.added as f64 / elapsed;
         let counts = national.counts();

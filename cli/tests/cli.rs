@@ -468,7 +468,7 @@ fn demo_tells_the_whole_exchange_and_exits_zero() {
         "family_name: Müller",
         "followup.decided",
         "\"reviewer\":\"de-reviewer\"",
-        "DE: 5 entries, hash-chained and signed: verified",
+        "DE: 6 entries, hash-chained and signed: verified",
         "demo complete",
     ] {
         assert!(

@@ -8,7 +8,8 @@
 //!   outbox entry with the `followup.decided` event, one durable write; between
 //!   steps it appends relaxed events, as searches and Match calls do.
 //! * `importer` imports synthetic records through the node's own import code, in
-//!   imports of [`IMPORT`] records.
+//!   imports of [`IMPORT`] records, each chunk written with its `records.stored`
+//!   event as the node writes it.
 
 use std::{
     collections::BTreeSet,
@@ -19,7 +20,7 @@ use std::{
 
 use adep_node::{
     domain::audit::{self, AuditLog},
-    domain::index::{ImportMode, NationalIndex},
+    domain::index::{ImportMode, NationalIndex, Written},
     domain::pseudonymise::{KeyEpoch, Pseudonymiser},
     secret::DataKey,
     store::{self, Batch, Table},
@@ -213,7 +214,24 @@ fn index(opened: &store::OpenStore) -> NationalIndex {
 #[ignore = "the crash test runs it as its writer process"]
 fn importer() {
     let dir = std::env::var_os(DIR).expect("ADEP_CRASH_DIR names the test directory");
-    let opened = open(Path::new(&dir));
+    let dir = Path::new(&dir);
+    let opened = open(&dir.join("store"));
+    let key = std::fs::read(dir.join("audit.key")).expect("audit key");
+    let log = AuditLog::open(opened.store.as_ref(), &key).expect("audit log");
+    let store = opened.store.clone();
+    let commit = |batch: Batch, written: Written| {
+        let Written::Stored { added, updated } = written else {
+            unreachable!("an import of new records erases nothing")
+        };
+        log.apply_with(
+            store.as_ref(),
+            0,
+            batch,
+            "records.stored",
+            &serde_json::json!({ "added": added, "updated": updated }),
+        )
+        .map(|_| ())
+    };
     let index = index(&opened);
     let mut next = index.counts().records as u64;
     let mut out = std::io::stdout().lock();
@@ -222,7 +240,7 @@ fn importer() {
             .map(|i| synthetic::record(SEED, i))
             .collect();
         index
-            .import(records, ImportMode::Import, &mut |_| {})
+            .import(records, ImportMode::Import, &mut |_| {}, &commit)
             .expect("import");
         next += IMPORT;
         writeln!(out, "{next}").expect("stdout");
@@ -231,13 +249,31 @@ fn importer() {
 }
 
 #[test]
-fn a_killed_import_leaves_every_acknowledged_record_and_no_half_import() {
+fn a_killed_import_leaves_every_acknowledged_record_attributed_and_no_half_import() {
     let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("audit.key"),
+        audit::generate_key().expect("key"),
+    )
+    .expect("write key");
     for records in [IMPORT, 4 * IMPORT, 9 * IMPORT] {
         let acknowledged = run_and_kill(dir.path(), "importer", records);
-        let opened = open(dir.path());
+        let opened = open(&dir.path().join("store"));
         let index = index(&opened);
         let stored = opened.store.scan_prefix(Table::Records, b"").count() as u64;
+        // Attributed: every stored record counted by a `records.stored` event.
+        let attributed: u64 = AuditLog::export(opened.store.as_ref(), i64::MIN, i64::MAX)
+            .map(|e| e.expect("entry"))
+            .filter(|e| e.kind == "records.stored")
+            .map(|e| {
+                let fields: serde_json::Value = serde_json::from_str(&e.fields).expect("fields");
+                fields["added"].as_u64().expect("added")
+            })
+            .sum();
+        assert_eq!(
+            attributed, stored,
+            "records stored without their import event"
+        );
         assert_eq!(index.counts().records as u64, stored);
         assert_eq!(stored % IMPORT, 0, "{stored} records: half an import kept");
         assert!(

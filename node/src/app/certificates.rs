@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError};
 use crate::{
     app::{AppError, NodeState, events, state::LoadedCertificates},
     domain::audit::Event,
-    store::unix_now,
+    store::{Batch, unix_now},
 };
 
 /// How long before its own certificate expires a node starts warning.
@@ -44,9 +44,31 @@ pub fn warn_of_expiring(state: &NodeState, now: i64) {
 
 /// Reads the certificate, key, CA and revocation files of both listeners and of the
 /// peer clients again and uses them for new connections. Everything is read and
-/// checked before anything changes, so on an error nothing does. An audit event.
+/// checked, and the reload recorded in the audit log, before anything changes; on an
+/// error nothing does.
 pub async fn reload(state: &Arc<NodeState>, by: &str) -> Result<LoadedCertificates, AppError> {
-    let fresh = state.credentials.reload().map_err(|e| {
+    let s = state.clone();
+    let by_whom = by.to_owned();
+    let reloaded = tokio::task::spawn_blocking(move || {
+        s.credentials.reload(&mut |loaded| {
+            let event = Event::new(
+                "tls.reloaded",
+                serde_json::json!({
+                    "by": by_whom,
+                    "certificates": loaded
+                        .certificates
+                        .iter()
+                        .map(|(name, until)| serde_json::json!({ "name": name, "not_after": until }))
+                        .collect::<Vec<_>>(),
+                    "revoked": loaded.revoked,
+                }),
+            );
+            events::commit(&s, Batch::new(), &event)
+                .map_err(|e| format!("the reload could not be recorded in the audit log: {e}"))
+        })
+    })
+    .await?;
+    let fresh = reloaded.map_err(|e| {
         tracing::warn!(by, error = %e, "certificate reload refused; nothing changed");
         AppError::FailedPrecondition(format!("nothing reloaded: {e}"))
     })?;
@@ -55,22 +77,29 @@ pub async fn reload(state: &Arc<NodeState>, by: &str) -> Result<LoadedCertificat
         .write()
         .unwrap_or_else(PoisonError::into_inner) = fresh.clone();
     tracing::info!(by, "certificates reloaded");
-    events::record_durably(
-        state,
-        Event::new(
-            "tls.reloaded",
-            serde_json::json!({
-                "by": by,
-                "certificates": fresh
-                    .certificates
-                    .iter()
-                    .map(|(name, until)| serde_json::json!({ "name": name, "not_after": until }))
-                    .collect::<Vec<_>>(),
-                "revoked": fresh.revoked,
-            }),
-        ),
-    )
-    .await;
     warn_of_expiring(state, unix_now());
     Ok(fresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        app::testkit::{FakePeers, audit_kinds, node_with},
+        store::Table,
+    };
+
+    #[tokio::test]
+    async fn a_reload_that_cannot_be_recorded_changes_nothing() {
+        let node = node_with("DE", FakePeers::default(), |_| {});
+        node.store.fail_writes_to(Table::Audit);
+        let refused = reload(&node.state, "operator-1").await;
+        assert!(
+            matches!(&refused, Err(AppError::FailedPrecondition(m)) if m.contains("audit log")),
+            "{refused:?}"
+        );
+        node.store.fail_writes(false);
+        reload(&node.state, "operator-1").await.expect("reloaded");
+        assert_eq!(audit_kinds(&node), ["tls.reloaded"]);
+    }
 }

@@ -31,10 +31,20 @@ pub async fn record(state: &Arc<NodeState>, event: Event) {
     write(state, Batch::relaxed(), event).await;
 }
 
-/// Records the event of a rare step (an import, a reload, a rotation), durable when
-/// this returns.
-pub async fn record_durably(state: &Arc<NodeState>, event: Event) {
-    write(state, Batch::new(), event).await;
+/// Records the event of an operator's step (a reload, a rotation, a pruning), durable
+/// when this returns Ok. The caller does the step only once it is recorded, or undoes
+/// it: a step and its event succeed or fail together.
+pub async fn record_durably(state: &Arc<NodeState>, event: Event) -> Result<(), AppError> {
+    let kind = event.kind;
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || commit(&s, Batch::new(), &event))
+        .await?
+        .map_err(|e| {
+            tracing::error!(kind, error = %e, "cannot record an audit event");
+            AppError::Unavailable(format!(
+                "the step could not be recorded in the audit log ({kind}); nothing was done"
+            ))
+        })
 }
 
 async fn write(state: &Arc<NodeState>, batch: Batch, event: Event) {

@@ -298,6 +298,7 @@ mod tests {
         assert_eq!(
             audit_kinds(&node),
             [
+                "records.stored",
                 "records.imported",
                 "followup.filed",
                 "followup.decided",
@@ -330,7 +331,10 @@ mod tests {
             .expect("stored");
         assert_eq!(stored.state(), State::Pending);
         assert!(book.outbox().expect("read").is_empty());
-        assert_eq!(audit_kinds(&node), ["records.imported", "followup.filed"]);
+        assert_eq!(
+            audit_kinds(&node),
+            ["records.stored", "records.imported", "followup.filed"]
+        );
     }
 
     #[tokio::test]

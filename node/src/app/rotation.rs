@@ -32,12 +32,7 @@ pub async fn start(state: &Arc<NodeState>, operator: &str) -> Result<EpochStatus
     drop(secret);
     state.index.begin(KeyEpoch(epoch))?;
     let from = state.index.active().epoch().0;
-    tracing::info!(
-        from,
-        to = epoch,
-        "key rotation started: building the next index"
-    );
-    events::record_durably(
+    let recorded = events::record_durably(
         state,
         Event::new(
             "keys.rotation_started",
@@ -45,6 +40,15 @@ pub async fn start(state: &Arc<NodeState>, operator: &str) -> Result<EpochStatus
         ),
     )
     .await;
+    if let Err(e) = recorded {
+        state.index.abandon();
+        return Err(e);
+    }
+    tracing::info!(
+        from,
+        to = epoch,
+        "key rotation started: building the next index"
+    );
     tokio::spawn(build_next(state.clone(), pseudonymiser, from, epoch));
     Ok(state.index.status())
 }
@@ -65,25 +69,27 @@ async fn build_next(state: Arc<NodeState>, pseudonymiser: Pseudonymiser, from: u
     })
     .await;
     let s = state.clone();
+    let fields = serde_json::json!({ "from": from, "to": epoch });
+    let event = Event::new("keys.rotation_ready", fields.clone());
     let ready = match built {
-        Ok(Ok(index)) => {
-            tokio::task::spawn_blocking(move || s.index.ready(Arc::new(index), s.store.as_ref()))
-                .await
-                .is_ok_and(|r| r.is_ok())
-        }
+        // Both epochs answer once the transition and its event are stored together.
+        Ok(Ok(index)) => tokio::task::spawn_blocking(move || {
+            s.index
+                .ready(Arc::new(index), &|batch| events::commit(&s, batch, &event))
+        })
+        .await
+        .is_ok_and(|r| r.is_ok()),
         _ => false,
     };
-    let fields = serde_json::json!({ "from": from, "to": epoch });
     if ready {
         tracing::info!(epoch, "key rotation: both epochs answer");
-        events::record_durably(&state, Event::new("keys.rotation_ready", fields)).await;
     } else {
         state.index.abandon();
         tracing::error!(
             epoch,
             "key rotation abandoned: the next index could not be built or recorded"
         );
-        events::record_durably(&state, Event::new("keys.rotation_failed", fields)).await;
+        events::record(&state, Event::new("keys.rotation_failed", fields)).await;
     }
 }
 
@@ -91,22 +97,24 @@ async fn build_next(state: Arc<NodeState>, pseudonymiser: Pseudonymiser, from: u
 /// from now on.
 pub async fn finish(state: &Arc<NodeState>, operator: &str) -> Result<EpochStatus, AppError> {
     let s = state.clone();
-    let (from, to) = tokio::task::spawn_blocking(move || s.index.finish(s.store.as_ref()))
-        .await
-        .map_err(|_| RotationError::Task)?
-        .map_err(AppError::from)?;
+    let operator = operator.to_owned();
+    // The epochs change only once stored together with their event.
+    let (from, to) = tokio::task::spawn_blocking(move || {
+        s.index.finish(&|batch, from, to| {
+            let event = Event::new(
+                "keys.epoch_changed",
+                serde_json::json!({ "by": operator, "from": from.0, "to": to.0, "rotation": true }),
+            );
+            events::commit(&s, batch, &event)
+        })
+    })
+    .await
+    .map_err(|_| RotationError::Task)?
+    .map_err(AppError::from)?;
     tracing::info!(
         from = from.0,
         to = to.0,
         "key rotation finished: old epoch retired"
     );
-    events::record_durably(
-        state,
-        Event::new(
-            "keys.epoch_changed",
-            serde_json::json!({ "by": operator, "from": from.0, "to": to.0, "rotation": true }),
-        ),
-    )
-    .await;
     Ok(state.index.status())
 }

@@ -22,12 +22,17 @@ pub struct LoadedCertificates {
     pub revoked: usize,
 }
 
+/// What a reload does with the certificates it read, before it uses them: record the
+/// step (durably). An error stops the reload.
+pub type BeforeUse<'a> = &'a mut dyn FnMut(&LoadedCertificates) -> Result<(), String>;
+
 /// The TLS material of both listeners and the peer clients, which the edge can read
 /// again from its files and use for new connections.
 pub trait Credentials: Send + Sync + std::fmt::Debug {
-    /// Reads every certificate, key, CA and revocation list again and uses them from
-    /// now on; on an error nothing changes.
-    fn reload(&self) -> Result<LoadedCertificates, String>;
+    /// Reads and checks every certificate, key, CA and revocation list again, calls
+    /// `before_use` with what it read, and then uses them from now on; on an error
+    /// (from the files or from `before_use`) nothing changes.
+    fn reload(&self, before_use: BeforeUse<'_>) -> Result<LoadedCertificates, String>;
 }
 
 /// Everything the use cases and jobs share.

@@ -12,7 +12,7 @@ use crate::{
         limits::RateLimits,
         peers::{MatchQuery, PeerCall, PeerFailure, PeerHit, PeerInfo, PeerNetwork},
         refusals::Refusals,
-        state::{Credentials, LoadedCertificates},
+        state::{BeforeUse, Credentials, LoadedCertificates},
     },
     config::Config,
     domain::{
@@ -203,8 +203,10 @@ impl PeerNetwork for FakePeers {
 pub struct NoCredentials;
 
 impl Credentials for NoCredentials {
-    fn reload(&self) -> Result<LoadedCertificates, String> {
-        Ok(LoadedCertificates::default())
+    fn reload(&self, before_use: BeforeUse<'_>) -> Result<LoadedCertificates, String> {
+        let loaded = LoadedCertificates::default();
+        before_use(&loaded)?;
+        Ok(loaded)
     }
 }
 

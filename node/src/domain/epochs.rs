@@ -171,6 +171,12 @@ impl StoredEpochs {
 
     /// Writes the epochs durably.
     pub fn write(&self, store: &dyn Store) -> Result<(), StoreError> {
+        store.apply(&self.batch())
+    }
+
+    /// The durable batch that writes the epochs, for a caller that adds the step's
+    /// audit event to it.
+    pub fn batch(&self) -> Batch {
         let mut batch = Batch::new();
         match self.active {
             Some(a) => batch.put(Table::Meta, META_ACTIVE, a.to_be_bytes()),
@@ -182,7 +188,7 @@ impl StoredEpochs {
         }
         let retired: Vec<u8> = self.retired.iter().flat_map(|e| e.to_be_bytes()).collect();
         batch.put(Table::Meta, META_RETIRED, retired);
-        store.apply(&batch)
+        batch
     }
 }
 
@@ -270,8 +276,13 @@ impl Indexes {
     }
 
     /// The next index is built: both epochs answer from now on, and the transition
-    /// is recorded in `store` so that a restart resumes it.
-    pub fn ready(&self, next: Arc<NationalIndex>, store: &dyn Store) -> Result<(), StoreError> {
+    /// is recorded through `commit` (with the caller's audit event) so that a restart
+    /// resumes it.
+    pub fn ready(
+        &self,
+        next: Arc<NationalIndex>,
+        commit: &dyn Fn(Batch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         // Written before the swap, outside the lock Match takes: nothing else changes
         // the epochs while `building` is set (`begin` and `finish` refuse).
         let stored = {
@@ -282,7 +293,7 @@ impl Indexes {
                 retired: e.retired.clone(),
             }
         };
-        stored.write(store)?;
+        commit(stored.batch())?;
         let mut e = self.write();
         e.building = None;
         e.next = Some(next);
@@ -294,9 +305,13 @@ impl Indexes {
         self.write().building = None;
     }
 
-    /// Makes the next epoch active and retires the old one, durably. Returns the old
+    /// Makes the next epoch active and retires the old one, durably through `commit`
+    /// (given the old and the new epoch, for the caller's audit event). Returns the old
     /// and the new epoch.
-    pub fn finish(&self, store: &dyn Store) -> Result<(KeyEpoch, KeyEpoch), RotationError> {
+    pub fn finish(
+        &self,
+        commit: &dyn Fn(Batch, KeyEpoch, KeyEpoch) -> Result<(), StoreError>,
+    ) -> Result<(KeyEpoch, KeyEpoch), RotationError> {
         let mut e = self.write();
         if let Some(b) = e.building {
             return Err(RotationError::NotReady(b));
@@ -307,12 +322,13 @@ impl Indexes {
         let old = e.active.epoch();
         let mut retired = e.retired.clone();
         retired.push(old.0);
-        StoredEpochs {
+        let batch = StoredEpochs {
             active: Some(next.epoch().0),
             next: None,
             retired: retired.clone(),
         }
-        .write(store)?;
+        .batch();
+        commit(batch, old, next.epoch())?;
         e.active = next;
         e.next = None;
         e.retired = retired;

@@ -49,6 +49,31 @@ pub struct ImportSummary {
     pub erased: usize,
 }
 
+/// What one atomic write of an import or an erasure does, for the audit event that
+/// is stored with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Written {
+    /// Records stored: new ones and changed ones.
+    Stored {
+        /// Records not stored before.
+        added: usize,
+        /// Stored records whose content changed.
+        updated: usize,
+    },
+    /// Records erased.
+    Erased {
+        /// Ids asked for in this write.
+        requested: usize,
+        /// Of those, the ones that were stored.
+        erased: usize,
+    },
+}
+
+/// Applies one write of an import or an erasure together with what attributes it (the
+/// caller's audit event), atomically and durably: a record is never stored or erased
+/// without it.
+pub type Commit<'a> = &'a (dyn Fn(Batch, Written) -> Result<(), StoreError> + Sync);
+
 /// How an import treats stored records absent from the file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImportMode {
@@ -229,7 +254,8 @@ impl NationalIndex {
 
     /// Stores and indexes records (validated, with unique ids). In [`ImportMode::Sync`]
     /// stored records absent from `records` are erased afterwards. Records are written
-    /// in atomic chunks; each chunk is durable and indexed before the next one starts.
+    /// in atomic chunks through `commit`, each with what attributes it; each chunk is
+    /// durable and indexed before the next one starts.
     ///
     /// Blocks for as long as the work takes: call it from a blocking task.
     pub fn import(
@@ -237,6 +263,7 @@ impl NationalIndex {
         records: Vec<Record>,
         mode: ImportMode,
         progress: &mut dyn FnMut(Progress),
+        commit: Commit<'_>,
     ) -> Result<ImportSummary, IndexError> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut summary = ImportSummary::default();
@@ -283,11 +310,11 @@ impl NationalIndex {
         // million keys and at the end, also when a write fails: what is stored is
         // always indexed.
         let mut changed = changed.into_iter();
-        let store = &self.store;
         let index = &self.index;
         std::thread::scope(|scope| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<(
                 Batch,
+                Written,
                 Vec<Record>,
                 Vec<Vec<HashedKey>>,
                 Vec<RecordId>,
@@ -295,8 +322,8 @@ impl NationalIndex {
             let writer = scope.spawn(move || {
                 let mut run = Run::new();
                 let mut result = Ok(());
-                for (batch, new, keys, old) in rx {
-                    if let Err(e) = store.apply(&batch) {
+                for (batch, written, new, keys, old) in rx {
+                    if let Err(e) = commit(batch, written) {
                         result = Err(IndexError::from(e));
                         break;
                     }
@@ -332,8 +359,12 @@ impl NationalIndex {
                 let (new, old): (Vec<Record>, Vec<Option<Record>>) = chunk.into_iter().unzip();
                 let keys = hash_all(&self.pseudonymiser, &new);
                 let old: Vec<RecordId> = old.into_iter().flatten().map(|r| r.id).collect();
+                let stored = Written::Stored {
+                    added: new.len() - old.len(),
+                    updated: old.len(),
+                };
                 written += new.len();
-                if tx.send((batch, new, keys, old)).is_err() {
+                if tx.send((batch, stored, new, keys, old)).is_err() {
                     break;
                 }
                 progress(Progress {
@@ -364,7 +395,7 @@ impl NationalIndex {
             }
             let erase_total = absent.len();
             for (i, ids) in absent.chunks(WRITE_CHUNK).enumerate() {
-                summary.erased += self.erase(ids)?.len();
+                summary.erased += self.erase(ids, commit)?.len();
                 progress(Progress {
                     stage: Stage::Erasing,
                     done: (i * WRITE_CHUNK + ids.len()).min(erase_total),
@@ -375,19 +406,23 @@ impl NationalIndex {
         Ok(summary)
     }
 
-    /// Erases records by id; returns the ids that were stored (and are now erased).
-    /// Blocks: call it from a blocking task.
-    pub fn delete(&self, ids: &[RecordId]) -> Result<Vec<RecordId>, IndexError> {
+    /// Erases records by id, in atomic chunks through `commit`; returns the ids that
+    /// were stored (and are now erased). Blocks: call it from a blocking task.
+    pub fn delete(
+        &self,
+        ids: &[RecordId],
+        commit: Commit<'_>,
+    ) -> Result<Vec<RecordId>, IndexError> {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut erased = Vec::new();
         for chunk in ids.chunks(WRITE_CHUNK) {
-            erased.extend(self.erase(chunk)?);
+            erased.extend(self.erase(chunk, commit)?);
         }
         Ok(erased)
     }
 
     /// Erases one chunk atomically (the caller holds the writer lock).
-    fn erase(&self, ids: &[RecordId]) -> Result<Vec<RecordId>, IndexError> {
+    fn erase(&self, ids: &[RecordId], commit: Commit<'_>) -> Result<Vec<RecordId>, IndexError> {
         let mut batch = Batch::new();
         let mut old = Vec::new();
         for id in ids {
@@ -400,7 +435,13 @@ impl NationalIndex {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        self.store.apply(&batch)?;
+        commit(
+            batch,
+            Written::Erased {
+                requested: ids.len(),
+                erased: old.len(),
+            },
+        )?;
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         for record in &old {
             index.remove(&record.id);

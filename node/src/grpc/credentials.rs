@@ -2,7 +2,7 @@
 //! files without a restart: the edge's side of [`Credentials`].
 
 use crate::{
-    app::state::{Credentials, LoadedCertificates},
+    app::state::{BeforeUse, Credentials, LoadedCertificates},
     config::Config,
     grpc::{
         peers::PeerClients,
@@ -35,16 +35,18 @@ impl NodeCredentials {
 }
 
 impl Credentials for NodeCredentials {
-    fn reload(&self) -> Result<LoadedCertificates, String> {
+    fn reload(&self, before_use: BeforeUse<'_>) -> Result<LoadedCertificates, String> {
         let fresh = NodeTls::from_config(&self.config.tls).map_err(|e| e.to_string())?;
         let peers =
             PeerClients::from_config(&self.config, &fresh.crls).map_err(|e| e.to_string())?;
+        let loaded = LoadedCertificates {
+            certificates: fresh.certificates,
+            revoked: fresh.revoked,
+        };
+        before_use(&loaded)?;
         self.federation.replace_with(&fresh.federation);
         self.national.replace_with(&fresh.national);
         self.peers.replace_with(&peers);
-        Ok(LoadedCertificates {
-            certificates: fresh.certificates,
-            revoked: fresh.revoked,
-        })
+        Ok(loaded)
     }
 }

@@ -1,13 +1,11 @@
 //! An in-memory engine: the store of unit tests. Every batch applies atomically under
 //! one lock; nothing is durable. [`MemoryStore::fail_writes`] makes every write fail,
-//! for tests of what a step does when the store refuses it.
+//! and [`MemoryStore::fail_writes_to`] every write that touches one table (the audit
+//! log, say), for tests of what a step does when the store refuses it.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::{
-        Mutex, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Mutex, PoisonError},
 };
 
 use super::{Batch, Entry, Op, Scan, Store, StoreError, Table};
@@ -19,7 +17,16 @@ type Rows = BTreeMap<Vec<u8>, Vec<u8>>;
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     tables: Mutex<HashMap<Table, Rows>>,
-    failing: AtomicBool,
+    failing: Mutex<Failing>,
+}
+
+/// Which writes a test makes fail.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Failing {
+    #[default]
+    None,
+    All,
+    Touching(Table),
 }
 
 impl MemoryStore {
@@ -31,7 +38,13 @@ impl MemoryStore {
     /// From now on every write fails (`true`) or succeeds again (`false`); reads are
     /// not affected.
     pub fn fail_writes(&self, fail: bool) {
-        self.failing.store(fail, Ordering::SeqCst);
+        *self.failing.lock().unwrap_or_else(PoisonError::into_inner) =
+            if fail { Failing::All } else { Failing::None };
+    }
+
+    /// From now on every batch that writes to `table` fails, whatever else it holds.
+    pub fn fail_writes_to(&self, table: Table) {
+        *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = Failing::Touching(table);
     }
 
     fn scan(&self, table: Table, keep: impl Fn(&[u8]) -> bool) -> Scan<'_> {
@@ -71,7 +84,15 @@ impl Store for MemoryStore {
     }
 
     fn apply(&self, batch: &Batch) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
+        let failing = *self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        let refused = match failing {
+            Failing::None => false,
+            Failing::All => true,
+            Failing::Touching(t) => batch.ops().iter().any(|op| match op {
+                Op::Put { table, .. } | Op::Delete { table, .. } => *table == t,
+            }),
+        };
+        if refused {
             return Err(StoreError::Engine("the test store refuses writes".into()));
         }
         let mut tables = self.tables.lock().unwrap_or_else(PoisonError::into_inner);
