@@ -89,3 +89,56 @@ async fn an_officer_over_the_search_rate_is_refused() {
     );
     assert!(kinds.contains(&"rate_limited".to_owned()), "{kinds:?}");
 }
+
+/// A message whose field 2 is bytes where `MatchRequest` has a string: with invalid
+/// UTF-8 in it, the node cannot decode it as a Match.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotAMatch {
+    #[prost(bytes = "vec", tag = "2")]
+    country: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_or_oversized_message_is_invalid_argument_naming_the_problem() {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    net.edit_config("DE", |c| c.limits.max_message_bytes = 64 * 1024);
+    net.start_all().await;
+
+    // Undecodable: the caller's fault, not an INTERNAL one.
+    let d = net.dir().join("FR");
+    let channel = net.federation_channel("DE", Some((d.join("node.pem"), d.join("node.key.pem"))));
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let undecodable = grpc
+        .unary::<NotAMatch, adep_proto::v1::MatchResponse, _>(
+            tonic::Request::new(NotAMatch {
+                country: vec![0xff, 0xfe, 0xfd],
+            }),
+            http::uri::PathAndQuery::from_static("/adep.v1.Federation/Match"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .expect_err("not a Match");
+    assert_eq!(undecodable.code(), Code::InvalidArgument, "{undecodable:?}");
+    assert_eq!(
+        undecodable.message(),
+        "the request is not a well-formed Match message"
+    );
+
+    // Oversized: refused naming the limit.
+    let mut request = match_request(&net, "FR");
+    request.request_id = "x".repeat(100 * 1024);
+    let oversized = net
+        .federation_as_peer("DE", "FR")
+        .r#match(request)
+        .await
+        .expect_err("over limits.max_message_bytes");
+    assert_eq!(oversized.code(), Code::InvalidArgument, "{oversized:?}");
+    assert!(
+        oversized
+            .message()
+            .contains("limits.max_message_bytes (65536 bytes)"),
+        "{}",
+        oversized.message()
+    );
+}

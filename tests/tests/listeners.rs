@@ -206,8 +206,17 @@ async fn refuses_message_claiming_another_country_than_its_certificate() {
             .hello(TestNetwork::hello("ES"))
             .await,
         Code::PermissionDenied,
-        "field `country`: the message claims ES, but the certificate is of DE",
+        "field `country`: the message claims another country than the certificate's (DE)",
     );
+    // The error names the field, never what the caller sent in it.
+    let huge = net
+        .federation_as_peer("FR", "DE")
+        .hello(TestNetwork::hello(&"X".repeat(1 << 20)))
+        .await
+        .expect_err("refused");
+    assert_eq!(huge.code(), Code::PermissionDenied);
+    assert!(huge.message().len() < 200, "{} bytes", huge.message().len());
+    assert!(!huge.message().contains("XXXX"));
 }
 
 #[tokio::test]

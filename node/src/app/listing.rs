@@ -121,5 +121,5 @@ pub async fn show(
         })
     })
     .await?;
-    found.ok_or_else(|| AppError::NotFound(format!("no follow-up {id} of yours")))
+    found.ok_or_else(|| AppError::NotFound("field `id`: no follow-up of yours has this id".into()))
 }

@@ -168,9 +168,9 @@ pub async fn decide(
             if book.get(Direction::Outgoing, &id)?.is_some() {
                 return Err(FollowUpError::OwnRequest(id).into());
             }
-            return Err(AppError::NotFound(format!(
-                "no incoming follow-up has id {id}"
-            )));
+            return Err(AppError::NotFound(
+                "field `id`: no incoming follow-up has this id".into(),
+            ));
         };
         let record = match &f.record {
             Some(r) => index.record(r)?,

@@ -156,10 +156,10 @@ pub async fn withdraw(
     })
     .await?
     .filter(|f| f.officer_id == officer)
-    .ok_or_else(|| AppError::NotFound(format!("you filed no follow-up with id {id}")))?;
+    .ok_or_else(|| AppError::NotFound("field `id`: you filed no follow-up with this id".into()))?;
     if !f.state().is_open() {
         return Err(AppError::FailedPrecondition(format!(
-            "follow-up {id} is {} and can no longer be withdrawn",
+            "the follow-up is {} and can no longer be withdrawn",
             f.state().name()
         )));
     }

@@ -42,8 +42,7 @@ fn calling_peer<T>(req: &Request<T>, claimed: &str) -> Result<Country, Status> {
     };
     if claimed != country.as_str() {
         return Err(Status::permission_denied(format!(
-            "field `country`: the message claims {}, but the certificate is of {country}",
-            claimed.escape_debug()
+            "field `country`: the message claims another country than the certificate's ({country})"
         )));
     }
     tracing::Span::current().record("peer", country.as_str());

@@ -125,6 +125,38 @@ fn percent_decode(raw: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A request that does not decode, or is over the size limit, is the caller's fault:
+/// tonic answers it INTERNAL and OUT_OF_RANGE, which alerting would read as a server
+/// fault; the node answers INVALID_ARGUMENT saying what is wrong, or naming the limit.
+fn caller_fault(headers: &mut http::HeaderMap, rpc: &str, max_bytes: usize) {
+    let Some(code) = header_code(headers) else {
+        return;
+    };
+    let message = header_message(headers);
+    let rewritten = match code {
+        tonic::Code::Internal
+            if message.starts_with("failed to decode Protobuf message")
+                || message.starts_with("protocol error: received message with invalid") =>
+        {
+            format!("the request is not a well-formed {rpc} message")
+        }
+        tonic::Code::OutOfRange
+            if message.starts_with("Error, decoded message length too large") =>
+        {
+            format!("the request is larger than limits.max_message_bytes ({max_bytes} bytes)")
+        }
+        _ => return,
+    };
+    let Ok(value) = http::HeaderValue::from_str(&rewritten) else {
+        return;
+    };
+    headers.insert(
+        "grpc-status",
+        http::HeaderValue::from(tonic::Code::InvalidArgument as i32),
+    );
+    headers.insert("grpc-message", value);
+}
+
 /// Counts and times every call of a listener and records the refused ones (see the
 /// module docs).
 #[derive(Clone, Debug)]
@@ -181,11 +213,16 @@ where
         let answer = self.inner.call(req);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let response = answer.await?;
+            let mut response = answer.await?;
+            let rpc = metrics::rpc_name(&path);
+            caller_fault(
+                response.headers_mut(),
+                rpc,
+                layer.state.config.limits.max_message_bytes,
+            );
             // A refusal or an early error is a trailers-only answer with the code in
             // its headers; an answer that started normally counts as OK.
             let code = header_code(response.headers()).unwrap_or(tonic::Code::Ok);
-            let rpc = metrics::rpc_name(&path);
             let m = &layer.state.metrics;
             let listener = layer.listener.as_str();
             let caller = conn.as_ref().map_or_else(

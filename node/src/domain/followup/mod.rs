@@ -382,10 +382,10 @@ impl Effects {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FollowUpError {
     /// The follow-up was filed by this node: only the owner node decides.
-    #[error("follow-up {0} was filed by this node; only the node that holds the record decides")]
+    #[error("the follow-up was filed by this node; only the node that holds the record decides")]
     OwnRequest(FollowUpId),
     /// The follow-up is decided, withdrawn or expired already.
-    #[error("follow-up {id} is {} and can no longer change", .state.name())]
+    #[error("the follow-up is {} and can no longer change", .state.name())]
     Closed {
         /// The follow-up.
         id: FollowUpId,
@@ -393,7 +393,7 @@ pub enum FollowUpError {
         state: State,
     },
     /// Four-eyes policy: this reviewer has approved already.
-    #[error("follow-up {0} needs a second reviewer: you have approved it already")]
+    #[error("the follow-up needs a second reviewer: you have approved it already")]
     SameReviewer(FollowUpId),
     /// The record the request concerns is no longer stored.
     #[error("the record this request concerns has been erased; refuse the request instead")]
