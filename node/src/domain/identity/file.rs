@@ -285,14 +285,20 @@ fn json_record(line_bytes: &[u8], line: u64) -> Result<Record, RowError> {
         problem: problem.to_owned(),
     };
     let text = std::str::from_utf8(line_bytes).map_err(|_| row_error("is not valid UTF-8"))?;
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|_| row_error("is not a JSON object"))?;
-    let serde_json::Value::Object(object) = value else {
-        return Err(row_error("is not a JSON object"));
+    // A byte order mark may start the file, as in CSV.
+    let text = if line == 1 {
+        text.strip_prefix('\u{feff}').unwrap_or(text)
+    } else {
+        text
     };
-    if object.len() > limits::COLUMNS {
-        return Err(row_error("has too many fields"));
-    }
+    let Members(object) = serde_json::from_str(text).map_err(|e| {
+        if e.to_string().contains(TOO_MANY) {
+            row_error("has too many fields")
+        } else {
+            row_error("is not a JSON object")
+        }
+    })?;
+    let mut seen = HashSet::with_capacity(object.len());
     let mut fields = Vec::with_capacity(object.len());
     for (key, value) in &object {
         check_column_name(key).map_err(|problem| RowError::Field {
@@ -300,6 +306,14 @@ fn json_record(line_bytes: &[u8], line: u64) -> Result<Record, RowError> {
             field: "(name)".into(),
             problem,
         })?;
+        // Names are checked above: a column name, never a value, is repeated here.
+        if !seen.insert(key.as_str()) {
+            return Err(RowError::Field {
+                line,
+                field: key.clone(),
+                problem: Problem::Invalid("appears twice in the object"),
+            });
+        }
         let text = match value {
             serde_json::Value::String(s) => s.as_str(),
             serde_json::Value::Null => "",
@@ -314,7 +328,7 @@ fn json_record(line_bytes: &[u8], line: u64) -> Result<Record, RowError> {
         fields.push((key.as_str(), text));
     }
     for required in ["record_id", "family_name", "given_names", "date_of_birth"] {
-        if !object.contains_key(required) && required != "given_names" {
+        if !seen.contains(required) && required != "given_names" {
             return Err(RowError::Field {
                 line,
                 field: required.into(),
@@ -323,6 +337,40 @@ fn json_record(line_bytes: &[u8], line: u64) -> Result<Record, RowError> {
         }
     }
     record_from_fields(fields.into_iter(), line)
+}
+
+const TOO_MANY: &str = "more members than the columns of a record";
+
+/// A JSON object's members in the order written, duplicates kept (so that they can be
+/// refused: a JSON map keeps only the last). At most [`limits::COLUMNS`] of them.
+struct Members(Vec<(String, serde_json::Value)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Members, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Members;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, serde_json::Value>()? {
+                    if members.len() == limits::COLUMNS {
+                        return Err(serde::de::Error::custom(TOO_MANY));
+                    }
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// Builds a record from (column, value) pairs. Unknown columns become payload.
@@ -359,6 +407,9 @@ fn record_from_fields<'a>(
             _ => {
                 if value.len() > limits::PAYLOAD_VALUE_BYTES {
                     return Err(err(name, Problem::TooLong(limits::PAYLOAD_VALUE_BYTES)));
+                }
+                if value.contains('\0') {
+                    return Err(err(name, Problem::Invalid("holds a NUL character")));
                 }
                 if !value.is_empty() {
                     payload.insert(name.to_owned(), value.to_owned());

@@ -362,8 +362,11 @@ fn name_field(value: &str, required: bool) -> Result<String, Problem> {
     if value.chars().any(char::is_control) {
         return Err(Problem::Invalid("control characters are not allowed"));
     }
-    if required && !value.chars().any(char::is_alphanumeric) {
+    if required && value.is_empty() {
         return Err(Problem::Missing);
+    }
+    if required && !value.chars().any(char::is_alphanumeric) {
+        return Err(Problem::Invalid("has no letters or digits"));
     }
     Ok(value.to_owned())
 }
@@ -542,6 +545,72 @@ mod tests {
         assert_eq!(
             ok.records[0].payload.get("case").map(String::as_str),
             Some("x")
+        );
+    }
+
+    #[test]
+    fn refuses_duplicate_json_keys_nul_in_payload_and_names_without_letters() {
+        let jsonl = |text: &str| read_records(text.as_bytes(), Format::JsonLines, OnBadRow::Fail);
+        let twice = jsonl(
+            "{\"record_id\":\"a\",\"family_name\":\"X\",\"family_name\":\"Y\",\"date_of_birth\":\"1970\"}\n",
+        );
+        let Err(FileError::BadRows { errors, .. }) = twice else {
+            panic!("a duplicate key is refused");
+        };
+        assert_eq!(
+            errors[0].to_string(),
+            "line 1: field `family_name` is invalid: appears twice in the object"
+        );
+
+        let nul = csv(
+            &format!("{HEADER}r1,Doe,John,1970-01-01,,,,,a\0b\n"),
+            OnBadRow::Fail,
+        );
+        let Err(FileError::BadRows { errors, .. }) = nul else {
+            panic!("NUL in a payload value is refused");
+        };
+        assert_eq!(
+            errors[0].to_string(),
+            "line 2: field `offence` is invalid: holds a NUL character"
+        );
+
+        let punctuation = csv(
+            &format!("{HEADER}r1,?!--,John,1970-01-01,,,,,\n"),
+            OnBadRow::Fail,
+        );
+        let Err(FileError::BadRows { errors, .. }) = punctuation else {
+            panic!("a name of punctuation only is refused");
+        };
+        assert_eq!(
+            errors[0].to_string(),
+            "line 2: field `family_name` is invalid: has no letters or digits"
+        );
+    }
+
+    #[test]
+    fn a_byte_order_mark_starts_csv_and_json_lines_alike() {
+        let line = "{\"record_id\":\"a\",\"family_name\":\"X\",\"given_names\":\"Y\",\"date_of_birth\":\"1970\"}\n";
+        let jsonl = read_records(
+            format!("\u{feff}{line}").as_bytes(),
+            Format::JsonLines,
+            OnBadRow::Fail,
+        )
+        .expect("JSON Lines with a BOM");
+        assert_eq!(jsonl.records.len(), 1);
+        let csv_file = csv(
+            &format!("\u{feff}{HEADER}r1,Doe,John,1970-01-01,,,,,\n"),
+            OnBadRow::Fail,
+        )
+        .expect("CSV with a BOM");
+        assert_eq!(csv_file.records.len(), 1);
+        // Not further in: a BOM inside the file is no start of it.
+        assert!(
+            read_records(
+                format!("{line}\u{feff}{line}").as_bytes(),
+                Format::JsonLines,
+                OnBadRow::Fail,
+            )
+            .is_err()
         );
     }
 

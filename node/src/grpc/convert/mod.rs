@@ -270,6 +270,9 @@ pub fn record(i: usize, data: v1::RecordData) -> Result<Record, Invalid> {
                 format!("has a value longer than {}", limits::PAYLOAD_VALUE_BYTES),
             ));
         }
+        if value.contains('\0') {
+            return Err(bad("payload", "has a value holding a NUL character".into()));
+        }
         if !value.is_empty() {
             payload.insert(name, value);
         }
