@@ -43,7 +43,7 @@ async fn each_node_records_its_own_steps_and_only_auditors_read_them() {
     assert_eq!(net.audit_kinds("FR").await, ["search.sent"]);
     assert_eq!(
         net.audit_kinds("DE").await,
-        ["records.imported", "match.received"]
+        ["records.stored", "records.imported", "match.received"]
     );
     let refused = net
         .national("DE", Role::Officer)
@@ -68,9 +68,9 @@ async fn an_entry_altered_in_the_store_is_named_by_verify() {
     };
     let before = verify(&net).await;
     assert!(before.ok, "{before:?}");
-    assert_eq!(before.entries, 2);
+    assert_eq!(before.entries, 3);
 
-    // Stop DE, change what entry 2 says, start DE again.
+    // Stop DE, change what entry 3 (the Match from FR) says, start DE again.
     net.stop("DE").await;
     let config = net.config("DE");
     {
@@ -80,12 +80,12 @@ async fn an_entry_altered_in_the_store_is_named_by_verify() {
             &DataKey::from_file(&config.data_key).expect("DE's data key"),
         )
         .expect("open DE's store");
-        let key = 2u64.to_be_bytes();
+        let key = 3u64.to_be_bytes();
         let raw = opened
             .store
             .get(Table::Audit, &key)
             .expect("get")
-            .expect("entry 2");
+            .expect("entry 3");
         let mut entry: Entry = postcard::from_bytes(&raw).expect("decode");
         entry.fields = entry.fields.replace("\"FR\"", "\"ES\"");
         let mut batch = Batch::new();
@@ -99,7 +99,7 @@ async fn an_entry_altered_in_the_store_is_named_by_verify() {
     net.start("DE").await;
     let after = verify(&net).await;
     assert!(!after.ok);
-    assert_eq!(after.bad_entry, 2);
+    assert_eq!(after.bad_entry, 3);
     assert!(after.problem.contains("altered"), "{}", after.problem);
 }
 
@@ -171,7 +171,7 @@ async fn entries_past_retention_are_pruned_and_the_rest_still_verifies() {
     let mut net = searched_network().await;
     assert_eq!(
         net.audit_kinds("DE").await,
-        ["records.imported", "match.received"]
+        ["records.stored", "records.imported", "match.received"]
     );
     net.stop("DE").await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
@@ -179,9 +179,10 @@ async fn entries_past_retention_are_pruned_and_the_rest_still_verifies() {
         c.audit.retention = std::time::Duration::from_secs(1)
     });
     net.start("DE").await;
-    // Pruning runs at start-up: both entries are past retention, the newest is kept.
+    // Pruning runs at start-up: all three entries are past retention, the newest is
+    // kept.
     let pruned = net.audit_entries_of("DE", "audit.pruned").await;
-    assert_eq!(pruned[0]["entries"], 1);
+    assert_eq!(pruned[0]["entries"], 2);
     assert_eq!(
         net.audit_kinds("DE").await,
         ["match.received", "audit.pruned"]
@@ -193,7 +194,7 @@ async fn entries_past_retention_are_pruned_and_the_rest_still_verifies() {
         .expect("verify")
         .into_inner();
     assert!(verified.ok, "{verified:?}");
-    assert_eq!((verified.entries, verified.first), (2, 2));
+    assert_eq!((verified.entries, verified.first), (2, 3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,7 +205,7 @@ async fn a_new_key_epoch_is_an_audit_event() {
     net.start("DE").await;
     assert_eq!(
         net.audit_kinds("DE").await,
-        ["records.imported", "match.received"]
+        ["records.stored", "records.imported", "match.received"]
     );
     net.stop("DE").await;
     net.edit_config("DE", |c| c.matching.key_epoch = 2);
