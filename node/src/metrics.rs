@@ -78,6 +78,34 @@ pub struct CertLabels {
     pub certificate: &'static str,
 }
 
+/// Labels of a listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `federation` or `national`.
+    pub listener: &'static str,
+}
+
+/// Labels of a remote address holding connections without a verified certificate.
+/// Bounded: only addresses holding such connections now (at most
+/// `limits.max_unverified_connections`) have a series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteLabels {
+    /// `federation` or `national`.
+    pub listener: &'static str,
+    /// The remote IP address.
+    pub remote: String,
+}
+
+/// Labels of a refused connection.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionRefusedLabels {
+    /// `federation` or `national`.
+    pub listener: &'static str,
+    /// `max_connections`, `max_unverified_connections`, `max_unverified_per_address`,
+    /// `handshake_failed` or `handshake_timeout`.
+    pub reason: &'static str,
+}
+
 type Gauge64 = Gauge<i64, AtomicI64>;
 
 /// Every metric of a node.
@@ -116,6 +144,12 @@ pub struct Metrics {
     pub certificate_expiry_seconds: Family<CertLabels, Gauge64>,
     /// Audit entries written since start.
     pub audit_entries: Counter,
+    /// Open connections without a verified certificate, by listener.
+    pub unverified_connections: Family<ListenerLabels, Gauge64>,
+    /// The same, by remote address holding them.
+    pub unverified_by_remote: Family<RemoteLabels, Gauge64>,
+    /// Connections refused or closed, by reason.
+    pub connections_refused: Family<ConnectionRefusedLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -230,8 +264,29 @@ impl Metrics {
             "Audit entries written since the node started",
             audit_entries.clone(),
         );
+        let unverified_connections = Family::<ListenerLabels, Gauge64>::default();
+        let unverified_by_remote = Family::<RemoteLabels, Gauge64>::default();
+        let connections_refused = Family::<ConnectionRefusedLabels, Counter>::default();
+        registry.register(
+            "unverified_connections",
+            "Open connections that have not proven a certificate of the listener's CA",
+            unverified_connections.clone(),
+        );
+        registry.register(
+            "unverified_connections_by_remote",
+            "Open connections without a verified certificate, by the remote address holding them",
+            unverified_by_remote.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections refused, by reason",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
+            unverified_connections,
+            unverified_by_remote,
+            connections_refused,
             calls,
             call_seconds,
             peer_calls,

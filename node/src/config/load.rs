@@ -172,6 +172,54 @@ impl Config {
         in_range("handshake_timeout_ms", l.handshake_timeout_ms, 100, 120_000)?;
         in_range("peer_timeout_ms", l.peer_timeout_ms, 50, 600_000)?;
         in_range("max_connections", l.max_connections as u64, 1, 1_000_000)?;
+        in_range(
+            "max_unverified_connections",
+            l.max_unverified_connections as u64,
+            1,
+            1_000_000,
+        )?;
+        in_range(
+            "max_unverified_per_address",
+            l.max_unverified_per_address as u64,
+            1,
+            l.max_unverified_connections as u64,
+        )?;
+        in_range(
+            "unverified_lifetime_ms",
+            l.unverified_lifetime_ms,
+            100,
+            600_000,
+        )?;
+        in_range(
+            "max_streams_per_connection",
+            u64::from(l.max_streams_per_connection),
+            1,
+            10_000,
+        )?;
+        in_range(
+            "max_calls_per_connection",
+            l.max_calls_per_connection as u64,
+            1,
+            10_000,
+        )?;
+        in_range(
+            "max_header_list_bytes",
+            u64::from(l.max_header_list_bytes),
+            1024,
+            1 << 20,
+        )?;
+        in_range(
+            "stream_window_bytes",
+            u64::from(l.stream_window_bytes),
+            65_535,
+            (1 << 31) - 1,
+        )?;
+        in_range(
+            "connection_window_bytes",
+            u64::from(l.connection_window_bytes),
+            65_535,
+            (1 << 31) - 1,
+        )?;
         in_range("shutdown_grace_ms", l.shutdown_grace_ms, 0, 600_000)?;
         in_range(
             "max_subjects_per_match",

@@ -278,6 +278,32 @@ pub struct Limits {
     /// Searches one officer may make per minute (bursts up to the same number).
     /// Default 120.
     pub searches_per_minute_per_officer: u32,
+    /// Most connections per listener that have not (yet) proven a certificate of the
+    /// listener's CA: in their TLS handshake, anonymous (health probes), or with a
+    /// certificate the listener refuses. They never count toward `max_connections`.
+    /// Default 256.
+    pub max_unverified_connections: usize,
+    /// Most such connections from one remote address. Default 8.
+    pub max_unverified_per_address: usize,
+    /// How long a connection without a verified certificate stays open after its
+    /// handshake: enough for one health probe or one refused call. Default 3000 ms.
+    pub unverified_lifetime_ms: u64,
+    /// HTTP/2 streams (calls) one connection may have open at once; the client is told
+    /// in its SETTINGS, and a stream over it is refused. Default 100.
+    pub max_streams_per_connection: u32,
+    /// Calls of one connection handled at once; the others wait, their data held
+    /// within the flow-control windows. Default 16.
+    pub max_calls_per_connection: usize,
+    /// Largest HTTP/2 header list of a call, in bytes. Default 16384.
+    pub max_header_list_bytes: u32,
+    /// HTTP/2 flow-control window of one stream, in bytes. Default 1048576.
+    pub stream_window_bytes: u32,
+    /// HTTP/2 flow-control window of a whole connection, in bytes: data a client sent
+    /// and the node has not read yet. With `max_calls_per_connection` and
+    /// `max_message_bytes` it bounds a connection's memory: about
+    /// `connection_window_bytes + max_calls_per_connection × max_message_bytes`.
+    /// Default 4194304.
+    pub connection_window_bytes: u32,
 }
 
 impl Default for Limits {
@@ -294,6 +320,14 @@ impl Default for Limits {
             max_import_records: 5_000_000,
             matches_per_minute_per_peer: 600,
             searches_per_minute_per_officer: 120,
+            max_unverified_connections: 256,
+            max_unverified_per_address: 8,
+            unverified_lifetime_ms: 3_000,
+            max_streams_per_connection: 100,
+            max_calls_per_connection: 16,
+            max_header_list_bytes: 16 * 1024,
+            stream_window_bytes: 1024 * 1024,
+            connection_window_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -310,6 +344,10 @@ impl Limits {
     /// Grace period of shutdown.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+    /// How long a connection without a verified certificate stays open.
+    pub fn unverified_lifetime(&self) -> Duration {
+        Duration::from_millis(self.unverified_lifetime_ms)
     }
 }
 

@@ -4,6 +4,7 @@
 //! that builds outbound proto messages ([`peers`]).
 
 pub mod auth;
+pub mod connections;
 pub mod convert;
 pub mod credentials;
 pub mod federation;

@@ -29,6 +29,7 @@ use crate::{
     grpc::{
         auth::{Authorizer, Listener},
         authorize_call,
+        connections::UnverifiedPool,
         credentials::NodeCredentials,
         federation::FederationService,
         national::NationalService,
@@ -36,7 +37,7 @@ use crate::{
         peers::PeerClients,
         tls::{AuthedStream, NodeTls, ServerTls, TlsError},
     },
-    metrics::Metrics,
+    metrics::{ConnectionRefusedLabels, Metrics},
     secret::{DataKey, MatchingSecret, SecretError},
     store::{self, StoreError},
 };
@@ -333,7 +334,7 @@ pub async fn serve(
     };
     let max = config.limits.max_message_bytes;
 
-    let federation = Server::builder()
+    let federation = bounded(&config.limits)
         .layer(ObserveLayer::new(state.clone(), Listener::Federation))
         .layer(InterceptorLayer::new(authorize_call(Arc::new(
             Authorizer::new(Listener::Federation, config),
@@ -345,7 +346,7 @@ pub async fn serve(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         );
-    let national = Server::builder()
+    let national = bounded(&config.limits)
         .layer(ObserveLayer::new(state.clone(), Listener::National))
         .layer(InterceptorLayer::new(authorize_call(Arc::new(
             Authorizer::new(Listener::National, config),
@@ -446,8 +447,22 @@ pub async fn serve(
     Ok(())
 }
 
-/// Accepts TCP connections, runs the TLS handshake (bounded in time and in connections
-/// at once) and yields authenticated streams to the gRPC server.
+/// A server whose HTTP/2 connections are bounded: streams at once, calls handled at
+/// once, header list size, flow-control windows (`limits`).
+fn bounded(limits: &crate::config::Limits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .concurrency_limit_per_connection(limits.max_calls_per_connection)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .initial_stream_window_size(limits.stream_window_bytes)
+        .initial_connection_window_size(limits.connection_window_bytes)
+}
+
+/// Accepts TCP connections and runs their TLS handshakes (bounded in time). A
+/// connection that proves a certificate of the listener's CA takes one of
+/// `limits.max_connections`; every other one holds an unverified slot only, capped in
+/// all and per address and closed after `limits.unverified_lifetime`
+/// ([`crate::grpc::connections`]). Yields the connections to the gRPC server.
 fn incoming(
     listener: TcpListener,
     tls: ServerTls,
@@ -459,12 +474,29 @@ fn incoming(
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::channel(64);
-    let limit = Arc::new(Semaphore::new(state.config.limits.max_connections));
-    let handshake_timeout = state.config.limits.handshake_timeout();
+    let limits = &state.config.limits;
+    let verified = Arc::new(Semaphore::new(limits.max_connections));
+    let unverified = UnverifiedPool::new(
+        which.as_str(),
+        limits.max_unverified_connections,
+        limits.max_unverified_per_address,
+        &state.metrics,
+    );
+    let handshake_timeout = limits.handshake_timeout();
+    let lifetime = limits.unverified_lifetime();
     let state = state.clone();
-    let refused = move |remote: SocketAddr, reason: String| {
-        let mut fields = serde_json::Map::new();
-        fields.insert("reason".into(), reason.into());
+    let refused = move |remote: SocketAddr, reason: &'static str, fields: serde_json::Value| {
+        state
+            .metrics
+            .connections_refused
+            .get_or_create(&ConnectionRefusedLabels {
+                listener: which.as_str(),
+                reason,
+            })
+            .inc();
+        let serde_json::Value::Object(fields) = fields else {
+            return;
+        };
         refusals::record(
             &state,
             Refused {
@@ -489,35 +521,73 @@ fn incoming(
                     continue;
                 }
             };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                tracing::warn!(listener = which.as_str(), %remote, "connection refused: too many open connections");
-                refused(
-                    remote,
-                    "too many open connections (limits.max_connections)".into(),
-                );
-                continue;
+            // Until its handshake proves a certificate, a connection is unverified.
+            let slot = match unverified.admit(remote.ip()) {
+                Ok(slot) => slot,
+                Err(full) => {
+                    tracing::warn!(listener = which.as_str(), %remote, limit = full.limit(), "connection refused: too many connections without a verified certificate");
+                    let holders: Vec<serde_json::Value> = unverified
+                        .holders(5)
+                        .into_iter()
+                        .map(|(ip, n)| serde_json::json!({ "remote": ip.to_string(), "connections": n }))
+                        .collect();
+                    refused(
+                        remote,
+                        full.limit(),
+                        serde_json::json!({
+                            "reason": format!("too many connections without a verified certificate (limits.{})", full.limit()),
+                            "holders": holders,
+                        }),
+                    );
+                    continue;
+                }
             };
             let _ = tcp.set_nodelay(true);
             let tls = tls.clone();
             let tx = tx.clone();
             let refused = refused.clone();
+            let verified = verified.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, tls.accept(tcp, remote)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream.with_permit(permit))).await;
-                    }
+                let stream = match tokio::time::timeout(handshake_timeout, tls.accept(tcp, remote))
+                    .await
+                {
+                    Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
                         tracing::info!(listener = which.as_str(), %remote, error = %e, "TLS handshake failed");
-                        refused(remote, format!("TLS handshake failed: {e}"));
+                        refused(
+                            remote,
+                            "handshake_failed",
+                            serde_json::json!({ "reason": format!("TLS handshake failed: {e}") }),
+                        );
+                        return;
                     }
                     Err(_) => {
                         tracing::info!(listener = which.as_str(), %remote, "TLS handshake timed out");
                         refused(
                             remote,
-                            "TLS handshake timed out (limits.handshake_timeout)".into(),
+                            "handshake_timeout",
+                            serde_json::json!({ "reason": "TLS handshake timed out (limits.handshake_timeout)" }),
                         );
+                        return;
                     }
-                }
+                };
+                let stream = if stream.verified() {
+                    drop(slot);
+                    let Ok(permit) = verified.try_acquire_owned() else {
+                        tracing::warn!(listener = which.as_str(), %remote, "connection refused: too many open connections");
+                        refused(
+                            remote,
+                            "max_connections",
+                            serde_json::json!({ "reason": "too many open connections (limits.max_connections)" }),
+                        );
+                        return;
+                    };
+                    stream.holding(permit)
+                } else {
+                    // One refused call or a health probe, then closed.
+                    stream.holding(slot).closing_after(lifetime)
+                };
+                let _ = tx.send(Ok(stream)).await;
             });
         }
     });

@@ -130,7 +130,8 @@ impl ServerTls {
                 remote,
                 authn: Arc::new(authn),
             },
-            permit: None,
+            slot: None,
+            deadline: None,
         })
     }
 }
@@ -218,19 +219,56 @@ pub struct ConnInfo {
     pub authn: Arc<Authn>,
 }
 
-/// A server-side TLS connection with its authentication outcome.
-#[derive(Debug)]
+/// A server-side TLS connection with its authentication outcome, the admission slot it
+/// holds for as long as it lives, and possibly the time it is closed at.
 pub struct AuthedStream {
     inner: TlsStream<TcpStream>,
     info: ConnInfo,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    slot: Option<Box<dyn std::any::Any + Send + Sync>>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl std::fmt::Debug for AuthedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthedStream")
+            .field("info", &self.info)
+            .field("closes", &self.deadline.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AuthedStream {
-    /// Holds a connection-limit permit for as long as the connection lives.
-    pub fn with_permit(mut self, permit: tokio::sync::OwnedSemaphorePermit) -> AuthedStream {
-        self.permit = Some(permit);
+    /// Whether the client proved a certificate of the listener's CA.
+    pub fn verified(&self) -> bool {
+        matches!(*self.info.authn, Authn::Verified(_))
+    }
+
+    /// The client's address.
+    pub fn remote(&self) -> SocketAddr {
+        self.info.remote
+    }
+
+    /// Holds an admission slot (released when the connection closes).
+    pub fn holding(mut self, slot: impl Send + Sync + 'static) -> AuthedStream {
+        self.slot = Some(Box::new(slot));
         self
+    }
+
+    /// Closes the connection `after` from now: reads and writes fail from then on.
+    pub fn closing_after(mut self, after: std::time::Duration) -> AuthedStream {
+        self.deadline = Some(Box::pin(tokio::time::sleep(after)));
+        self
+    }
+
+    /// Fails once the deadline, if any, has passed.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        let deadline = self.deadline.as_mut()?;
+        deadline.as_mut().poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the connection's unverified lifetime is over",
+            )
+        })
     }
 }
 
@@ -248,6 +286,9 @@ impl AsyncRead for AuthedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if let Some(e) = self.expired(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -258,6 +299,9 @@ impl AsyncWrite for AuthedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.expired(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -274,6 +318,9 @@ impl AsyncWrite for AuthedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(e) = self.expired(cx) {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
