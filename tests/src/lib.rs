@@ -26,6 +26,7 @@ use adep_proto::v1::{
 };
 pub mod followups;
 pub mod logs;
+pub mod proxy;
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;

@@ -130,7 +130,10 @@ fn clients(
                     identity: Some(identity),
                 },
                 client_config.clone(),
-                config.limits.peer_timeout(),
+                // Longer than the call's deadline, which bounds every call: a peer
+                // whose handshake hangs is then reported timed out, not as a
+                // transport error.
+                config.limits.peer_timeout() * 2,
             )
             .map_err(|message| TlsError::File {
                 path: "peers".into(),
@@ -249,6 +252,7 @@ fn classify(status: &tonic::Status) -> PeerFailure {
         Code::NotFound => PeerFailure::Rejected(Rejection::NotFound, message),
         Code::AlreadyExists => PeerFailure::Rejected(Rejection::AlreadyExists, message),
         Code::FailedPrecondition => PeerFailure::Rejected(Rejection::FailedPrecondition, message),
+        Code::Unknown => PeerFailure::Unavailable(transport_cause(status).unwrap_or(message)),
         code => PeerFailure::Rejected(Rejection::Other, format!("{code:?}: {message}")),
     }
 }

@@ -1,0 +1,192 @@
+//! Hostile connections over real nodes (DESIGN section 9): a stranger without a
+//! certificate of the listener's CA holds nothing that users and peers need, and one
+//! connection cannot open more HTTP/2 streams than the node allows. The long
+//! campaign (thousands of connections) is documented in docs/reliability.md; this is
+//! its short run.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use adep_node::{domain::principals::Role, grpc::tls};
+use adep_proto::v1::{Identity as ProtoIdentity, SearchRequest, StatusRequest};
+use adep_tests::{TestNetwork, reason, record};
+use rustls_pki_types::ServerName;
+use tokio::{
+    io::AsyncReadExt as _,
+    net::{TcpSocket, TcpStream},
+};
+use tokio_rustls::{TlsConnector, client::TlsStream};
+
+/// Connects from `from` (another loopback address than the users') to `to` and
+/// completes a TLS handshake presenting `cert`, or none.
+async fn tls_from(
+    from: &str,
+    to: SocketAddr,
+    ca: &std::path::Path,
+    cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    alpn_h2: bool,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{from}:0").parse().expect("address"))?;
+    let tcp = socket.connect(to).await?;
+    let identity = cert.map(|(c, k)| {
+        (
+            tls::load_certs(&c).expect("cert"),
+            tls::load_key(&k).expect("key"),
+        )
+    });
+    let config = tls::client_config(tls::root_store(ca).expect("roots"), identity).expect("tls");
+    let mut config = Arc::unwrap_or_clone(config);
+    if alpn_h2 {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
+    let connector = TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from("localhost").expect("name");
+    let mut stream = connector.connect(name, tcp).await?;
+    if alpn_h2 {
+        // The caller speaks HTTP/2 on it: nothing of the server's preface is read here.
+        return Ok(stream);
+    }
+    // TLS 1.3: the server's refusal (or closing) shows on the first read.
+    let mut probe = [0u8; 1];
+    match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut probe)).await {
+        Ok(Ok(0)) => Err(std::io::ErrorKind::ConnectionReset.into()),
+        Ok(Err(e)) => Err(e),
+        _ => Ok(stream),
+    }
+}
+
+/// Whether the server has closed `stream`, waiting at most `within`.
+async fn closed_within(stream: &mut TlsStream<TcpStream>, within: Duration) -> bool {
+    let mut buf = [0u8; 64];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match tokio::time::timeout(left, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_without_a_certificate_lock_nobody_out() {
+    let mut net = TestNetwork::new(&["FR", "DE", "ES"]).await;
+    net.edit_config("DE", |c| {
+        c.limits.max_connections = 16;
+        c.limits.max_unverified_connections = 32;
+        c.limits.max_unverified_per_address = 4;
+        c.limits.unverified_lifetime_ms = 1_500;
+    });
+    net.start_all().await;
+    net.import(
+        "DE",
+        vec![record("de-1", "Müller", "Hans", "1970-05-12")],
+        adep_proto::v1::ImportMode::Import,
+        10,
+    )
+    .await
+    .expect("import");
+
+    // A stranger on 127.0.0.2 opens far more connections than max_connections, on
+    // both listeners, completes each handshake without a certificate and goes idle.
+    let dir = net.dir().to_owned();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        for (addr, ca) in [
+            (
+                net.national_addr("DE"),
+                dir.join("DE").join("national-ca.pem"),
+            ),
+            (net.federation_addr("DE"), dir.join("network-ca.pem")),
+        ] {
+            match tls_from("127.0.0.2", addr, &ca, None, false).await {
+                Ok(stream) => held.push(stream),
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    assert!(
+        held.len() <= 2 * 4,
+        "{} connections held: more than max_unverified_per_address per listener",
+        held.len()
+    );
+    assert!(refused >= 80 - 8, "{refused} refused");
+
+    // Meanwhile an officer in FR searches (FR → DE over the federation listener) and
+    // DE's operator asks for its status on the national listener.
+    let answer = net
+        .national("FR", Role::Officer)
+        .search(SearchRequest {
+            reason: Some(reason()),
+            subjects: vec![ProtoIdentity {
+                family_name: "Müller".into(),
+                given_names: "Hans".into(),
+                date_of_birth: "1970-05-12".into(),
+                ..ProtoIdentity::default()
+            }],
+        })
+        .await
+        .expect("the search is served")
+        .into_inner();
+    assert!(answer.hits.iter().any(|h| h.country == "DE"), "{answer:?}");
+    net.national("DE", Role::Operator)
+        .status(StatusRequest::default())
+        .await
+        .expect("the operator is served");
+
+    // The stranger's connections are closed at the end of their unverified lifetime.
+    for stream in &mut held {
+        assert!(
+            closed_within(stream, Duration::from_secs(10)).await,
+            "an unverified connection outlived its lifetime"
+        );
+    }
+    // The refusals name the address that holds the connections.
+    let events = net.audit_entries_of("DE", "connection.refused").await;
+    assert!(
+        events.iter().any(|e| e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("limits.max_unverified_per_address"))
+            && e["holders"][0]["remote"] == "127.0.0.2"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_gets_no_more_streams_than_the_limit() {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    net.edit_config("DE", |c| c.limits.max_streams_per_connection = 8);
+    net.start_all().await;
+    let d = net.dir().join("FR");
+    let stream = tls_from(
+        "127.0.0.1",
+        net.federation_addr("DE"),
+        &net.dir().join("network-ca.pem"),
+        Some((d.join("node.pem"), d.join("node.key.pem"))),
+        true,
+    )
+    .await
+    .expect("FR's node connects");
+    let (client, connection) = h2::client::handshake(stream).await.expect("HTTP/2");
+    let mut connection = Box::pin(connection);
+    let mut ping = connection.as_mut().ping_pong().expect("ping");
+    // Drive the connection until the node answers a ping: its SETTINGS come first.
+    tokio::select! {
+        ended = connection.as_mut() => panic!("the connection ended: {ended:?}"),
+        pong = ping.ping(h2::Ping::opaque()) => {
+            pong.expect("pong");
+        }
+    }
+    // The node allows this connection eight streams at once, as configured; an
+    // HTTP/2 peer opening more has them refused (REFUSED_STREAM).
+    assert_eq!(
+        connection.as_ref().get_ref().max_concurrent_send_streams(),
+        8
+    );
+    drop(client);
+}
