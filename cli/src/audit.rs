@@ -14,12 +14,82 @@ use crate::output;
 /// `adep audit` commands (auditor role).
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the audit log: every entry in place, chained to the one before and
-    /// signed with the node's audit key. Exit 0 when it holds, 1 naming the first bad
-    /// entry.
-    Verify,
+    /// Check the audit log: it starts where the last pruning left it, every entry in
+    /// place, chained to the one before and signed with the node's audit key; and with
+    /// --witness, that it still holds every checkpoint of this node kept elsewhere, so
+    /// that removing the newest entries is caught. Exit 0 when it holds, 1 naming the
+    /// first bad entry or the cut.
+    Verify(VerifyArgs),
     /// Write the entries of a period as JSON Lines, oldest first.
     Export(ExportArgs),
+}
+
+/// `adep audit verify` arguments.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// A file of witnesses, JSON Lines: an earlier `adep audit export` of this node
+    /// (its last line is the node's signed head), or a peer's export (the
+    /// `peer_audit_head` this node sent it with each Match, filing and decision).
+    /// Checkpoints of other nodes are counted and left out. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    witness: Vec<std::path::PathBuf>,
+}
+
+/// The checkpoints in a witness file: `{"checkpoint": {...}}` lines, and
+/// `fields.peer_audit_head` of exported entries.
+fn witnesses(path: &std::path::Path) -> Result<Vec<pb::AuditCheckpoint>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the witness file {}", path.display()))?;
+    let unhex = |v: &serde_json::Value, line: usize, what: &str| -> Result<Vec<u8>> {
+        let s = v.as_str().unwrap_or_default();
+        if !s.len().is_multiple_of(2) {
+            bail!(
+                "{}: line {line}: `{what}` is not hexadecimal",
+                path.display()
+            );
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| {
+                    anyhow::anyhow!(
+                        "{}: line {line}: `{what}` is not hexadecimal",
+                        path.display()
+                    )
+                })
+            })
+            .collect()
+    };
+    let mut found = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: line {line_no} is not JSON", path.display()))?;
+        for c in [&value["checkpoint"], &value["fields"]["peer_audit_head"]] {
+            if c.is_object() {
+                found.push(pb::AuditCheckpoint {
+                    seq: c["seq"].as_u64().unwrap_or(0),
+                    hash: unhex(&c["hash"], line_no, "hash")?,
+                    time: c["time"].as_i64().unwrap_or(0),
+                    signature: unhex(&c["signature"], line_no, "signature")?,
+                });
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The JSON form of a checkpoint.
+pub fn checkpoint_json(c: &pb::AuditCheckpoint) -> serde_json::Value {
+    json!({
+        "seq": c.seq,
+        "hash": hex(&c.hash),
+        "time": c.time,
+        "signature": hex(&c.signature),
+    })
 }
 
 /// `adep audit export` arguments.
@@ -82,10 +152,14 @@ pub async fn entries(profile: &Profile, since: i64, until: i64) -> Result<Vec<pb
 /// Runs an audit command.
 pub async fn run(cmd: AuditCommand, profile: &Profile, json: bool) -> Result<ExitCode> {
     match cmd {
-        AuditCommand::Verify => {
+        AuditCommand::Verify(args) => {
+            let mut given = Vec::new();
+            for path in &args.witness {
+                given.extend(witnesses(path)?);
+            }
             let v = profile
                 .national_client()?
-                .verify_audit(pb::VerifyAuditRequest {})
+                .verify_audit(pb::VerifyAuditRequest { witnesses: given })
                 .await
                 .map_err(|s| output::call_error(&profile.node, s))?
                 .into_inner();
@@ -96,6 +170,7 @@ pub async fn run(cmd: AuditCommand, profile: &Profile, json: bool) -> Result<Exi
                         "ok": v.ok, "entries": v.entries, "first": v.first, "last": v.last,
                         "bad_entry": (!v.ok).then_some(v.bad_entry),
                         "problem": v.problem, "public_key": hex(&v.public_key),
+                        "witnesses": v.witnesses, "foreign_witnesses": v.foreign_witnesses,
                     })
                 );
             } else if v.ok {
@@ -106,6 +181,12 @@ pub async fn run(cmd: AuditCommand, profile: &Profile, json: bool) -> Result<Exi
                     v.last,
                     hex(&v.public_key)
                 );
+                if !args.witness.is_empty() {
+                    println!(
+                        "it holds every one of the {} checkpoints of this node in the witness files ({} of other nodes left out)",
+                        v.witnesses, v.foreign_witnesses
+                    );
+                }
             } else {
                 println!("audit log BROKEN at entry {}: {}", v.bad_entry, v.problem);
             }
@@ -124,11 +205,20 @@ pub async fn run(cmd: AuditCommand, profile: &Profile, json: bool) -> Result<Exi
             let all = entries(profile, since, until)
                 .await
                 .context("cannot export the audit log")?;
+            let mut entries = 0;
             for e in &all {
-                println!("{}", entry_json(e));
+                match &e.checkpoint {
+                    Some(c) => println!("{}", json!({ "checkpoint": checkpoint_json(c) })),
+                    None => {
+                        entries += 1;
+                        println!("{}", entry_json(e));
+                    }
+                }
             }
             if !json {
-                eprintln!("adep: {} audit entries", all.len());
+                eprintln!(
+                    "adep: {entries} audit entries; the last line is the node's signed head (keep the file: `adep audit verify --witness` checks the log still holds it)"
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

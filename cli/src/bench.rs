@@ -549,6 +549,7 @@ fn match_batches(
                     }
                 })
                 .collect(),
+            audit_head: None,
         })
         .collect()
 }

@@ -610,12 +610,16 @@ fn followup_commands_for_officers_and_reviewers() {
         &["audit", "export", "--since", "2000-01-01"],
     );
     assert_eq!(code, Some(0));
-    let kinds: Vec<String> = out
+    let lines: Vec<serde_json::Value> = out
         .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("a JSON line");
-            v["kind"].as_str().expect("kind").to_owned()
-        })
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    // The last line is the node's signed head; every other one an entry.
+    let (head, entries) = lines.split_last().expect("lines");
+    assert!(head["checkpoint"]["signature"].is_string(), "{head}");
+    let kinds: Vec<String> = entries
+        .iter()
+        .map(|v| v["kind"].as_str().expect("kind").to_owned())
         .collect();
     for kind in [
         "match.received",
@@ -627,6 +631,19 @@ fn followup_commands_for_officers_and_reviewers() {
     }
     assert!(
         !out.contains("Müller") && !out.contains("1970-05-12"),
+        "{out}"
+    );
+    // The export is a witness: the log still holds the head it ends with.
+    let witness = dir.path().join("de-audit.jsonl");
+    std::fs::write(&witness, &out).expect("write the export");
+    let witness = witness.to_string_lossy().into_owned();
+    let (code, out, err) = adep(
+        "DE/auditor.toml",
+        &["audit", "verify", "--witness", &witness],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("holds every one of the 1 checkpoints"),
         "{out}"
     );
     let (code, _, err) = adep("DE/officer.toml", &["audit", "verify"]);

@@ -159,7 +159,7 @@ fn a_killed_writer_leaves_every_acknowledged_step_with_its_event() {
         let opened = open(&dir.path().join("store"));
         let store = opened.store.as_ref();
 
-        let verified = audit::verify(store, &public_key)
+        let verified = audit::verify(store, &public_key, &[])
             .expect("read the log")
             .unwrap_or_else(|broken| panic!("the log breaks after a crash: {broken}"));
         let mut decided = BTreeSet::new();

@@ -411,6 +411,22 @@ impl TestNetwork {
             .collect()
     }
 
+    /// Every message of an export of a node's audit log, its closing head included.
+    pub async fn audit_export(&self, country: &str) -> Vec<adep_proto::v1::AuditEntry> {
+        use tokio_stream::StreamExt as _;
+        let mut stream = self
+            .national(country, Role::Auditor)
+            .export_audit(adep_proto::v1::AuditExportRequest::default())
+            .await
+            .expect("export")
+            .into_inner();
+        let mut all = Vec::new();
+        while let Some(e) = stream.next().await {
+            all.push(e.expect("entry"));
+        }
+        all
+    }
+
     /// A node's audit entries, oldest first, as kind and fields.
     pub async fn audit_entries(&self, country: &str) -> Vec<(String, serde_json::Value)> {
         use tokio_stream::StreamExt as _;
@@ -423,6 +439,10 @@ impl TestNetwork {
         let mut entries = Vec::new();
         while let Some(e) = stream.next().await {
             let e = e.expect("entry");
+            if e.checkpoint.is_some() {
+                // The export's closing head, not an entry.
+                continue;
+            }
             let fields = serde_json::from_str(&e.fields_json).expect("fields are JSON");
             entries.push((e.kind, fields));
         }

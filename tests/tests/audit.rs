@@ -7,7 +7,9 @@ use adep_node::{
     secret::DataKey,
     store::{self, Batch, Table},
 };
-use adep_proto::v1::{Identity as ProtoIdentity, ImportMode, SearchRequest, VerifyAuditRequest};
+use adep_proto::v1::{
+    AuditCheckpoint, Identity as ProtoIdentity, ImportMode, SearchRequest, VerifyAuditRequest,
+};
 use adep_tests::{TestNetwork, cc, reason, record};
 use tonic::Code;
 
@@ -47,7 +49,7 @@ async fn each_node_records_its_own_steps_and_only_auditors_read_them() {
     );
     let refused = net
         .national("DE", Role::Officer)
-        .verify_audit(VerifyAuditRequest {})
+        .verify_audit(VerifyAuditRequest::default())
         .await
         .expect_err("officers do not read the audit log");
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -60,7 +62,7 @@ async fn an_entry_altered_in_the_store_is_named_by_verify() {
         let mut client = net.national("DE", Role::Auditor);
         async move {
             client
-                .verify_audit(VerifyAuditRequest {})
+                .verify_audit(VerifyAuditRequest::default())
                 .await
                 .expect("verify")
                 .into_inner()
@@ -189,7 +191,7 @@ async fn entries_past_retention_are_pruned_and_the_rest_still_verifies() {
     );
     let verified = net
         .national("DE", Role::Auditor)
-        .verify_audit(VerifyAuditRequest {})
+        .verify_audit(VerifyAuditRequest::default())
         .await
         .expect("verify")
         .into_inner();
@@ -212,4 +214,61 @@ async fn a_new_key_epoch_is_an_audit_event() {
     net.start("DE").await;
     let changed = net.audit_entries_of("DE", "keys.epoch_changed").await;
     assert_eq!(changed, [serde_json::json!({ "from": 1, "to": 2 })]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_tail_is_named_against_the_auditors_export_and_the_peers_log() {
+    let mut net = searched_network().await;
+    // The auditor exports DE's log: it ends with DE's signed head. And FR's Match to
+    // DE carried FR's head, which DE's log holds: nodes witness each other.
+    let exported = net.audit_export("DE").await;
+    let head = exported
+        .last()
+        .and_then(|e| e.checkpoint.clone())
+        .expect("an export ends with the node's head");
+    assert_eq!(head.seq, 3);
+    let fr_head_in_de =
+        net.audit_entries_of("DE", "match.received").await[0]["peer_audit_head"].clone();
+    assert!(fr_head_in_de["seq"].as_u64().is_some(), "{fr_head_in_de}");
+
+    let verify = |net: &TestNetwork, witnesses: Vec<AuditCheckpoint>| {
+        let mut client = net.national("DE", Role::Auditor);
+        async move {
+            client
+                .verify_audit(VerifyAuditRequest { witnesses })
+                .await
+                .expect("verify")
+                .into_inner()
+        }
+    };
+    let before = verify(&net, vec![head.clone()]).await;
+    assert!(before.ok, "{before:?}");
+    assert_eq!((before.witnesses, before.foreign_witnesses), (1, 0));
+
+    // Stop DE, remove its newest entry (the Match), start DE again.
+    net.stop("DE").await;
+    let config = net.config("DE");
+    {
+        let opened = store::open(
+            &config.data_dir,
+            cc("DE"),
+            &DataKey::from_file(&config.data_key).expect("DE's data key"),
+        )
+        .expect("open DE's store");
+        let mut batch = Batch::new();
+        batch.delete(Table::Audit, 3u64.to_be_bytes().to_vec());
+        opened.store.apply(&batch).expect("cut");
+    }
+    net.start("DE").await;
+    // Alone, the log still chains; against the export's head, the cut is named.
+    assert!(verify(&net, Vec::new()).await.ok);
+    let after = verify(&net, vec![head]).await;
+    assert!(!after.ok);
+    assert_eq!(after.bad_entry, 3);
+    assert!(
+        after.problem.contains("newest entries were removed")
+            && after.problem.contains("ends at entry 2"),
+        "{}",
+        after.problem
+    );
 }

@@ -16,6 +16,7 @@ fn match_request(net: &TestNetwork, country: &str) -> MatchRequest {
             subject: 0,
             keys: match_keys(&net.matching_secret(), 1, ("Nobody", "Known", "1990-01-01")),
         }],
+        audit_head: None,
     }
 }
 

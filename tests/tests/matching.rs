@@ -53,6 +53,7 @@ fn match_request(subjects: Vec<Vec<MatchKey>>) -> MatchRequest {
                 keys,
             })
             .collect(),
+        audit_head: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn match_mueller(secret: &[u8], epoch: u32) -> MatchRequest {
             subject: 0,
             keys: match_keys(secret, epoch, ("Müller", "Hans Peter", "1970-05-12")),
         }],
+        audit_head: None,
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::{
     app::{AppError, NodeState, events},
     domain::{
-        audit::Event,
+        audit::{Checkpoint, Event},
         hitref::{self, HitRef},
         identity::RecordId,
         principals::Country,
@@ -28,6 +28,8 @@ pub struct MatchCall {
     pub epoch: KeyEpoch,
     /// Each subject's keys, in the order of the call.
     pub subjects: Vec<Vec<HashedKey>>,
+    /// The calling node's audit head, recorded with the call.
+    pub peer_head: Option<Checkpoint>,
 }
 
 /// A hit this node reports to the calling peer.
@@ -122,6 +124,7 @@ pub async fn answer(
                 "subjects": call.subjects.len(),
                 "subjects_with_hits": found.iter().filter(|f| !f.is_empty()).count(),
                 "hit_refs_issued": hit_count,
+                "peer_audit_head": call.peer_head.as_ref().map(Checkpoint::fields),
             }),
         ),
     )

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::{
     app::{AppError, NodeState},
-    domain::audit::{self, AuditLog, Broken, Entry, Verified},
+    domain::audit::{self, AuditLog, Broken, Checkpoint, Entry, Verified},
     store::StoreError,
 };
 
@@ -38,16 +38,24 @@ pub fn export(
     }
 }
 
-/// Verifies the whole log under the node's public key; returns the key with the
-/// outcome.
+/// This node's signed head now, to close an export with (the auditor keeps it, and
+/// `verify` checks the log against it later).
+pub fn head(state: &NodeState) -> Checkpoint {
+    state.audit.checkpoint(crate::store::unix_now())
+}
+
+/// Verifies the whole log under the node's public key, and against `witnesses`
+/// (checkpoints of this node's head kept elsewhere); returns the key with the outcome.
 pub async fn verify(
     state: &Arc<NodeState>,
+    witnesses: Vec<Checkpoint>,
 ) -> Result<(Result<Verified, Broken>, Vec<u8>), AppError> {
     let s = state.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || audit::verify(s.store.as_ref(), s.audit.public_key()))
-            .await
-            .map_err(|_| AppError::Internal("the verification task failed".into()))?
-            .map_err(|e| AppError::Unavailable(format!("the store failed: {e}")))?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        audit::verify(s.store.as_ref(), s.audit.public_key(), &witnesses)
+    })
+    .await
+    .map_err(|_| AppError::Internal("the verification task failed".into()))?
+    .map_err(|e| AppError::Unavailable(format!("the store failed: {e}")))?;
     Ok((outcome, state.audit.public_key().to_vec()))
 }

@@ -245,6 +245,7 @@ mod tests {
             offence_description: "Burglary.".into(),
             subject: mueller("x").identity,
             officer_id: "fr-officer".into(),
+            audit_head: None,
         };
         (node, filing)
     }

@@ -8,6 +8,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 use tokio::{task::JoinSet, time::Instant};
 
 use crate::domain::{
+    audit::Checkpoint,
     followup::{DecisionNotice, Filing, FollowUpId, Receipt},
     hitref::HitRef,
     principals::Country,
@@ -86,6 +87,8 @@ pub struct MatchQuery {
     pub epoch: KeyEpoch,
     /// Each subject's keys, in the order of the search.
     pub subjects: Vec<Vec<HashedKey>>,
+    /// This node's audit head, for the peer's log.
+    pub head: Checkpoint,
 }
 
 /// A hit a peer reports.

@@ -66,6 +66,7 @@ pub async fn request(
         offence_description: request.offence_description,
         subject: hit.subject,
         officer_id: officer,
+        audit_head: Some(state.audit.checkpoint(now)),
     };
     let receipt =
         state
@@ -256,6 +257,7 @@ mod tests {
             reason: "Checked.".into(),
             core_data: BTreeMap::from([("family_name".to_owned(), "Müller".to_owned())]),
             decided_at: unix_now(),
+            audit_head: None,
         }
     }
 

@@ -144,6 +144,7 @@ pub async fn search(
         request_id: request_id.clone(),
         reason: search.reason.clone(),
         epoch: index.epoch(),
+        head: state.audit.checkpoint(unix_now()),
         subjects: search
             .subjects
             .iter()

@@ -8,8 +8,15 @@
 //!
 //! Chain: `hash(n) = SHA-256("adep audit v1" ‖ hash(n-1) ‖ seq ‖ time ‖ kind ‖ fields)`,
 //! with lengths before the variable parts; the first entry chains to 32 zero bytes.
-//! Pruning old entries keeps the chain verifiable: verification starts at the oldest
-//! kept entry, whose signature vouches for its hash.
+//! Pruning old entries keeps the chain verifiable: each pruning stores a signed
+//! [`Checkpoint`] of the last entry it removed (the log's *base*), and verification
+//! starts there, so entries removed from the start beyond it are named.
+//!
+//! Removing the newest entries leaves a log that chains; only a witness outside the
+//! store can tell. The node signs checkpoints of its head (position and hash): the
+//! auditor's export ends with one, and every Match, filing and decision this node
+//! sends carries one, which the receiving peer records in its own log. [`verify`]
+//! checks a log against such checkpoints and names the cut.
 
 use std::sync::Mutex;
 
@@ -22,6 +29,54 @@ use serde::{Deserialize, Serialize};
 use crate::store::{Batch, Store, StoreError, Table};
 
 const DOMAIN: &[u8] = b"adep audit v1";
+const CHECKPOINT_DOMAIN: &[u8] = b"adep audit checkpoint v1";
+/// Where the base of a pruned log is kept (metadata table).
+const META_BASE: &[u8] = b"audit_base";
+
+/// A signed statement by a node that its log held entry `seq` with hash `hash` at
+/// `time`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The entry's position.
+    pub seq: u64,
+    /// The entry's hash.
+    pub hash: [u8; 32],
+    /// Seconds since the Unix epoch, when signed.
+    pub time: i64,
+    /// Ed25519 signature of the three above by the node's audit key.
+    pub signature: Vec<u8>,
+}
+
+fn checkpoint_message(seq: u64, hash: &[u8; 32], time: i64) -> Vec<u8> {
+    let mut m = CHECKPOINT_DOMAIN.to_vec();
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(hash);
+    m.extend_from_slice(&time.to_be_bytes());
+    m
+}
+
+impl Checkpoint {
+    /// Whether the node whose audit key is `public_key` signed it.
+    pub fn signed_by(&self, public_key: &[u8]) -> bool {
+        signature::UnparsedPublicKey::new(&signature::ED25519, public_key)
+            .verify(
+                &checkpoint_message(self.seq, &self.hash, self.time),
+                &self.signature,
+            )
+            .is_ok()
+    }
+
+    /// The checkpoint as an audit event's fields record it (a peer's head).
+    pub fn fields(&self) -> serde_json::Value {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        serde_json::json!({
+            "seq": self.seq,
+            "hash": hex(&self.hash),
+            "time": self.time,
+            "signature": hex(&self.signature),
+        })
+    }
+}
 
 /// An event a step produces, to be recorded: its kind (`followup.decided`) and its
 /// fields, a JSON object of ids, countries, user ids, counts and outcomes.
@@ -105,6 +160,37 @@ pub enum Broken {
     /// An entry's signature does not verify under the node's audit key.
     #[error("entry {0}: its signature does not verify")]
     BadSignature(u64),
+    /// Entries were removed from the start of the log, beyond what pruning removed.
+    #[error(
+        "entries {expected} to {} were removed from the start of the log (it starts at entry {first}; {})",
+        first - 1,
+        if *expected == 1 { "nothing was pruned" } else { "the last pruning kept every entry from there" }
+    )]
+    HeadCut {
+        /// The first entry the log must start with.
+        expected: u64,
+        /// The first entry it starts with.
+        first: u64,
+    },
+    /// The newest entries were removed: a checkpoint this node signed shows a later
+    /// entry than the log's last.
+    #[error(
+        "the newest entries were removed: the log ends at entry {last}, but a checkpoint signed by this node shows entry {witnessed}"
+    )]
+    TailCut {
+        /// The log's last entry (0: empty).
+        last: u64,
+        /// The latest entry a checkpoint shows.
+        witnessed: u64,
+    },
+    /// An entry differs from what a checkpoint this node signed shows.
+    #[error(
+        "entry {0}: differs from a checkpoint signed by this node (the log was rewritten from there)"
+    )]
+    Rewritten(u64),
+    /// The record of the last pruning is not signed by this node.
+    #[error("the record of the last pruning is not signed by this node's audit key")]
+    BadBase,
 }
 
 impl Broken {
@@ -114,8 +200,11 @@ impl Broken {
             Broken::Unreadable(n)
             | Broken::Altered(n)
             | Broken::Unchained(n)
-            | Broken::BadSignature(n) => *n,
-            Broken::OutOfPlace { expected, .. } => *expected,
+            | Broken::BadSignature(n)
+            | Broken::Rewritten(n) => *n,
+            Broken::OutOfPlace { expected, .. } | Broken::HeadCut { expected, .. } => *expected,
+            Broken::TailCut { last, .. } => last + 1,
+            Broken::BadBase => 0,
         }
     }
 }
@@ -127,6 +216,10 @@ pub struct Verified {
     pub entries: u64,
     /// The first and last positions checked (None when the log is empty).
     pub range: Option<(u64, u64)>,
+    /// Checkpoints of this node the log was checked against.
+    pub witnesses: u64,
+    /// Checkpoints given that this node did not sign (another node's, or altered).
+    pub foreign: u64,
 }
 
 /// The node's audit log.
@@ -155,6 +248,25 @@ impl AuditLog {
             key,
             head: Mutex::new(head),
         })
+    }
+
+    /// A signed checkpoint of the log's head now (position 0 when empty).
+    pub fn checkpoint(&self, time: i64) -> Checkpoint {
+        let (seq, hash) = *self.head.lock().unwrap_or_else(|e| e.into_inner());
+        self.sign(seq, hash, time)
+    }
+
+    fn sign(&self, seq: u64, hash: [u8; 32], time: i64) -> Checkpoint {
+        Checkpoint {
+            seq,
+            hash,
+            time,
+            signature: self
+                .key
+                .sign(&checkpoint_message(seq, &hash, time))
+                .as_ref()
+                .to_vec(),
+        }
     }
 
     /// The public key that verifies this node's entries.
@@ -231,12 +343,24 @@ impl AuditLog {
     }
 
     /// Deletes entries older than `before` (seconds since the epoch), oldest first in
-    /// batches of at most [`PRUNE_BATCH`], always keeping the newest entry. What
-    /// remains still verifies, also after a crash between two batches.
-    pub fn prune(store: &dyn Store, before: i64) -> Result<u64, StoreError> {
+    /// batches of at most [`PRUNE_BATCH`], always keeping the newest entry. Each batch
+    /// also stores the signed base (a checkpoint of the last entry it removed), so
+    /// what remains still verifies, also after a crash between two batches, and a
+    /// removal beyond it is named.
+    pub fn prune(&self, store: &dyn Store, before: i64) -> Result<u64, StoreError> {
         let mut pruned = 0;
         let mut batch = Batch::new();
         let mut entries = store.scan_prefix(Table::Audit, b"").peekable();
+        let mut last: Option<Entry> = None;
+        let flush = |batch: &mut Batch, last: &Entry| {
+            let base = self.sign(last.seq, last.hash, last.time);
+            batch.put(
+                Table::Meta,
+                META_BASE,
+                postcard::to_allocvec(&base).unwrap_or_default(),
+            );
+            store.apply(&std::mem::take(batch))
+        };
         while let Some(e) = entries.next() {
             let e = e?;
             if entries.peek().is_none() {
@@ -248,13 +372,20 @@ impl AuditLog {
                 break;
             }
             batch.delete(Table::Audit, e.key);
-            if batch.ops().len() == PRUNE_BATCH {
-                store.apply(&std::mem::take(&mut batch))?;
+            last = Some(entry);
+            if batch.ops().len() == PRUNE_BATCH
+                && let Some(l) = &last
+            {
+                flush(&mut batch, l)?;
                 pruned += PRUNE_BATCH as u64;
             }
         }
-        pruned += batch.ops().len() as u64;
-        store.apply(&batch)?;
+        if let Some(l) = &last
+            && !batch.is_empty()
+        {
+            pruned += batch.ops().len() as u64;
+            flush(&mut batch, l)?;
+        }
         Ok(pruned)
     }
 }
@@ -273,14 +404,35 @@ pub enum OpenError {
     Store(#[from] StoreError),
 }
 
-/// Checks the whole log: each entry stored at its own position, positions
-/// consecutive, each hash recomputed from the content and chained to the previous
-/// entry, each signature valid under `public_key`. Returns the first break.
+/// The base a pruned log starts from, if it was ever pruned.
+fn base(store: &dyn Store) -> Result<Option<Checkpoint>, StoreError> {
+    store
+        .get(Table::Meta, META_BASE)?
+        .map(|v| postcard::from_bytes(&v).map_err(|_| StoreError::Corrupt { key: "audit_base" }))
+        .transpose()
+}
+
+/// Checks the whole log: it starts where the last pruning left it (or at entry 1),
+/// each entry stored at its own position, positions consecutive, each hash recomputed
+/// from the content and chained to the previous entry, each signature valid under
+/// `public_key`; and against `witnesses`, checkpoints this node signed earlier (an
+/// auditor's export, a peer's log): none may show an entry after the log's last, or
+/// another hash. Checkpoints not signed under `public_key` are counted and left out.
+/// Returns the first break.
 pub fn verify(
     store: &dyn Store,
     public_key: &[u8],
+    witnesses: &[Checkpoint],
 ) -> Result<Result<Verified, Broken>, StoreError> {
     let key = signature::UnparsedPublicKey::new(&signature::ED25519, public_key);
+    let (ours, foreign): (Vec<&Checkpoint>, Vec<&Checkpoint>) =
+        witnesses.iter().partition(|w| w.signed_by(public_key));
+    let wanted: std::collections::HashMap<u64, [u8; 32]> =
+        ours.iter().map(|w| (w.seq, w.hash)).collect();
+    let base = base(store)?;
+    if base.as_ref().is_some_and(|b| !b.signed_by(public_key)) {
+        return Ok(Err(Broken::BadBase));
+    }
     let mut previous: Option<Entry> = None;
     let mut count = 0;
     let mut first = None;
@@ -314,18 +466,47 @@ pub fn verify(
         if key.verify(&entry.hash, &entry.signature).is_err() {
             return Ok(Err(Broken::BadSignature(entry.seq)));
         }
-        if let Some(p) = &previous
-            && (entry.seq != p.seq + 1 || entry.prev != p.hash)
-        {
-            return Ok(Err(Broken::Unchained(entry.seq)));
+        match &previous {
+            Some(p) if entry.seq != p.seq + 1 || entry.prev != p.hash => {
+                return Ok(Err(Broken::Unchained(entry.seq)));
+            }
+            Some(_) => {}
+            // The first entry: where the last pruning left the log, or entry 1.
+            None => {
+                let (expected, prev) = base
+                    .as_ref()
+                    .map_or((1, [0u8; 32]), |b| (b.seq + 1, b.hash));
+                if entry.seq != expected {
+                    return Ok(Err(Broken::HeadCut {
+                        expected,
+                        first: entry.seq,
+                    }));
+                }
+                if entry.prev != prev {
+                    return Ok(Err(Broken::Unchained(entry.seq)));
+                }
+            }
+        }
+        if wanted.get(&entry.seq).is_some_and(|h| *h != entry.hash) {
+            return Ok(Err(Broken::Rewritten(entry.seq)));
         }
         first.get_or_insert(entry.seq);
         count += 1;
         previous = Some(entry);
     }
+    let last = previous
+        .as_ref()
+        .map(|p| p.seq)
+        .or(base.as_ref().map(|b| b.seq))
+        .unwrap_or(0);
+    if let Some(witnessed) = ours.iter().map(|w| w.seq).filter(|s| *s > last).max() {
+        return Ok(Err(Broken::TailCut { last, witnessed }));
+    }
     Ok(Ok(Verified {
         entries: count,
         range: first.zip(previous.map(|p| p.seq)),
+        witnesses: ours.len() as u64,
+        foreign: foreign.len() as u64,
     }))
 }
 
@@ -439,7 +620,7 @@ mod tests {
         assert_eq!(seq, 4);
         assert!(store.get(Table::FollowUps, b"a").expect("get").is_some());
         assert_eq!(stored(store, 4).kind, "followup.decided");
-        let ok = verify(store, log.public_key())
+        let ok = verify(store, log.public_key(), &[])
             .expect("store")
             .expect("verifies");
         assert_eq!(ok.entries, 4);
@@ -449,7 +630,7 @@ mod tests {
     fn an_untouched_log_verifies() {
         let (_dir, opened, log) = setup();
         let store = opened.store.as_ref();
-        let ok = verify(store, log.public_key())
+        let ok = verify(store, log.public_key(), &[])
             .expect("store")
             .expect("verifies");
         assert_eq!(ok.entries, 3);
@@ -464,7 +645,7 @@ mod tests {
         e.fields = json!({"n": 7}).to_string();
         put(store, 2, &e);
         assert_eq!(
-            verify(store, log.public_key()).expect("store"),
+            verify(store, log.public_key(), &[]).expect("store"),
             Err(Broken::Altered(2))
         );
     }
@@ -477,7 +658,7 @@ mod tests {
         b.delete(Table::Audit, key(2).to_vec());
         store.apply(&b).expect("delete");
         assert_eq!(
-            verify(store, log.public_key()).expect("store"),
+            verify(store, log.public_key(), &[]).expect("store"),
             Err(Broken::Unchained(3))
         );
     }
@@ -490,7 +671,7 @@ mod tests {
         put(store, 2, &three);
         put(store, 3, &two);
         assert_eq!(
-            verify(store, log.public_key()).expect("store"),
+            verify(store, log.public_key(), &[]).expect("store"),
             Err(Broken::OutOfPlace {
                 expected: 2,
                 found: 3
@@ -508,7 +689,7 @@ mod tests {
         e.hash = chain_hash(&e.prev, e.seq, e.time, &e.kind, &e.fields);
         put(store, 3, &e);
         assert_eq!(
-            verify(store, log.public_key()).expect("store"),
+            verify(store, log.public_key(), &[]).expect("store"),
             Err(Broken::BadSignature(3))
         );
     }
@@ -517,18 +698,121 @@ mod tests {
     fn pruning_keeps_a_verifiable_log() {
         let (_dir, opened, log) = setup();
         let store = opened.store.as_ref();
-        assert_eq!(AuditLog::prune(store, 250).expect("prune"), 2);
-        let ok = verify(store, log.public_key())
+        assert_eq!(log.prune(store, 250).expect("prune"), 2);
+        let ok = verify(store, log.public_key(), &[])
             .expect("store")
             .expect("verifies");
         assert_eq!(ok.range, Some((3, 3)));
         // The newest entry is always kept, so the chain goes on from it.
-        assert_eq!(AuditLog::prune(store, 10_000).expect("prune"), 0);
+        assert_eq!(log.prune(store, 10_000).expect("prune"), 0);
         log.append(store, 400, "followup.decided", &json!({}))
             .expect("append");
-        let ok = verify(store, log.public_key())
+        let ok = verify(store, log.public_key(), &[])
             .expect("store")
             .expect("verifies");
         assert_eq!(ok.range, Some((3, 4)));
+    }
+
+    #[test]
+    fn a_cut_tail_is_named_against_a_checkpoint() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        // The auditor took an export: it ends with the head, entry 3.
+        let head = log.checkpoint(350);
+        assert_eq!(head.seq, 3);
+        let ok = verify(store, log.public_key(), std::slice::from_ref(&head))
+            .expect("store")
+            .expect("verifies against its own head");
+        assert_eq!((ok.witnesses, ok.foreign), (1, 0));
+        // Someone removes the newest entry: the rest still chains.
+        let mut b = Batch::new();
+        b.delete(Table::Audit, key(3).to_vec());
+        store.apply(&b).expect("delete");
+        assert!(verify(store, log.public_key(), &[]).expect("store").is_ok());
+        let cut = verify(store, log.public_key(), std::slice::from_ref(&head)).expect("store");
+        assert_eq!(
+            cut,
+            Err(Broken::TailCut {
+                last: 2,
+                witnessed: 3
+            })
+        );
+        assert!(
+            cut.expect_err("cut")
+                .to_string()
+                .contains("newest entries were removed")
+        );
+        // Another node's checkpoint, or an altered one, is left out.
+        let other = AuditLog::open(store, &generate_key().expect("key")).expect("open");
+        let mut forged = head.clone();
+        forged.seq = 99;
+        let ok = verify(store, log.public_key(), &[other.checkpoint(1), forged]);
+        assert_eq!(ok.expect("store").map(|v| v.foreign), Ok(2));
+    }
+
+    #[test]
+    fn a_log_rewritten_after_a_checkpoint_is_named() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        let head = log.checkpoint(350);
+        // An insider holding the audit key rewrites the newest entry and signs it
+        // again: the log alone still verifies, the checkpoint a peer holds does not.
+        let mut e = stored(store, 3);
+        e.fields = json!({"n": 9}).to_string();
+        e.hash = chain_hash(&e.prev, e.seq, e.time, &e.kind, &e.fields);
+        e.signature = log.key.sign(&e.hash).as_ref().to_vec();
+        put(store, 3, &e);
+        assert!(verify(store, log.public_key(), &[]).expect("store").is_ok());
+        assert_eq!(
+            verify(store, log.public_key(), std::slice::from_ref(&head)).expect("store"),
+            Err(Broken::Rewritten(3))
+        );
+    }
+
+    #[test]
+    fn entries_removed_before_the_last_pruning_are_named() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        for i in 0..3 {
+            log.append(store, 400 + i, "search.sent", &json!({}))
+                .expect("append");
+        }
+        // Pruning removes entries 1 and 2 and records where the log now starts.
+        assert_eq!(log.prune(store, 250).expect("prune"), 2);
+        assert!(verify(store, log.public_key(), &[]).expect("store").is_ok());
+        // Someone removes entries 3 and 4 as well: the log still chains from 5.
+        let mut b = Batch::new();
+        b.delete(Table::Audit, key(3).to_vec());
+        b.delete(Table::Audit, key(4).to_vec());
+        store.apply(&b).expect("delete");
+        let cut = verify(store, log.public_key(), &[]).expect("store");
+        assert_eq!(
+            cut,
+            Err(Broken::HeadCut {
+                expected: 3,
+                first: 5
+            })
+        );
+        assert!(
+            cut.expect_err("cut")
+                .to_string()
+                .contains("entries 3 to 4 were removed from the start of the log")
+        );
+    }
+
+    #[test]
+    fn entries_removed_from_the_start_of_a_never_pruned_log_are_named() {
+        let (_dir, opened, log) = setup();
+        let store = opened.store.as_ref();
+        let mut b = Batch::new();
+        b.delete(Table::Audit, key(1).to_vec());
+        store.apply(&b).expect("delete");
+        assert_eq!(
+            verify(store, log.public_key(), &[]).expect("store"),
+            Err(Broken::HeadCut {
+                expected: 1,
+                first: 2
+            })
+        );
     }
 }

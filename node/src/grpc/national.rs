@@ -236,10 +236,20 @@ impl National for NationalService {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || {
+            let mut complete = true;
             app::audit::export(&state, since, until, &mut |entry| {
+                complete &= entry.is_ok();
                 let message = entry.map(AuditEntry::from).map_err(Status::from);
                 tx.blocking_send(message).is_ok()
             });
+            if complete {
+                // The export ends with the node's signed head, for the auditor to keep.
+                let head = app::audit::head(&state);
+                let _ = tx.blocking_send(Ok(AuditEntry {
+                    checkpoint: Some((&head).into()),
+                    ..AuditEntry::default()
+                }));
+            }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -250,7 +260,8 @@ impl National for NationalService {
         req: Request<VerifyAuditRequest>,
     ) -> Result<Response<VerifyAuditResponse>, Status> {
         user_with_role(&req, &[Role::Auditor])?;
-        let (outcome, public_key) = app::audit::verify(&self.state).await?;
+        let witnesses = wire::witnesses(req.get_ref())?;
+        let (outcome, public_key) = app::audit::verify(&self.state, witnesses).await?;
         Ok(Response::new(wire::verified(outcome, public_key)))
     }
 

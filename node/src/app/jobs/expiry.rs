@@ -100,6 +100,7 @@ mod tests {
             offence_description: "o".into(),
             subject: crate::app::testkit::mueller("x").identity,
             officer_id: "fr-officer".into(),
+            audit_head: None,
         };
         let deadlines = Deadlines {
             decide_within: 10,
@@ -145,6 +146,7 @@ mod tests {
             offence_description: "o".into(),
             subject: crate::app::testkit::mueller("x").identity,
             officer_id: "de-officer".into(),
+            audit_head: None,
         };
         let (outgoing, effects) =
             FollowUp::requested(own_filing, cc("FR"), Quality::Weak, receipt, now);

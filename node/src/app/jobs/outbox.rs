@@ -25,7 +25,9 @@ pub async fn deliver_due(state: &Arc<NodeState>, now: i64, max_wait: i64) -> i64
             next = next.min(entry.next_attempt);
             continue;
         }
-        let result = match state.peers.deliver(entry.country, entry.notice()).await {
+        let mut notice = entry.notice();
+        notice.audit_head = Some(state.audit.checkpoint(now));
+        let result = match state.peers.deliver(entry.country, notice).await {
             Ok(()) => acknowledged(state, entry.clone()).await.map(|()| {
                 tracing::info!(followup = %entry.id, peer = %entry.country, "decision delivered");
             }),

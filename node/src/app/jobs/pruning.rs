@@ -6,23 +6,20 @@ use std::sync::Arc;
 
 use crate::{
     app::{NodeState, events},
-    domain::{
-        audit::{AuditLog, Event},
-        followup::Book,
-        hitref,
-    },
+    domain::{audit::Event, followup::Book, hitref},
     store::StoreError,
 };
 
 /// Deletes everything expired at `now`.
 pub async fn prune(state: &Arc<NodeState>, now: i64) {
     let store = state.store.clone();
+    let s = state.clone();
     let ttl = state.config.matching.hit_ref_ttl.as_secs() as i64;
     let before = now.saturating_sub(state.config.audit.retention.as_secs() as i64);
     let pruned = tokio::task::spawn_blocking(move || {
         let issued = hitref::prune(store.as_ref(), now, ttl)?;
         let received = Book::new(store.as_ref()).prune_received_hits(now)?;
-        let audit = AuditLog::prune(store.as_ref(), before)?;
+        let audit = s.audit.prune(store.as_ref(), before)?;
         Ok::<_, StoreError>((issued, received, audit))
     })
     .await;

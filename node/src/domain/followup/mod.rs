@@ -26,7 +26,7 @@ pub use book::{Book, backoff};
 pub use owner::{delivered_event, release};
 
 use crate::domain::{
-    audit::Event,
+    audit::{Checkpoint, Event},
     hitref::HitRef,
     identity::{Identity, RecordId},
     principals::Country,
@@ -255,6 +255,8 @@ pub struct Filing {
     pub subject: Identity,
     /// The requesting officer's id.
     pub officer_id: String,
+    /// The requesting node's audit head as it filed (recorded by the owner).
+    pub audit_head: Option<Checkpoint>,
 }
 
 /// Where a follow-up stands, as the owner acknowledges a filing, a withdrawal or a
@@ -284,6 +286,8 @@ pub struct DecisionNotice {
     pub core_data: BTreeMap<String, String>,
     /// Seconds since the Unix epoch.
     pub decided_at: i64,
+    /// The owner node's audit head as it delivered (recorded by the requester).
+    pub audit_head: Option<Checkpoint>,
 }
 
 /// A decision waiting in the owner's outbox until the requesting node acknowledges
@@ -317,6 +321,7 @@ impl OutboxEntry {
             reason: self.reason.clone(),
             core_data: self.core_data.clone(),
             decided_at: self.decided_at,
+            audit_head: None,
         }
     }
 

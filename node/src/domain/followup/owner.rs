@@ -7,7 +7,12 @@ use super::{
     Deadlines, Decision, Direction, Effects, Filing, FollowUp, FollowUpError, OutboxChange,
     OutboxEntry, Policy, State, Step,
 };
-use crate::domain::{audit::Event, hitref::IssuedHit, identity::Record, principals::Country};
+use crate::domain::{
+    audit::{Checkpoint, Event},
+    hitref::IssuedHit,
+    identity::Record,
+    principals::Country,
+};
 
 impl FollowUp {
     /// A peer's filing for a hit reference this node issued to it (`issued`): a new
@@ -19,6 +24,7 @@ impl FollowUp {
         now: i64,
         deadlines: Deadlines,
     ) -> (FollowUp, Effects) {
+        let peer_head = filing.audit_head;
         let f = FollowUp {
             id: filing.id,
             direction: Direction::Incoming,
@@ -45,6 +51,7 @@ impl FollowUp {
                 "officer": f.officer_id,
                 "reason": f.reason.audit_fields(),
                 "quality": issued.quality.name(),
+                "peer_audit_head": peer_head.as_ref().map(Checkpoint::fields),
             }),
         );
         let effects = Effects {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::{DecisionNotice, Direction, Effects, Filing, FollowUp, OutboxChange, Receipt, State};
-use crate::domain::{principals::Country, pseudonymise::Quality};
+use crate::domain::{audit::Checkpoint, principals::Country, pseudonymise::Quality};
 
 impl FollowUp {
     /// A request this node's officer filed (`filing`, for a hit of `quality`) and
@@ -56,6 +56,7 @@ impl FollowUp {
     /// unreachable); a decision sent again (its acknowledgement was lost) changes
     /// nothing and is recorded again.
     pub fn receive_decision(&mut self, notice: DecisionNotice) -> Effects {
+        let peer_head = notice.audit_head.as_ref().map(Checkpoint::fields);
         let concluded_alone = self.state == State::Withdrawn
             || (self.state == State::Expired && notice.state != State::Expired);
         let applies = self.direction == Direction::Outgoing
@@ -78,6 +79,7 @@ impl FollowUp {
             serde_json::json!({
                 "state": self.state.name(),
                 "released_fields": self.core_data.keys().collect::<Vec<_>>(),
+                "peer_audit_head": peer_head,
             }),
         );
         Effects {

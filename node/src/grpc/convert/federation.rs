@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use adep_proto::v1;
 
-use super::{Invalid, followup_id, hit_ref, identity_of, quality, reason, state, text};
+use super::{Invalid, checkpoint, followup_id, hit_ref, identity_of, quality, reason, state, text};
 use crate::{
     app::{
         answer::{IssuedHitRef, MatchCall},
@@ -74,6 +74,7 @@ impl TryFrom<&v1::MatchRequest> for MatchCall {
             request_id: request_id(&m.request_id)?,
             reason: reason(m.reason.as_ref())?,
             epoch: KeyEpoch(m.key_epoch),
+            peer_head: checkpoint("audit_head", m.audit_head.as_ref())?,
             subjects: m
                 .subjects
                 .iter()
@@ -129,6 +130,7 @@ impl TryFrom<v1::FollowUpFiling> for Filing {
             )?,
             subject: identity_of("subject", f.subject.as_ref())?,
             officer_id: text("officer_id", &f.officer_id, MAX_OFFICER_ID_BYTES, true)?,
+            audit_head: checkpoint("audit_head", f.audit_head.as_ref())?,
         })
     }
 }
@@ -179,7 +181,9 @@ impl TryFrom<v1::FollowUpDecision> for DecisionNotice {
                 false,
             )?;
         }
+        let audit_head = checkpoint("audit_head", d.audit_head.as_ref())?;
         Ok(DecisionNotice {
+            audit_head,
             id,
             state: new_state,
             reason,
@@ -197,6 +201,7 @@ pub fn match_request(own: Country, query: &MatchQuery) -> v1::MatchRequest {
         request_id: query.request_id.clone(),
         country: own.to_string(),
         key_epoch: query.epoch.0,
+        audit_head: Some(v1::AuditCheckpoint::from(&query.head)),
         reason: Some(v1::Reason::from(&query.reason)),
         subjects: query
             .subjects
@@ -249,6 +254,7 @@ pub fn filing(own: Country, f: &Filing) -> v1::FollowUpFiling {
         reason: Some(v1::Reason::from(&f.reason)),
         subject: Some(v1::Identity::from(&f.subject)),
         officer_id: f.officer_id.clone(),
+        audit_head: f.audit_head.as_ref().map(v1::AuditCheckpoint::from),
     }
 }
 
@@ -271,5 +277,6 @@ pub fn decision(own: Country, d: &DecisionNotice) -> v1::FollowUpDecision {
         core_data: d.core_data.clone().into_iter().collect(),
         country: own.to_string(),
         decided_at: d.decided_at,
+        audit_head: d.audit_head.as_ref().map(v1::AuditCheckpoint::from),
     }
 }

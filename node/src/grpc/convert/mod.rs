@@ -13,6 +13,7 @@ use adep_proto::v1;
 use tonic::Status;
 
 use crate::domain::{
+    audit::Checkpoint,
     followup::{Decision, FollowUpId, State},
     hitref::HitRef,
     identity::{self, Identity, Record, RecordId, limits},
@@ -125,6 +126,43 @@ impl From<Decision> for v1::Decision {
             Decision::Approve => v1::Decision::Approve,
             Decision::Refuse => v1::Decision::Refuse,
             Decision::Hold => v1::Decision::Hold,
+        }
+    }
+}
+
+/// Longest checkpoint signature accepted, in bytes (Ed25519's is 64).
+const CHECKPOINT_SIGNATURE_BYTES: usize = 128;
+
+/// An audit checkpoint in `field`, if sent.
+pub fn checkpoint(
+    field: &str,
+    c: Option<&v1::AuditCheckpoint>,
+) -> Result<Option<Checkpoint>, Invalid> {
+    let Some(c) = c else {
+        return Ok(None);
+    };
+    let hash = <[u8; 32]>::try_from(c.hash.as_slice())
+        .map_err(|_| Invalid(format!("field `{field}.hash` must be 32 bytes")))?;
+    if c.signature.len() > CHECKPOINT_SIGNATURE_BYTES {
+        return Err(Invalid(format!(
+            "field `{field}.signature` is longer than {CHECKPOINT_SIGNATURE_BYTES} bytes"
+        )));
+    }
+    Ok(Some(Checkpoint {
+        seq: c.seq,
+        hash,
+        time: c.time,
+        signature: c.signature.to_vec(),
+    }))
+}
+
+impl From<&Checkpoint> for v1::AuditCheckpoint {
+    fn from(c: &Checkpoint) -> v1::AuditCheckpoint {
+        v1::AuditCheckpoint {
+            seq: c.seq,
+            hash: c.hash.to_vec(),
+            time: c.time,
+            signature: c.signature.clone(),
         }
     }
 }

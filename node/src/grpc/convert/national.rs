@@ -3,7 +3,7 @@
 
 use adep_proto::v1;
 
-use super::{Invalid, followup_id, hit_ref, identity, reason, state, text};
+use super::{Invalid, checkpoint, followup_id, hit_ref, identity, reason, state, text};
 use crate::{
     app::{
         listing::{Filter, Page},
@@ -14,7 +14,7 @@ use crate::{
         status::NodeStatus,
     },
     domain::{
-        audit::{Broken, Entry, Verified},
+        audit::{Broken, Checkpoint, Entry, Verified},
         epochs::EpochStatus,
         followup::{
             Decision, Direction, FollowUp, FollowUpId, MAX_JUSTIFICATION_BYTES, MAX_TEXT_BYTES,
@@ -300,6 +300,26 @@ impl From<&Page> for v1::ListFollowUpsResponse {
     }
 }
 
+/// The witnesses of a verification (at most [`MAX_WITNESSES`]).
+pub fn witnesses(r: &v1::VerifyAuditRequest) -> Result<Vec<Checkpoint>, Invalid> {
+    if r.witnesses.len() > MAX_WITNESSES {
+        return Err(Invalid(format!(
+            "field `witnesses`: more than {MAX_WITNESSES} checkpoints"
+        )));
+    }
+    r.witnesses
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            checkpoint(&format!("witnesses[{i}]"), Some(w))
+                .map(|c| c.unwrap_or_else(|| unreachable!("a checkpoint was given")))
+        })
+        .collect()
+}
+
+/// Most checkpoints one verification takes.
+pub const MAX_WITNESSES: usize = 100_000;
+
 /// An export's period: `until` 0 for no end.
 pub fn period(r: &v1::AuditExportRequest) -> (i64, Option<i64>) {
     (r.since, (r.until != 0).then_some(r.until))
@@ -315,6 +335,7 @@ impl From<Entry> for v1::AuditEntry {
             hash: e.hash.to_vec(),
             prev_hash: e.prev.to_vec(),
             signature: e.signature,
+            checkpoint: None,
         }
     }
 }
@@ -324,6 +345,8 @@ pub fn verified(outcome: Result<Verified, Broken>, public_key: Vec<u8>) -> v1::V
     match outcome {
         Ok(v) => v1::VerifyAuditResponse {
             ok: true,
+            witnesses: v.witnesses,
+            foreign_witnesses: v.foreign,
             entries: v.entries,
             first: v.range.map_or(0, |r| r.0),
             last: v.range.map_or(0, |r| r.1),
