@@ -275,6 +275,21 @@ async fn story(
     let Some(hit) = answer.hits.iter().find(|h| h.country == "DE") else {
         bail!("the search found no hit in DE");
     };
+    // Checked, not just told: nothing of DE's record (its id, its payload's texts) is
+    // in FR's hands. (Short codes, like the offence category FR searched with too,
+    // would prove nothing.)
+    let wanted = wanted_person();
+    let holds_record_data = |text: &str| {
+        text.contains(wanted.id.as_str())
+            || wanted
+                .payload
+                .values()
+                .filter(|v| v.len() >= 8)
+                .any(|v| text.contains(v.as_str()))
+    };
+    if holds_record_data(&format!("{answer:?}")) {
+        bail!("the search answer holds data of DE's record");
+    }
     println!(
         "   hit in DE: reference {} ({}); no record data has left DE",
         hit.hit_ref,
@@ -295,6 +310,12 @@ async fn story(
         .await
         .map_err(|s| output::call_error(&officer.node, s))?
         .into_inner();
+    if !filed.core_data.is_empty()
+        || filed.record.is_some()
+        || holds_record_data(&format!("{filed:?}"))
+    {
+        bail!("the filed follow-up holds data of DE's record before any approval");
+    }
     println!(
         "   follow-up {} filed with DE: {}; FR holds no data of the record",
         filed.id,

@@ -314,16 +314,17 @@ async fn a_request_whose_owner_stays_silent_expires_at_the_requester() {
         "{expired:?}"
     );
     assert!(expired.core_data.is_empty());
-    // DE comes back and sends its own expiry: FR's account stays.
+    // DE comes back, closes the request as expired itself and delivers the news: FR
+    // receives it (and records it), and its own account stays.
     net.start("DE").await;
-    for _ in 0..60 {
-        if show(&net, "DE", Role::Reviewer, &filed.id).await.state == FollowUpState::Expired as i32
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let at_de = until_owner_state(&net, &filed.id, FollowUpState::Expired).await;
+    assert_eq!(at_de.state, FollowUpState::Expired as i32);
+    let delivered = net.audit_entries_of("DE", "followup.delivered").await;
+    assert_eq!(delivered[0]["state"], "expired", "{delivered:?}");
+    let received = net
+        .audit_entries_of("FR", "followup.decision_received")
+        .await;
+    assert_eq!(received[0]["followup"], filed.id, "{received:?}");
     let seen = show(&net, "FR", Role::Officer, &filed.id).await;
     assert_eq!(seen.state, FollowUpState::Expired as i32);
     assert!(seen.decision_reason.contains("reported no decision"));

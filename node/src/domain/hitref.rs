@@ -26,17 +26,6 @@ pub const HIT_REF_BYTES: usize = 4 + RANDOM_BYTES;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HitRef([u8; HIT_REF_BYTES]);
 
-impl HitRef {
-    /// A fresh reference issued at `now` (seconds since the epoch), or None if the
-    /// system random generator fails.
-    pub fn random(rng: &SystemRandom, now: i64) -> Option<HitRef> {
-        let mut bytes = [0u8; HIT_REF_BYTES];
-        bytes[..4].copy_from_slice(&(now.clamp(0, i64::from(u32::MAX)) as u32).to_be_bytes());
-        rng.fill(&mut bytes[4..]).ok()?;
-        Some(HitRef(bytes))
-    }
-}
-
 impl fmt::Display for HitRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
@@ -219,15 +208,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hit_refs_round_trip_and_are_random() {
-        let rng = SystemRandom::new();
-        let a = HitRef::random(&rng, 1_800_000_000).expect("rng");
-        let b = HitRef::random(&rng, 1_800_000_000).expect("rng");
+    fn issued_references_start_with_the_issue_time_are_random_and_round_trip() {
+        let store = crate::store::memory::MemoryStore::new();
+        let record = RecordId::try_from("de-1").expect("id");
+        let fr: Country = "FR".parse().expect("country");
+        let issued = issue(
+            &store,
+            &[(record.clone(), Quality::Exact), (record, Quality::Weak)],
+            fr,
+            1_800_000_000,
+            1_800_003_600,
+            "search-1",
+        )
+        .expect("issued");
+        let (a, b) = (issued[0], issued[1]);
         assert!(
             a.to_string()
                 .starts_with(&format!("{:08x}", 1_800_000_000u32))
         );
-        assert_ne!(a, b);
+        assert_ne!(a, b, "128 random bits each");
+        let resolved = resolve(&store, &b, fr, 1_800_000_001)
+            .expect("store")
+            .expect("resolves for FR");
+        assert_eq!(resolved.quality, Quality::Weak);
         assert_eq!(a.to_string().parse::<HitRef>(), Ok(a));
         assert!("xyz".parse::<HitRef>().is_err());
         assert!("zz".repeat(20).parse::<HitRef>().is_err());

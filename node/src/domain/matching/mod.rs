@@ -15,8 +15,9 @@
 //!
 //! A digest presented under another kind than the one it was made for finds nothing
 //! (a peer cannot upgrade a weak key to an exact one). A lookup compares 54 bits (kind
-//! and 50 digest bits): with 31 million keys, the chance that a subject's keys meet an
-//! unrelated record by a collision is about 1 in 10^7 (docs/match-keys.md).
+//! and 50 digest bits): with 31 million keys, the chance that a subject's ~32 keys meet
+//! an unrelated record by a collision is at most 32 × 31e6 / 2^50, below one in a
+//! million (docs/match-keys.md).
 
 use std::collections::HashMap;
 
