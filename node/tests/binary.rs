@@ -1,6 +1,6 @@
 //! The `adep-node` binary as an operator runs it: refusing a bad configuration with a
-//! message naming the field, serving a configuration from `adep pki init`, and draining
-//! then exiting 0 on SIGTERM.
+//! message naming the field, serving a configuration from `adep pki init`, reloading
+//! its certificates on SIGHUP, and draining then exiting 0 on SIGTERM.
 
 use std::{
     net::{Ipv4Addr, SocketAddr, TcpListener},
@@ -13,7 +13,7 @@ use adep_node::{
     tooling::pki::{self, NodePlan},
     tooling::profile::Profile,
 };
-use adep_proto::v1::StatusRequest;
+use adep_proto::v1::{AuditExportRequest, StatusRequest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_adep-node");
 
@@ -126,6 +126,41 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+
+    // SIGHUP: the binary reloads the certificates, as `adep certs reload` does, and
+    // the reload is an audit event naming the signal.
+    let hup = Command::new("kill")
+        .arg("-HUP")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    let auditor = Profile::load(&dir.path().join("FR/auditor.toml")).expect("profile");
+    let mut reloaded = None;
+    for _ in 0..100 {
+        let mut stream = auditor
+            .national_client()
+            .expect("client")
+            .export_audit(AuditExportRequest::default())
+            .await
+            .expect("export")
+            .into_inner();
+        while let Some(e) = stream.message().await.expect("entry") {
+            if e.kind == "tls.reloaded" {
+                reloaded = Some(e.fields_json);
+            }
+        }
+        if reloaded.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reloaded = reloaded.expect("a tls.reloaded event after SIGHUP");
+    assert!(reloaded.contains("\"by\":\"SIGHUP\""), "{reloaded}");
+    client
+        .status(StatusRequest { check_peers: false })
+        .await
+        .expect("still serving after the reload");
 
     let killed = Command::new("kill")
         .arg("-TERM")
