@@ -385,3 +385,44 @@ async fn an_expired_hit_reference_is_refused() {
         .expect_err("DE refuses an expired reference");
     assert_eq!(remote.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_decision_changes_nothing() {
+    let net = network().await;
+    let filed = filed_for_mueller(&net).await;
+    let approval = |country: &str| adep_proto::v1::FollowUpDecision {
+        request_id: filed.id.clone(),
+        state: FollowUpState::Approved as i32,
+        reason: "Approved.".into(),
+        core_data: [("family_name".to_owned(), "Forged".to_owned())].into(),
+        country: country.into(),
+        decided_at: 1,
+        audit_head: None,
+    };
+    // ES delivers a decision on FR's request with DE: no such request of ES's.
+    let by_es = net
+        .federation_as_peer("FR", "ES")
+        .deliver_decision(approval("ES"))
+        .await
+        .expect_err("ES decides nothing for DE");
+    assert_eq!(by_es.code(), Code::NotFound);
+    // ES claiming to be DE: refused on the certificate.
+    let as_de = net
+        .federation_as_peer("FR", "ES")
+        .deliver_decision(approval("DE"))
+        .await
+        .expect_err("ES cannot speak as DE");
+    assert_eq!(as_de.code(), Code::PermissionDenied);
+    // Even DE: data with a refusal is refused whole.
+    let mut refusal_with_data = approval("DE");
+    refusal_with_data.state = FollowUpState::Refused as i32;
+    let with_data = net
+        .federation_as_peer("FR", "DE")
+        .deliver_decision(refusal_with_data)
+        .await
+        .expect_err("only an approval releases data");
+    assert_eq!(with_data.code(), Code::InvalidArgument);
+    let seen = show(&net, "FR", Role::Officer, &filed.id).await;
+    assert_eq!(seen.state, FollowUpState::Pending as i32);
+    assert!(seen.core_data.is_empty());
+}
