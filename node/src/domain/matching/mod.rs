@@ -504,6 +504,28 @@ mod tests {
     }
 
     #[test]
+    fn a_subject_gets_at_most_sixteen_records_the_best_first() {
+        let p = Pseudonymiser::from_secret_bytes(&[1; 32], KeyEpoch(1));
+        let mut index = Index::new();
+        // Twenty records of the same person (a common name in a big file), and one
+        // with another date of birth, which only a tolerant key reaches.
+        for i in 0..20 {
+            assert!(index.insert(
+                id(&format!("same-{i:02}")),
+                &keys(&p, "Smith", "John", "1980-01-01")
+            ));
+        }
+        assert!(index.insert(id("tolerant"), &keys(&p, "Smith", "John", "1981-01-01")));
+        let found = index.lookup(&keys(&p, "Smith", "John", "1980-01-01"));
+        assert_eq!(found.len(), MAX_HITS_PER_SUBJECT);
+        assert!(found.iter().all(|f| f.quality == Quality::Exact));
+        assert!(
+            found.iter().all(|f| f.record.as_str() != "tolerant"),
+            "the best first"
+        );
+    }
+
+    #[test]
     fn finds_grades_and_forgets_records() {
         let p = Pseudonymiser::from_secret_bytes(&[1; 32], KeyEpoch(1));
         let mut index = Index::new();
