@@ -8,12 +8,13 @@ use std::{
     time::Duration,
 };
 
+use adep_node::tooling::{requests, synthetic};
 use adep_node::{
     domain::principals::Country,
     tooling::pki::{self, NodePlan},
     tooling::profile::Profile,
 };
-use adep_proto::v1::{AuditExportRequest, StatusRequest};
+use adep_proto::v1::{AuditExportRequest, ImportMode, ImportRequest, StatusRequest};
 
 const BIN: &str = env!("CARGO_BIN_EXE_adep-node");
 
@@ -162,12 +163,50 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
         .await
         .expect("still serving after the reload");
 
+    // A call in flight when SIGTERM arrives: an import whose stream is still open.
+    // The node stops accepting and lets it finish.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let batch = |from: u64, mode: ImportMode| ImportRequest {
+        mode: mode as i32,
+        records: (from..from + 50)
+            .map(|i| requests::record(&synthetic::record(7, i)))
+            .collect(),
+    };
+    tx.send(batch(0, ImportMode::Import))
+        .await
+        .expect("first batch");
+    let mut operator = profile.national_client().expect("client");
+    let import = tokio::spawn(async move {
+        let mut progress = operator
+            .import_records(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let mut last = None;
+        while let Some(p) = progress.message().await? {
+            last = Some(p);
+        }
+        Ok::<_, tonic::Status>(last)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
     let killed = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
         .status()
         .expect("kill");
     assert!(killed.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tx.send(batch(50, ImportMode::Unspecified))
+        .await
+        .expect("second batch");
+    drop(tx);
+    let last = import
+        .await
+        .expect("the import task")
+        .expect("the import in flight is served to its end")
+        .expect("a last progress message");
+    let summary = last.summary.expect("the import's summary");
+    assert_eq!((summary.received, summary.added), (100, 100));
     let mut code = None;
     for _ in 0..200 {
         if let Some(s) = child.try_wait().expect("wait") {
