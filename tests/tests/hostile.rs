@@ -190,3 +190,55 @@ async fn one_connection_gets_no_more_streams_than_the_limit() {
     );
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_is_cut_and_verified_connections_are_capped() {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    net.edit_config("DE", |c| {
+        c.limits.handshake_timeout_ms = 300;
+        c.limits.max_connections = 2;
+    });
+    net.start_all().await;
+
+    // A client that connects and never says hello is cut at the handshake deadline.
+    let mut silent = TcpStream::connect(net.federation_addr("DE"))
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 16];
+    let cut = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut buf)).await;
+    assert!(matches!(cut, Ok(Ok(0) | Err(_))), "{cut:?}");
+    let events = net.audit_entries_of("DE", "connection.refused").await;
+    assert!(
+        events.iter().any(|e| e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("limits.handshake_timeout"))),
+        "{events:?}"
+    );
+
+    // Verified connections are capped at max_connections; the next is refused.
+    let d = net.dir().join("FR");
+    let ca = net.dir().join("network-ca.pem");
+    let cert = || Some((d.join("node.pem"), d.join("node.key.pem")));
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            tls_from("127.0.0.1", net.federation_addr("DE"), &ca, cert(), false)
+                .await
+                .expect("within max_connections"),
+        );
+    }
+    assert!(
+        tls_from("127.0.0.1", net.federation_addr("DE"), &ca, cert(), false)
+            .await
+            .is_err(),
+        "a third verified connection"
+    );
+    let events = net.audit_entries_of("DE", "connection.refused").await;
+    assert!(
+        events.iter().any(|e| e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("limits.max_connections"))),
+        "{events:?}"
+    );
+    drop(held);
+}
