@@ -121,4 +121,15 @@ mod tests {
             "the refusals left out are counted"
         );
     }
+
+    #[test]
+    fn caps_events_per_node_across_addresses() {
+        let r = Refusals::default();
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0xC000_0200 + i));
+        for i in 0..PER_NODE_PER_MINUTE {
+            assert_eq!(r.admit(ip(i)), Some(0), "address {i}");
+        }
+        // A fresh address, under its own cap, but the node has recorded enough.
+        assert_eq!(r.admit(ip(PER_NODE_PER_MINUTE)), None);
+    }
 }
