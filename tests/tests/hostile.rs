@@ -242,3 +242,109 @@ async fn a_stalled_handshake_is_cut_and_verified_connections_are_capped() {
     );
     drop(held);
 }
+
+/// The node's resident memory (this process: the test runs its nodes in-process).
+fn resident_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The long campaign (docs/reliability.md): `ADEP_HOSTILE_CONNECTIONS` idle
+/// certificate-less connections from one address and, from a peer, connections each
+/// holding as many open HTTP/2 streams as the node allows, while an officer's search
+/// and a peer's Match are served. Prints what it held and the memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a long campaign: ADEP_HOSTILE_CONNECTIONS=2000 cargo test -p adep-tests --release --test hostile -- --ignored --nocapture"]
+async fn campaign() {
+    let attempts: usize = std::env::var("ADEP_HOSTILE_CONNECTIONS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200);
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    net.edit_config("DE", |c| c.limits.unverified_lifetime_ms = 600_000);
+    net.start_all().await;
+    net.import(
+        "DE",
+        vec![record("de-1", "Müller", "Hans", "1970-05-12")],
+        adep_proto::v1::ImportMode::Import,
+        10,
+    )
+    .await
+    .expect("import");
+    let before = resident_mib();
+
+    // Idle certificate-less connections from 127.0.0.2, kept open for the campaign.
+    let ca = net.dir().join("network-ca.pem");
+    let mut idle = Vec::new();
+    let mut refused = 0usize;
+    for _ in 0..attempts {
+        match tls_from("127.0.0.2", net.federation_addr("DE"), &ca, None, false).await {
+            Ok(s) => idle.push(s),
+            Err(_) => refused += 1,
+        }
+    }
+
+    // A peer's connections, each with as many open streams as the node allows.
+    let d = net.dir().join("FR");
+    let limit = 100usize;
+    let mut streams = Vec::new();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let stream = tls_from(
+            "127.0.0.1",
+            net.federation_addr("DE"),
+            &ca,
+            Some((d.join("node.pem"), d.join("node.key.pem"))),
+            true,
+        )
+        .await
+        .expect("FR connects");
+        let (client, connection) = h2::client::handshake(stream).await.expect("HTTP/2");
+        tokio::spawn(connection);
+        for _ in 0..limit {
+            let mut ready = client.clone().ready().await.expect("ready");
+            let request = http::Request::post("https://localhost/adep.v1.Federation/Hello")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .expect("request");
+            streams.push(ready.send_request(request, false).expect("a stream"));
+        }
+        clients.push(client);
+    }
+
+    // Meanwhile an officer searches (FR → DE) and FR's node calls Match on DE.
+    let answer = net
+        .national("FR", Role::Officer)
+        .search(SearchRequest {
+            reason: Some(reason()),
+            subjects: vec![ProtoIdentity {
+                family_name: "Müller".into(),
+                given_names: "Hans".into(),
+                date_of_birth: "1970-05-12".into(),
+                ..ProtoIdentity::default()
+            }],
+        })
+        .await
+        .expect("the search is served")
+        .into_inner();
+    assert!(answer.hits.iter().any(|h| h.country == "DE"), "{answer:?}");
+    let during = resident_mib();
+    println!(
+        "campaign: {} idle certificate-less connections attempted, {} held, {refused} refused; \
+         {} open streams on {} peer connections; the officer's search served with DE's hit; \
+         resident memory {before:.0} MiB before, {during:.0} MiB during",
+        attempts,
+        idle.len(),
+        streams.len(),
+        clients.len()
+    );
+    assert!(idle.len() <= 8, "{} held", idle.len());
+}
