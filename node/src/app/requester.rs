@@ -82,6 +82,11 @@ pub async fn request(
                 )),
                 other => refused_by(owner, "refused the follow-up", other),
             })?;
+    if receipt.id != filing.id {
+        return Err(AppError::Unavailable(format!(
+            "{owner} acknowledged another request than the one filed; try again"
+        )));
+    }
     let (f, effects) = FollowUp::requested(filing, owner, hit.quality, receipt, now);
     let stored = f.clone();
     events::followup_work(state, move |state| Ok(commit(state, &stored, &effects)?)).await?;

@@ -185,7 +185,7 @@ impl PeerNetwork for PeerClients {
             let receipt = self
                 .call(peer, |mut c| async move { c.file_follow_up(filing).await })
                 .await?;
-            wire::peer_receipt(receipt).map_err(PeerFailure::Unavailable)
+            wire::filed_receipt(receipt).map_err(PeerFailure::Unavailable)
         })
     }
 

@@ -50,10 +50,18 @@ pub async fn poll_owners(state: &Arc<NodeState>) {
             if changed.is_empty() {
                 continue;
             }
+            let asked: std::collections::HashSet<&FollowUpId> = chunk.iter().collect();
+            let changed: Vec<(FollowUpId, State)> = changed
+                .into_iter()
+                .filter(|(id, _)| asked.contains(id))
+                .collect();
             let result = events::followup_work(state, move |state| {
                 let book = Book::new(state.store.as_ref());
                 for (id, owner_state) in changed {
-                    if let Some(mut f) = book.get(Direction::Outgoing, &id)?
+                    // Only this owner's answer about its own requests counts.
+                    if let Some(mut f) = book
+                        .get(Direction::Outgoing, &id)?
+                        .filter(|f| f.country == owner)
                         && let Some(effects) = f.follow_owner(owner_state)
                     {
                         book.save(&f, &effects)?;

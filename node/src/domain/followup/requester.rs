@@ -17,7 +17,7 @@ impl FollowUp {
         now: i64,
     ) -> (FollowUp, Effects) {
         let f = FollowUp {
-            id: receipt.id,
+            id: filing.id,
             direction: Direction::Outgoing,
             country: owner,
             hit_ref: filing.hit_ref,

@@ -258,6 +258,16 @@ pub fn filing(own: Country, f: &Filing) -> v1::FollowUpFiling {
     }
 }
 
+/// An owner's receipt for a filing: the request is stored there whatever state it
+/// names, so one this node cannot read counts as pending.
+pub fn filed_receipt(r: v1::FollowUpReceipt) -> Result<Receipt, String> {
+    let known = state(r.state).unwrap_or(State::Pending);
+    peer_receipt(v1::FollowUpReceipt {
+        state: v1::FollowUpState::from(known) as i32,
+        ..r
+    })
+}
+
 /// An owner's receipt; a malformed one is refused, naming what is wrong.
 pub fn peer_receipt(r: v1::FollowUpReceipt) -> Result<Receipt, String> {
     Ok(Receipt {
