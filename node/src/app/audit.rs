@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::{
     app::{AppError, NodeState},
-    domain::audit::{self, AuditLog, Broken, Checkpoint, Entry, Verified},
+    domain::audit::{AuditLog, Broken, Checkpoint, Entry, Verified},
     store::StoreError,
 };
 
@@ -38,10 +38,17 @@ pub fn export(
     }
 }
 
-/// This node's signed head now, to close an export with (the auditor keeps it, and
-/// `verify` checks the log against it later).
-pub fn head(state: &NodeState) -> Checkpoint {
-    state.audit.checkpoint(crate::store::unix_now())
+/// This node's signed head now, made durable first, to close an export with (the
+/// auditor keeps it, and `verify` checks the log against it later). Blocks: call it
+/// from a blocking task. None when the log cannot be made durable.
+pub fn head(state: &NodeState) -> Option<Checkpoint> {
+    match state.audit.sync(state.store.as_ref()) {
+        Ok(()) => Some(state.audit.checkpoint(crate::store::unix_now())),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot make the audit log durable; the export has no head");
+            None
+        }
+    }
 }
 
 /// Verifies the whole log under the node's public key, and against `witnesses`
@@ -51,11 +58,9 @@ pub async fn verify(
     witnesses: Vec<Checkpoint>,
 ) -> Result<(Result<Verified, Broken>, Vec<u8>), AppError> {
     let s = state.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        audit::verify(s.store.as_ref(), s.audit.public_key(), &witnesses)
-    })
-    .await
-    .map_err(|_| AppError::Internal("the verification task failed".into()))?
-    .map_err(|e| AppError::Unavailable(format!("the store failed: {e}")))?;
+    let outcome = tokio::task::spawn_blocking(move || s.audit.verify(s.store.as_ref(), &witnesses))
+        .await
+        .map_err(|_| AppError::Internal("the verification task failed".into()))?
+        .map_err(|e| AppError::Unavailable(format!("the store failed: {e}")))?;
     Ok((outcome, state.audit.public_key().to_vec()))
 }

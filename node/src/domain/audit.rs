@@ -30,8 +30,13 @@ use crate::store::{Batch, Store, StoreError, Table};
 
 const DOMAIN: &[u8] = b"adep audit v1";
 const CHECKPOINT_DOMAIN: &[u8] = b"adep audit checkpoint v1";
+/// The base of a pruned log is signed under its own domain, so that a head checkpoint
+/// (kept in an export, sent to peers) can never stand in for it.
+const BASE_DOMAIN: &[u8] = b"adep audit base v1";
 /// Where the base of a pruned log is kept (metadata table).
 const META_BASE: &[u8] = b"audit_base";
+/// Where [`AuditLog::sync`] writes the position it made durable.
+const META_SYNCED: &[u8] = b"audit_synced";
 
 /// A signed statement by a node that its log held entry `seq` with hash `hash` at
 /// `time`.
@@ -47,8 +52,8 @@ pub struct Checkpoint {
     pub signature: Vec<u8>,
 }
 
-fn checkpoint_message(seq: u64, hash: &[u8; 32], time: i64) -> Vec<u8> {
-    let mut m = CHECKPOINT_DOMAIN.to_vec();
+fn checkpoint_message(domain: &[u8], seq: u64, hash: &[u8; 32], time: i64) -> Vec<u8> {
+    let mut m = domain.to_vec();
     m.extend_from_slice(&seq.to_be_bytes());
     m.extend_from_slice(hash);
     m.extend_from_slice(&time.to_be_bytes());
@@ -58,9 +63,13 @@ fn checkpoint_message(seq: u64, hash: &[u8; 32], time: i64) -> Vec<u8> {
 impl Checkpoint {
     /// Whether the node whose audit key is `public_key` signed it.
     pub fn signed_by(&self, public_key: &[u8]) -> bool {
+        self.signed_as(CHECKPOINT_DOMAIN, public_key)
+    }
+
+    fn signed_as(&self, domain: &[u8], public_key: &[u8]) -> bool {
         signature::UnparsedPublicKey::new(&signature::ED25519, public_key)
             .verify(
-                &checkpoint_message(self.seq, &self.hash, self.time),
+                &checkpoint_message(domain, self.seq, &self.hash, self.time),
                 &self.signature,
             )
             .is_ok()
@@ -228,6 +237,14 @@ pub struct AuditLog {
     key: Ed25519KeyPair,
     /// The last entry's position and hash; appends take it in turn.
     head: Mutex<(u64, [u8; 32])>,
+    /// The last entry known to be on disk (written by a durable batch, or there when
+    /// the log was opened): what checkpoints vouch for, so that a crash losing the
+    /// newest relaxed entries never contradicts a checkpoint already given out. Its
+    /// own lock: reading it never waits for a write to the disk.
+    durable: Mutex<(u64, [u8; 32])>,
+    /// Verification and pruning one at a time: a pruning between reading the base
+    /// and scanning the entries would look like a cut.
+    maintenance: Mutex<()>,
 }
 
 /// A failure to append: the store failed.
@@ -244,29 +261,84 @@ impl AuditLog {
                 .map_err(|_| StoreError::Corrupt { key: "audit" })?;
             head = (entry.seq, entry.hash);
         }
-        Ok(AuditLog {
+        let log = AuditLog {
             key,
             head: Mutex::new(head),
-        })
+            durable: Mutex::new(head),
+            maintenance: Mutex::new(()),
+        };
+        log.adopt_start(store)?;
+        Ok(log)
     }
 
-    /// A signed checkpoint of the log's head now (position 0 when empty).
+    /// A log pruned before pruning recorded where it starts (an earlier version): its
+    /// first entry is taken as the start, once, so that it verifies.
+    fn adopt_start(&self, store: &dyn Store) -> Result<(), StoreError> {
+        if base(store)?.is_some() {
+            return Ok(());
+        }
+        let Some(first) = store.scan_prefix(Table::Audit, b"").next() else {
+            return Ok(());
+        };
+        let first: Entry = postcard::from_bytes(&first?.value)
+            .map_err(|_| StoreError::Corrupt { key: "audit" })?;
+        if first.seq <= 1 {
+            return Ok(());
+        }
+        let base = self.sign_as(BASE_DOMAIN, first.seq - 1, first.prev, first.time);
+        let mut batch = Batch::new();
+        batch.put(
+            Table::Meta,
+            META_BASE,
+            postcard::to_allocvec(&base).unwrap_or_default(),
+        );
+        store.apply(&batch)
+    }
+
+    /// A signed checkpoint of the log's head as far as it is on disk (position 0 when
+    /// empty).
     pub fn checkpoint(&self, time: i64) -> Checkpoint {
-        let (seq, hash) = *self.head.lock().unwrap_or_else(|e| e.into_inner());
-        self.sign(seq, hash, time)
+        let (seq, hash) = *self.durable.lock().unwrap_or_else(|e| e.into_inner());
+        self.sign_as(CHECKPOINT_DOMAIN, seq, hash, time)
     }
 
-    fn sign(&self, seq: u64, hash: [u8; 32], time: i64) -> Checkpoint {
+    fn sign_as(&self, domain: &[u8], seq: u64, hash: [u8; 32], time: i64) -> Checkpoint {
         Checkpoint {
             seq,
             hash,
             time,
             signature: self
                 .key
-                .sign(&checkpoint_message(seq, &hash, time))
+                .sign(&checkpoint_message(domain, seq, &hash, time))
                 .as_ref()
                 .to_vec(),
         }
+    }
+
+    /// Makes every entry written so far durable, so that checkpoints vouch for it (the
+    /// jobs loop calls it; a durable step does the same on its own).
+    pub fn sync(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let head = *self.head.lock().unwrap_or_else(|e| e.into_inner());
+        let mut durable = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+        if *durable == head {
+            return Ok(());
+        }
+        // One small durable write flushes every write before it.
+        let mut batch = Batch::new();
+        batch.put(Table::Meta, META_SYNCED, head.0.to_be_bytes());
+        store.apply(&batch)?;
+        *durable = head;
+        Ok(())
+    }
+
+    /// Verifies the log ([`verify`]) under this node's key, never during a pruning.
+    pub fn verify(
+        &self,
+        store: &dyn Store,
+        witnesses: &[Checkpoint],
+    ) -> Result<Result<Verified, Broken>, StoreError> {
+        let _one_at_a_time = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
+        verify(store, self.public_key(), witnesses)
     }
 
     /// The public key that verifies this node's entries.
@@ -302,6 +374,7 @@ impl AuditLog {
         fields: &serde_json::Value,
     ) -> Result<u64, AppendError> {
         let fields = fields.to_string();
+        let batch_synced = batch.synced();
         let mut head = self.head.lock().unwrap_or_else(|e| e.into_inner());
         let seq = head.0 + 1;
         let hash = chain_hash(&head.1, seq, time, kind, &fields);
@@ -321,6 +394,10 @@ impl AuditLog {
         );
         store.apply(&batch)?;
         *head = (seq, hash);
+        if batch_synced {
+            // Durable, and so is every entry before it (the engine writes in order).
+            *self.durable.lock().unwrap_or_else(|e| e.into_inner()) = (seq, hash);
+        }
         Ok(seq)
     }
 
@@ -348,12 +425,13 @@ impl AuditLog {
     /// what remains still verifies, also after a crash between two batches, and a
     /// removal beyond it is named.
     pub fn prune(&self, store: &dyn Store, before: i64) -> Result<u64, StoreError> {
+        let _one_at_a_time = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         let mut pruned = 0;
         let mut batch = Batch::new();
         let mut entries = store.scan_prefix(Table::Audit, b"").peekable();
         let mut last: Option<Entry> = None;
         let flush = |batch: &mut Batch, last: &Entry| {
-            let base = self.sign(last.seq, last.hash, last.time);
+            let base = self.sign_as(BASE_DOMAIN, last.seq, last.hash, last.time);
             batch.put(
                 Table::Meta,
                 META_BASE,
@@ -430,7 +508,10 @@ pub fn verify(
     let wanted: std::collections::HashMap<u64, [u8; 32]> =
         ours.iter().map(|w| (w.seq, w.hash)).collect();
     let base = base(store)?;
-    if base.as_ref().is_some_and(|b| !b.signed_by(public_key)) {
+    if base
+        .as_ref()
+        .is_some_and(|b| !b.signed_as(BASE_DOMAIN, public_key))
+    {
         return Ok(Err(Broken::BadBase));
     }
     let mut previous: Option<Entry> = None;
@@ -717,7 +798,13 @@ mod tests {
     fn a_cut_tail_is_named_against_a_checkpoint() {
         let (_dir, opened, log) = setup();
         let store = opened.store.as_ref();
-        // The auditor took an export: it ends with the head, entry 3.
+        // The auditor took an export: it ends with the head, entry 3, once on disk.
+        assert_eq!(
+            log.checkpoint(350).seq,
+            0,
+            "relaxed entries are not vouched for yet"
+        );
+        log.sync(store).expect("sync");
         let head = log.checkpoint(350);
         assert_eq!(head.seq, 3);
         let ok = verify(store, log.public_key(), std::slice::from_ref(&head))
@@ -754,6 +841,7 @@ mod tests {
     fn a_log_rewritten_after_a_checkpoint_is_named() {
         let (_dir, opened, log) = setup();
         let store = opened.store.as_ref();
+        log.sync(store).expect("sync");
         let head = log.checkpoint(350);
         // An insider holding the audit key rewrites the newest entry and signs it
         // again: the log alone still verifies, the checkpoint a peer holds does not.

@@ -41,6 +41,18 @@ struct Held {
     by_address: HashMap<IpAddr, usize>,
 }
 
+/// The source a per-address limit counts: an IPv4 address, or an IPv6 /64 (one host
+/// usually holds a whole /64, and would otherwise count as millions of addresses).
+pub fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+    }
+}
+
 /// The unverified connections of one listener.
 #[derive(Clone, Debug)]
 pub struct UnverifiedPool {
@@ -126,6 +138,7 @@ impl UnverifiedPool {
 
     /// A slot for a connection from `ip`, or which limit refuses it.
     pub fn admit(&self, ip: IpAddr) -> Result<UnverifiedSlot, Full> {
+        let ip = source(ip);
         let mut held = self.lock();
         if held.total >= self.max_total {
             return Err(Full::Total);
@@ -182,5 +195,19 @@ mod tests {
             !metrics.encode().contains("192.0.2.2"),
             "a series goes with its last connection"
         );
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_slash_64() {
+        let metrics = Metrics::new();
+        let pool = UnverifiedPool::new("national", 10, 2, &metrics);
+        let one: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+        let _a = pool.admit(one).expect("first");
+        let _b = pool.admit(same_64).expect("second");
+        let third: IpAddr = "2001:db8:1:2::77".parse().expect("ip");
+        assert_eq!(pool.admit(third).err(), Some(Full::Address));
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert!(pool.admit(other).is_ok(), "another /64");
     }
 }

@@ -242,9 +242,8 @@ impl National for NationalService {
                 let message = entry.map(AuditEntry::from).map_err(Status::from);
                 tx.blocking_send(message).is_ok()
             });
-            if complete {
+            if complete && let Some(head) = app::audit::head(&state) {
                 // The export ends with the node's signed head, for the auditor to keep.
-                let head = app::audit::head(&state);
                 let _ = tx.blocking_send(Ok(AuditEntry {
                     checkpoint: Some((&head).into()),
                     ..AuditEntry::default()

@@ -41,6 +41,14 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
         // The requester polls the owner every retry_max: two silent polls after the
         // expiry and it closes the request itself.
         expiry::expire(&state, now, 2 * max_wait).await;
+        // Entries written without waiting for the disk become durable here, and so
+        // covered by the checkpoints this node gives out.
+        let s = state.clone();
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || s.audit.sync(s.store.as_ref())).await
+        {
+            tracing::error!(error = %e, "cannot make the audit log durable");
+        }
         let next = outbox::deliver_due(&state, now, max_wait).await;
         let wait = Duration::from_secs((next - now).clamp(1, max_wait.max(1)) as u64);
         tokio::select! {
