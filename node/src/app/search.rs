@@ -41,7 +41,7 @@ pub struct PeerReport {
     /// The peer.
     pub peer: PeerInfo,
     /// Its answer, or why there is none.
-    pub state: PeerState,
+    pub outcome: PeerState,
     /// Milliseconds until the answer or the failure.
     pub latency_ms: u32,
 }
@@ -73,7 +73,7 @@ impl PeerState {
 
 impl<T> From<&PeerOutcome<T>> for PeerReport {
     fn from(o: &PeerOutcome<T>) -> PeerReport {
-        let state = match &o.result {
+        let outcome = match &o.result {
             Ok(_) => PeerState::Ok,
             Err(PeerFailure::TimedOut) => PeerState::TimedOut,
             Err(PeerFailure::Unavailable(m)) => PeerState::Unavailable(m.clone()),
@@ -82,7 +82,7 @@ impl<T> From<&PeerOutcome<T>> for PeerReport {
         };
         PeerReport {
             peer: o.peer.clone(),
-            state,
+            outcome,
             latency_ms: u32::try_from(o.elapsed.as_millis()).unwrap_or(u32::MAX),
         }
     }
@@ -164,7 +164,7 @@ pub async fn search(
         let mut report = PeerReport::from(outcome);
         if let Ok(answer) = &outcome.result {
             if answer.iter().any(|h| h.subject >= subject_count) {
-                report.state = PeerState::Unavailable(
+                report.outcome = PeerState::Unavailable(
                     "the peer answered for subjects that were not asked".into(),
                 );
             } else {
@@ -184,7 +184,10 @@ pub async fn search(
     }
     remember(state, &hits, &search.subjects, &request_id).await?;
     drop(search.subjects);
-    let ok = reports.iter().filter(|p| p.state == PeerState::Ok).count();
+    let ok = reports
+        .iter()
+        .filter(|p| p.outcome == PeerState::Ok)
+        .count();
     events::record(
         state,
         Event::new(
@@ -196,7 +199,7 @@ pub async fn search(
                 "subjects": subject_count,
                 "peers": reports.iter().map(|p| serde_json::json!({
                     "country": p.peer.country.as_str(),
-                    "status": p.state.name(),
+                    "status": p.outcome.name(),
                     "hits": hits.iter().filter(|h| h.country == p.peer.country).count(),
                 })).collect::<Vec<_>>(),
             }),
@@ -307,7 +310,7 @@ mod tests {
         let states: Vec<(String, PeerState)> = outcome
             .peers
             .iter()
-            .map(|p| (p.peer.country.to_string(), p.state.clone()))
+            .map(|p| (p.peer.country.to_string(), p.outcome.clone()))
             .collect();
         assert_eq!(
             states,
@@ -375,7 +378,7 @@ mod tests {
         .expect("the search runs");
         assert!(outcome.hits.is_empty());
         assert!(
-            matches!(&outcome.peers[0].state, PeerState::Unavailable(m) if m.contains("not asked"))
+            matches!(&outcome.peers[0].outcome, PeerState::Unavailable(m) if m.contains("not asked"))
         );
     }
 }

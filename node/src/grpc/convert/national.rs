@@ -54,7 +54,7 @@ impl TryFrom<&v1::SearchRequest> for Search {
 }
 
 fn peer_status(r: &PeerReport) -> v1::PeerStatus {
-    let (state, detail) = match &r.state {
+    let (state, detail) = match &r.outcome {
         PeerState::Ok => (v1::PeerState::Ok, String::new()),
         PeerState::TimedOut => (
             v1::PeerState::TimedOut,
