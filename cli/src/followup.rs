@@ -36,7 +36,7 @@ pub enum FollowUpCommand {
 /// `adep followup request` arguments.
 #[derive(Debug, Args)]
 pub struct RequestArgs {
-    /// The hit reference (40 hexadecimal digits) from `adep search`.
+    /// The hit reference (40 lower-case hexadecimal digits) from `adep search`.
     #[arg(long = "hit", value_name = "REF")]
     hit_ref: String,
     /// Why you need the record: shown to the reviewer who decides.

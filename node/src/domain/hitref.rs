@@ -56,8 +56,11 @@ impl FromStr for HitRef {
     type Err = &'static str;
 
     fn from_str(s: &str) -> Result<HitRef, &'static str> {
-        const BAD: &str = "a hit reference is 40 hexadecimal digits";
-        if s.len() != HIT_REF_BYTES * 2 {
+        const BAD: &str = "a hit reference is 40 lower-case hexadecimal digits";
+        // One spelling only: `from_str_radix` alone would take `+f` and upper case.
+        if s.len() != HIT_REF_BYTES * 2
+            || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(BAD);
         }
         let mut bytes = [0u8; HIT_REF_BYTES];
@@ -233,6 +236,12 @@ mod tests {
         assert_eq!(resolved.quality, Quality::Weak);
         assert_eq!(a.to_string().parse::<HitRef>(), Ok(a));
         assert!("xyz".parse::<HitRef>().is_err());
+        assert!(a.to_string().to_uppercase().parse::<HitRef>().is_err());
+        assert!(
+            format!("+{}", &a.to_string()[1..])
+                .parse::<HitRef>()
+                .is_err()
+        );
         assert!("zz".repeat(20).parse::<HitRef>().is_err());
     }
 
