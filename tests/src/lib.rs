@@ -427,26 +427,18 @@ impl TestNetwork {
         all
     }
 
-    /// A node's audit entries, oldest first, as kind and fields.
+    /// A node's audit entries, oldest first, as kind and fields (the export's closing
+    /// head left out).
     pub async fn audit_entries(&self, country: &str) -> Vec<(String, serde_json::Value)> {
-        use tokio_stream::StreamExt as _;
-        let mut stream = self
-            .national(country, Role::Auditor)
-            .export_audit(adep_proto::v1::AuditExportRequest::default())
+        self.audit_export(country)
             .await
-            .expect("export")
-            .into_inner();
-        let mut entries = Vec::new();
-        while let Some(e) = stream.next().await {
-            let e = e.expect("entry");
-            if e.checkpoint.is_some() {
-                // The export's closing head, not an entry.
-                continue;
-            }
-            let fields = serde_json::from_str(&e.fields_json).expect("fields are JSON");
-            entries.push((e.kind, fields));
-        }
-        entries
+            .into_iter()
+            .filter(|e| e.checkpoint.is_none())
+            .map(|e| {
+                let fields = serde_json::from_str(&e.fields_json).expect("fields are JSON");
+                (e.kind, fields)
+            })
+            .collect()
     }
 
     /// Waits (up to 5 s) for a node's audit entries of `kind`; refusals are recorded
