@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Digests arrive by the tens of thousands per Match: borrow them from the
         // message buffer instead of allocating each.
         .bytes(".adep.v1.MatchKey.digest")
+        .bytes(".adep.v1.BlindedSubject.elements")
+        .bytes(".adep.v1.EvaluatedSubject.elements")
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;

@@ -229,7 +229,13 @@ async fn story(
         3,
         "An officer in FR searches for MUELLER, Hans Peter, born 1970-05-12",
     );
-    println!("   FR's node sends only keyed digests to DE and ES; each answers hit or no hit.");
+    println!(
+        "   FR's node derives the subject's match keys and blinds them (RFC 9497 OPRF); DE and ES"
+    );
+    println!(
+        "   each evaluate the blinded elements under their own key, seeing no name; FR unblinds"
+    );
+    println!("   them into each node's own digests and sends those in a Match: hit or no hit.");
     let reason = pb::Reason {
         case_reference: "FR-PJ-2026-0815".into(),
         offence_category: "0502".into(),

@@ -1,4 +1,4 @@
-//! `adep keys`: the operator's commands on the matching-secret epochs.
+//! `adep keys`: the operator's commands on the node's own match key epochs.
 
 use std::{process::ExitCode, time::Duration};
 
@@ -13,29 +13,28 @@ use crate::output;
 /// `adep keys ...`
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
-    /// Operator: rotate the node to the network's next matching secret.
+    /// Operator: rotate this node's own match key. No other node takes part.
     ///
-    /// Before: every node of the network has the next secret file, and its
-    /// configuration names it as matching.next_secret_file and next_key_epoch (then a
-    /// restart). `adep keys rotate` builds the next epoch's index in the background
-    /// while the active one answers; once built, the node answers Match under both
-    /// epochs. When every node of the network is in transition, `adep keys rotate
-    /// --finish` on each makes the next epoch the one searches use and refuses the
-    /// old one. Imports and erasures wait during a rotation. See the operator guide.
+    /// The node derives its next epoch's key from matching.seed_file (read again now,
+    /// so a seed replaced in that file takes effect with this rotation) and keys every
+    /// stored record under it in the background while the active epoch answers; this
+    /// costs about one OPRF evaluation per match key (see docs/benchmarks.md). Then
+    /// the next epoch becomes active by itself, and the previous one still answers a
+    /// Match for matching.previous_epoch_grace (searches evaluated just before the
+    /// switch), then is retired. Imports and erasures wait during a rotation and its
+    /// grace. See the operator guide.
     Rotate(RotateArgs),
 }
 
 /// Arguments of `adep keys rotate`.
 #[derive(Debug, Args)]
 pub struct RotateArgs {
-    /// Finish the rotation: the next epoch becomes active, the old one is retired.
-    #[arg(long, conflicts_with = "status")]
-    finish: bool,
     /// Only show where the rotation stands.
     #[arg(long)]
     status: bool,
-    /// After starting, wait until the next index is built and both epochs answer.
-    #[arg(long, conflicts_with_all = ["finish", "status"])]
+    /// After starting, wait until the next index is built and the node has switched
+    /// to it.
+    #[arg(long, conflicts_with = "status")]
     wait: bool,
 }
 
@@ -43,9 +42,7 @@ pub struct RotateArgs {
 pub async fn run(cmd: KeysCommand, profile: &Profile, json: bool) -> Result<ExitCode> {
     let KeysCommand::Rotate(args) = cmd;
     let mut client = profile.national_client()?;
-    let action = if args.finish {
-        RotateAction::Finish
-    } else if args.status {
+    let action = if args.status {
         RotateAction::Status
     } else {
         RotateAction::Start
@@ -61,20 +58,21 @@ pub async fn run(cmd: KeysCommand, profile: &Profile, json: bool) -> Result<Exit
     };
     let mut answer = call(action).await?;
     if args.wait {
+        let target = answer.next_epoch;
         let mut waited = 0u64;
         while answer.phase == "building" {
             if !json && waited.is_multiple_of(10) {
-                eprintln!("building the index for epoch {} ...", answer.next_epoch);
+                eprintln!("keying the stored records under epoch {target} ...");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
             waited += 1;
             answer = call(RotateAction::Status).await?;
         }
-        if answer.phase != "transition" {
+        if answer.active_epoch != target {
             bail!(
-                "the rotation to epoch {} did not reach its transition (phase {}); the node's log says why",
-                answer.next_epoch,
-                answer.phase
+                "the rotation to epoch {target} did not switch (phase {}, epoch {} active); the node's log says why",
+                answer.phase,
+                answer.active_epoch
             );
         }
     }
@@ -90,6 +88,8 @@ fn print(a: &RotateKeysResponse, json: bool) {
                 "phase": a.phase,
                 "active_epoch": a.active_epoch,
                 "next_epoch": (a.next_epoch != 0).then_some(a.next_epoch),
+                "previous_epoch": (a.previous_epoch != 0).then_some(a.previous_epoch),
+                "previous_until": (a.previous_until != 0).then_some(a.previous_until),
                 "retired_epochs": a.retired_epochs,
             })
         );
@@ -109,16 +109,21 @@ fn print(a: &RotateKeysResponse, json: bool) {
     };
     match a.phase.as_str() {
         "building" => println!(
-            "building the index for epoch {}; epoch {} answers meanwhile{retired}",
+            "building: keying the stored records under epoch {}; epoch {} answers meanwhile{retired}",
             a.next_epoch, a.active_epoch
         ),
-        "transition" => println!(
-            "transition: epochs {} and {} both answer; searches use {}. Finish with `adep keys rotate --finish` once every node is in transition{retired}",
-            a.active_epoch, a.next_epoch, a.active_epoch
+        "grace" => println!(
+            "grace: epoch {} is active; epoch {} still answers a Match for {} s more, then is retired{retired}",
+            a.active_epoch,
+            a.previous_epoch,
+            (a.previous_until - unix_now()).max(0)
         ),
-        _ => println!(
-            "stable: epoch {} answers and searches use it{retired}",
-            a.active_epoch
-        ),
+        _ => println!("stable: epoch {} is active{retired}", a.active_epoch),
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -105,8 +105,8 @@ enum Command {
 enum PkiCommand {
     /// Write a complete development PKI for a set of countries.
     ///
-    /// Writes DIR/network-ca.pem (with its key, clearly named), DIR/matching-secret, and per
-    /// country DIR/CC/node.toml (a ready node configuration: loopback ports from the base
+    /// Writes DIR/network-ca.pem (with its key, clearly named) and per country its own
+    /// key seed DIR/CC/key-seed, data key, audit key, DIR/CC/node.toml (a ready node configuration: loopback ports from the base
     /// port, every other country as a peer, data under DIR/CC/data) and DIR/CC/<role>.toml,
     /// a CLI profile for each of officer, reviewer, operator and auditor. Start a node with
     /// `adep-node --config DIR/CC/node.toml`. Refuses a directory that already holds a PKI.

@@ -29,9 +29,13 @@ fn pki_init_writes_the_documented_layout() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for f in ["network-ca.pem", "network-ca.key.pem", "matching-secret"] {
+    for f in ["network-ca.pem", "network-ca.key.pem"] {
         assert!(out_dir.join(f).is_file(), "{f}");
     }
+    assert!(
+        !out_dir.join("matching-secret").exists(),
+        "no secret is shared by the network"
+    );
     for cc in ["FR", "DE", "ES"] {
         let config = Config::load(&out_dir.join(cc).join("node.toml")).expect("node.toml loads");
         assert_eq!(config.country.as_str(), cc);
@@ -41,7 +45,14 @@ fn pki_init_writes_the_documented_layout() {
             assert!(out_dir.join(cc).join(format!("{role}.toml")).is_file());
         }
     }
+    // Each node has its own key seed.
+    let seeds: std::collections::HashSet<String> = ["FR", "DE", "ES"]
+        .iter()
+        .map(|cc| std::fs::read_to_string(out_dir.join(cc).join("key-seed")).expect("key-seed"))
+        .collect();
+    assert_eq!(seeds.len(), 3, "three nodes, three seeds");
     let de = Config::load(&out_dir.join("DE/node.toml")).expect("DE");
+    assert_eq!(de.matching.seed_file, out_dir.join("DE").join("key-seed"));
     assert_eq!(de.federation.listen.port(), 7310);
     assert_eq!(de.national.listen.port(), 7311);
     #[cfg(unix)]
@@ -474,7 +485,9 @@ fn demo_tells_the_whole_exchange_and_exits_zero() {
         "family_name: Müller",
         "followup.decided",
         "\"reviewer\":\"de-reviewer\"",
-        "DE: 6 entries, hash-chained and signed: verified",
+        "blinds them (RFC 9497 OPRF)",
+        "evaluate.received",
+        "DE: 7 entries, hash-chained and signed: verified",
         "demo complete",
     ] {
         assert!(

@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the matching hot paths, each next to its baseline:
-//! raw HMAC-SHA256 beside keying a record, and an index lookup beside a hash map
-//! probe. The whole-system figures (import, rebuild, Match over mTLS, search latency,
+//! one OPRF evaluation beside keying a record under a node's key (scheme v2), and an
+//! index lookup beside a hash map probe. The whole-system figures (import, rebuild, Match over mTLS, search latency,
 //! memory) come from `adep bench`; see docs/benchmarks.md.
 //!
 //! Run: `cargo bench -p adep-node --bench matching`.
@@ -9,22 +9,21 @@ use std::hint::black_box;
 
 use adep_node::{
     domain::matching::Index,
-    domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side},
+    domain::pseudonymise::{HmacKey, KeyEpoch, KeyedDigest, Side, oprf::NodeKey},
     tooling::synthetic,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn keying(c: &mut Criterion) {
-    let p = Pseudonymiser::from_secret_bytes(&[9; 32], KeyEpoch(1));
+    let p = NodeKey::derive(&[9; 32], KeyEpoch(1)).expect("a key");
     let records = synthetic::records(1, 1_000);
     let mut group = c.benchmark_group("keying");
     group.throughput(Throughput::Elements(1));
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[9; 32]);
-    group.bench_function("baseline: one HMAC-SHA256 of 40 bytes", |b| {
-        b.iter(|| ring::hmac::sign(&key, black_box(&[7u8; 40])))
+    group.bench_function("baseline: one OPRF evaluation of 40 bytes", |b| {
+        b.iter(|| p.digest_text(black_box(&[7u8; 40])))
     });
     let mut i = 0;
-    group.bench_function("normalise, derive and hash one record", |b| {
+    group.bench_function("normalise, derive and key one record (OPRF)", |b| {
         b.iter(|| {
             i = (i + 1) % records.len();
             p.hash_identity(black_box(&records[i].identity), Side::Record)
@@ -34,7 +33,8 @@ fn keying(c: &mut Criterion) {
 }
 
 fn lookup(c: &mut Criterion) {
-    let p = Pseudonymiser::from_secret_bytes(&[9; 32], KeyEpoch(1));
+    // Which keys coincide does not depend on the PRF: the fast one builds the index.
+    let p = HmacKey::from_secret_bytes(&[9; 32], KeyEpoch(1));
     let records = synthetic::records(2, 100_000);
     let mut index = Index::new();
     for r in &records {

@@ -17,7 +17,7 @@ use crate::{
     domain::principals::CertIdentity,
     grpc::auth::identity_of_certificate,
     grpc::tls,
-    secret::{DataKey, MatchingSecret},
+    secret::{DataKey, KeySeed},
 };
 
 /// The verdict of one check.
@@ -131,9 +131,9 @@ pub fn check_config(path: &Path) -> Vec<Check> {
         ));
     }
     checks.push(result(
-        "matching.secret_file",
-        MatchingSecret::from_file(&config.matching.secret_file)
-            .map(|s| format!("{} bits", s.expose().len() * 8))
+        "matching.seed_file",
+        KeySeed::from_file(&config.matching.seed_file)
+            .map(|_| "256 bits, this node's own".to_owned())
             .map_err(|e| e.to_string()),
     ));
     checks.push(result(

@@ -343,6 +343,7 @@ pub fn rpc_name(path: &str) -> &'static str {
             "/adep.v1.Federation/",
             &[
                 "Hello",
+                "Evaluate",
                 "Match",
                 "FileFollowUp",
                 "WithdrawFollowUp",

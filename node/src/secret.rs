@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-/// The network matching secret (at least 256 bits).
-pub struct MatchingSecret(Vec<u8>);
+/// The node's key seed (256 bits): its match keys' PRF key of every epoch is derived
+/// from it (match key scheme v2). One per node, never shared.
+pub struct KeySeed(Vec<u8>);
 
-impl std::fmt::Debug for MatchingSecret {
+impl std::fmt::Debug for KeySeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MatchingSecret(..)")
+        f.write_str("KeySeed(..)")
     }
 }
 
@@ -65,19 +66,13 @@ fn read_hex(
         .map_err(|_| bad())
 }
 
-impl MatchingSecret {
-    /// Reads a secret file: hexadecimal text, surrounding white space ignored.
-    pub fn from_file(path: &Path) -> Result<MatchingSecret, SecretError> {
-        read_hex(
-            path,
-            "matching secret",
-            (64, 1024),
-            "at least 64 digits (256 bits)",
-        )
-        .map(MatchingSecret)
+impl KeySeed {
+    /// Reads a key seed file: 64 hexadecimal digits, surrounding white space ignored.
+    pub fn from_file(path: &Path) -> Result<KeySeed, SecretError> {
+        read_hex(path, "key seed", (64, 64), "exactly 64 digits (256 bits)").map(KeySeed)
     }
 
-    /// The secret's bytes, for key derivation only.
+    /// The seed's bytes, for key derivation only.
     pub fn expose(&self) -> &[u8] {
         &self.0
     }
@@ -122,13 +117,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
         std::fs::write(&p, format!("{}\n", "ab".repeat(32))).unwrap();
-        assert_eq!(MatchingSecret::from_file(&p).unwrap().expose().len(), 32);
+        assert_eq!(KeySeed::from_file(&p).unwrap().expose().len(), 32);
         std::fs::write(&p, "abcd").unwrap();
-        assert!(MatchingSecret::from_file(&p).is_err());
+        assert!(KeySeed::from_file(&p).is_err());
         std::fs::write(&p, "zz".repeat(32)).unwrap();
-        let e = MatchingSecret::from_file(&p).unwrap_err().to_string();
+        let e = KeySeed::from_file(&p).unwrap_err().to_string();
         assert!(!e.contains("zz"), "{e}");
-        assert!(format!("{:?}", MatchingSecret(vec![1, 2])).contains(".."));
+        assert!(format!("{:?}", KeySeed(vec![1, 2])).contains(".."));
     }
 
     #[test]

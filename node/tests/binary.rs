@@ -242,7 +242,7 @@ fn check_config_passes_a_good_configuration_and_names_what_is_wrong() {
     assert_eq!(good.status.code(), Some(0), "{text}");
     assert!(text.contains("checks hold"), "{text}");
 
-    std::fs::write(dir.path().join("matching-secret"), "not hex").expect("write");
+    std::fs::write(dir.path().join("FR/key-seed"), "not hex").expect("write");
     let bad = run(true);
     assert_eq!(bad.status.code(), Some(1));
     let answer: serde_json::Value = serde_json::from_slice(&bad.stdout).expect("JSON");
@@ -254,7 +254,7 @@ fn check_config_passes_a_good_configuration_and_names_what_is_wrong() {
         .filter(|c| c["verdict"] == "failed")
         .collect();
     assert_eq!(failed.len(), 1, "{answer}");
-    assert_eq!(failed[0]["field"], "matching.secret_file");
+    assert_eq!(failed[0]["field"], "matching.seed_file");
     assert!(
         failed[0]["detail"]
             .as_str()

@@ -21,7 +21,7 @@ use std::{
 use adep_node::{
     domain::audit::{self, AuditLog},
     domain::index::{ImportMode, NationalIndex, Written},
-    domain::pseudonymise::{KeyEpoch, Pseudonymiser},
+    domain::pseudonymise::{KeyEpoch, oprf::NodeKey},
     secret::DataKey,
     store::{self, Batch, Table},
     tooling::synthetic,
@@ -201,7 +201,7 @@ const SEED: u64 = 11;
 fn index(opened: &store::OpenStore) -> NationalIndex {
     NationalIndex::load(
         opened.store.clone(),
-        Pseudonymiser::from_secret_bytes(&[5; 32], KeyEpoch(1)),
+        NodeKey::derive(&[5; 32], KeyEpoch(1)).expect("a key"),
         &mut |_| {},
     )
     .expect("the index loads after the crash")

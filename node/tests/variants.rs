@@ -5,7 +5,7 @@
 use adep_node::{
     domain::identity::{Identity, RecordId},
     domain::matching::Index,
-    domain::pseudonymise::{KeyEpoch, Pseudonymiser, Quality, Side},
+    domain::pseudonymise::{KeyEpoch, KeyedDigest, Quality, Side, oprf::NodeKey},
 };
 
 struct Person<'a> {
@@ -36,7 +36,7 @@ fn identity(person: &Person<'_>) -> Identity {
 
 /// The quality a query gets against an index holding only `record`, or None.
 fn grade(record: &Person<'_>, query: &Person<'_>) -> Option<Quality> {
-    let p = Pseudonymiser::from_secret_bytes(b"variant tests secret, 32 bytes..", KeyEpoch(1));
+    let p = NodeKey::derive(b"variant tests seed, 32 bytes....", KeyEpoch(1)).expect("key");
     let mut index = Index::new();
     let id = RecordId::try_from("r1").expect("id");
     index.insert(id, &p.hash_identity(&identity(record), Side::Record));

@@ -12,5 +12,6 @@ pub mod v1 {
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/adep_descriptor.bin"));
 
-/// Protocol version announced in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version announced in `Hello`: 2 since match key scheme v2 (Evaluate, then
+/// Match under the answering node's own key).
+pub const PROTOCOL_VERSION: u32 = 2;

@@ -323,24 +323,68 @@ pub fn reason() -> adep_proto::v1::Reason {
     }
 }
 
-/// The match keys a requesting node would send for a subject, keyed with `secret`
-/// under `epoch` (the network's secret: [`TestNetwork::matching_secret`]).
-pub fn match_keys(
-    secret: &[u8],
-    epoch: u32,
+/// The match keys a requesting node would send `target` for a subject: blinded here,
+/// evaluated by `target` through `client` (a federation client presenting `caller`'s
+/// node certificate), and finalized here. Returns the epoch `target` named and the
+/// keys, or the Evaluate call's error.
+pub async fn evaluated_keys(
+    client: &mut FederationClient<Channel>,
+    caller: &str,
     (family, given, dob): (&str, &str, &str),
-) -> Vec<adep_proto::v1::MatchKey> {
-    use adep_node::domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side};
-    let p = Pseudonymiser::from_secret_bytes(secret, KeyEpoch(epoch));
+) -> Result<(u32, Vec<adep_proto::v1::MatchKey>), tonic::Status> {
+    use adep_node::domain::pseudonymise::{
+        Side, derive_keys,
+        oprf::{Blinded, Element},
+    };
     let identity = adep_node::domain::identity::Identity::from_fields(family, given, dob, &[])
         .expect("identity");
-    p.hash_identity(&identity, Side::Query)
-        .into_iter()
-        .map(|k| adep_proto::v1::MatchKey {
-            kind: k.kind.code(),
-            digest: prost::bytes::Bytes::copy_from_slice(&k.digest.0),
+    let blinded = Blinded::blind(vec![derive_keys(&identity, Side::Query)]).expect("random");
+    let answer = client
+        .evaluate(adep_proto::v1::EvaluateRequest {
+            request_id: "test-evaluation".into(),
+            country: caller.into(),
+            subjects: vec![adep_proto::v1::BlindedSubject {
+                elements: blinded.elements()[0]
+                    .iter()
+                    .map(|e| prost::bytes::Bytes::copy_from_slice(&e.0))
+                    .collect(),
+            }],
         })
-        .collect()
+        .await?
+        .into_inner();
+    let evaluated: Vec<Vec<Element>> = answer
+        .subjects
+        .iter()
+        .map(|s| {
+            s.elements
+                .iter()
+                .map(|e| Element::try_from(e.as_ref()).expect("32 bytes"))
+                .collect()
+        })
+        .collect();
+    let keys = blinded.finalize(&evaluated).expect("a usable evaluation");
+    Ok((
+        answer.key_epoch,
+        keys[0]
+            .iter()
+            .map(|k| adep_proto::v1::MatchKey {
+                kind: k.kind.code(),
+                digest: prost::bytes::Bytes::copy_from_slice(&k.digest.0),
+            })
+            .collect(),
+    ))
+}
+
+/// As [`evaluated_keys`], the keys only, for a caller within its limits.
+pub async fn match_keys(
+    client: &mut FederationClient<Channel>,
+    caller: &str,
+    subject: (&str, &str, &str),
+) -> Vec<adep_proto::v1::MatchKey> {
+    evaluated_keys(client, caller, subject)
+        .await
+        .expect("the evaluation")
+        .1
 }
 
 /// A record for tests: id, family name, given names, date of birth, one payload field.
@@ -491,9 +535,9 @@ impl TestNetwork {
             .collect()
     }
 
-    /// The network matching secret's bytes.
-    pub fn matching_secret(&self) -> Vec<u8> {
-        let text = std::fs::read_to_string(self.dir().join("matching-secret")).expect("secret");
+    /// A node's key seed, as its configuration names it.
+    pub fn key_seed(&self, country: &str) -> Vec<u8> {
+        let text = std::fs::read_to_string(&self.config(country).matching.seed_file).expect("seed");
         let hex = text.trim();
         (0..hex.len())
             .step_by(2)

@@ -45,7 +45,12 @@ async fn each_node_records_its_own_steps_and_only_auditors_read_them() {
     assert_eq!(net.audit_kinds("FR").await, ["search.sent"]);
     assert_eq!(
         net.audit_kinds("DE").await,
-        ["records.stored", "records.imported", "match.received"]
+        [
+            "records.stored",
+            "records.imported",
+            "evaluate.received",
+            "match.received"
+        ]
     );
     let refused = net
         .national("DE", Role::Officer)
@@ -70,9 +75,9 @@ async fn an_entry_altered_in_the_store_is_named_by_verify() {
     };
     let before = verify(&net).await;
     assert!(before.ok, "{before:?}");
-    assert_eq!(before.entries, 3);
+    assert_eq!(before.entries, 4);
 
-    // Stop DE, change what entry 3 (the Match from FR) says, start DE again.
+    // Stop DE, change what entry 4 (the Match from FR) says, start DE again.
     net.stop("DE").await;
     let config = net.config("DE");
     {
@@ -82,12 +87,12 @@ async fn an_entry_altered_in_the_store_is_named_by_verify() {
             &DataKey::from_file(&config.data_key).expect("DE's data key"),
         )
         .expect("open DE's store");
-        let key = 3u64.to_be_bytes();
+        let key = 4u64.to_be_bytes();
         let raw = opened
             .store
             .get(Table::Audit, &key)
             .expect("get")
-            .expect("entry 3");
+            .expect("entry 4");
         let mut entry: Entry = postcard::from_bytes(&raw).expect("decode");
         entry.fields = entry.fields.replace("\"FR\"", "\"ES\"");
         let mut batch = Batch::new();
@@ -101,7 +106,7 @@ async fn an_entry_altered_in_the_store_is_named_by_verify() {
     net.start("DE").await;
     let after = verify(&net).await;
     assert!(!after.ok);
-    assert_eq!(after.bad_entry, 3);
+    assert_eq!(after.bad_entry, 4);
     assert!(after.problem.contains("altered"), "{}", after.problem);
 }
 
@@ -173,7 +178,12 @@ async fn entries_past_retention_are_pruned_and_the_rest_still_verifies() {
     let mut net = searched_network().await;
     assert_eq!(
         net.audit_kinds("DE").await,
-        ["records.stored", "records.imported", "match.received"]
+        [
+            "records.stored",
+            "records.imported",
+            "evaluate.received",
+            "match.received"
+        ]
     );
     net.stop("DE").await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
@@ -181,10 +191,10 @@ async fn entries_past_retention_are_pruned_and_the_rest_still_verifies() {
         c.audit.retention = std::time::Duration::from_secs(1)
     });
     net.start("DE").await;
-    // Pruning runs at start-up: all three entries are past retention, the newest is
+    // Pruning runs at start-up: all four entries are past retention, the newest is
     // kept.
     let pruned = net.audit_entries_of("DE", "audit.pruned").await;
-    assert_eq!(pruned[0]["entries"], 2);
+    assert_eq!(pruned[0]["entries"], 3);
     assert_eq!(
         net.audit_kinds("DE").await,
         ["match.received", "audit.pruned"]
@@ -196,24 +206,41 @@ async fn entries_past_retention_are_pruned_and_the_rest_still_verifies() {
         .expect("verify")
         .into_inner();
     assert!(verified.ok, "{verified:?}");
-    assert_eq!((verified.entries, verified.first), (2, 3));
+    assert_eq!((verified.entries, verified.first), (2, 4));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_key_epoch_is_an_audit_event() {
+async fn a_restart_records_nothing_and_a_replaced_key_seed_is_refused() {
     let mut net = searched_network().await;
-    // A restart under the same epoch records nothing.
+    // A restart under the same seed records nothing, and loads the stored digests.
     net.stop("DE").await;
     net.start("DE").await;
     assert_eq!(
         net.audit_kinds("DE").await,
-        ["records.stored", "records.imported", "match.received"]
+        [
+            "records.stored",
+            "records.imported",
+            "evaluate.received",
+            "match.received"
+        ]
     );
+    // A seed that no longer derives the key the index was built with: refused,
+    // naming the file and not the seed.
     net.stop("DE").await;
-    net.edit_config("DE", |c| c.matching.key_epoch = 2);
+    let seed_file = net.config("DE").matching.seed_file;
+    let original = std::fs::read_to_string(&seed_file).expect("seed");
+    std::fs::write(&seed_file, "ab".repeat(32)).expect("write");
+    let refused = adep_node::grpc::server::prepare(net.config("DE"))
+        .expect_err("another seed")
+        .to_string();
+    assert!(
+        refused.contains("does not derive the key this node's index of epoch 1 was built with")
+            && refused.contains("key-seed"),
+        "{refused}"
+    );
+    assert!(!refused.contains("abab"), "{refused}");
+    std::fs::write(&seed_file, original).expect("write");
     net.start("DE").await;
-    let changed = net.audit_entries_of("DE", "keys.epoch_changed").await;
-    assert_eq!(changed, [serde_json::json!({ "from": 1, "to": 2 })]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +253,7 @@ async fn a_cut_tail_is_named_against_the_auditors_export_and_the_peers_log() {
         .last()
         .and_then(|e| e.checkpoint.clone())
         .expect("an export ends with the node's head");
-    assert_eq!(head.seq, 3);
+    assert_eq!(head.seq, 4);
     let fr_head_in_de =
         net.audit_entries_of("DE", "match.received").await[0]["peer_audit_head"].clone();
     assert!(fr_head_in_de["seq"].as_u64().is_some(), "{fr_head_in_de}");
@@ -256,7 +283,7 @@ async fn a_cut_tail_is_named_against_the_auditors_export_and_the_peers_log() {
         )
         .expect("open DE's store");
         let mut batch = Batch::new();
-        batch.delete(Table::Audit, 3u64.to_be_bytes().to_vec());
+        batch.delete(Table::Audit, 4u64.to_be_bytes().to_vec());
         opened.store.apply(&batch).expect("cut");
     }
     net.start("DE").await;
@@ -264,10 +291,10 @@ async fn a_cut_tail_is_named_against_the_auditors_export_and_the_peers_log() {
     assert!(verify(&net, Vec::new()).await.ok);
     let after = verify(&net, vec![head]).await;
     assert!(!after.ok);
-    assert_eq!(after.bad_entry, 3);
+    assert_eq!(after.bad_entry, 4);
     assert!(
         after.problem.contains("newest entries were removed")
-            && after.problem.contains("ends at entry 2"),
+            && after.problem.contains("ends at entry 3"),
         "{}",
         after.problem
     );

@@ -16,7 +16,7 @@ use adep_node::{
 
 const COUNTRIES: [&str; 3] = ["FR", "DE", "ES"];
 /// The files of a node's Secret, as deploy/k8s/base/statefulset.yaml projects them.
-const NODE_FILES: [&str; 7] = [
+const NODE_FILES: [&str; 8] = [
     "node.pem",
     "node.key.pem",
     "national-ca.pem",
@@ -24,6 +24,7 @@ const NODE_FILES: [&str; 7] = [
     "national-node.key.pem",
     "audit.key",
     "data.key",
+    "key-seed",
 ];
 
 fn deploy() -> PathBuf {
@@ -57,9 +58,8 @@ fn example_configurations_pass_check_config_as_mounted() {
         );
         // /etc/adep as the projected volume lays it out.
         let etc = tempfile::tempdir().expect("tmp");
-        for f in ["network-ca.pem", "matching-secret"] {
-            std::fs::copy(net.path().join(f), etc.path().join(f)).expect("copy");
-        }
+        let ca = "network-ca.pem";
+        std::fs::copy(net.path().join(ca), etc.path().join(ca)).expect("copy");
         let node = etc.path().join("node");
         std::fs::create_dir(&node).expect("mkdir");
         for f in NODE_FILES {
@@ -96,9 +96,8 @@ fn kubernetes_overlays_render_with_kubectl_kustomize() {
         let lower = cc.to_lowercase();
         let secrets = copy.path().join(format!("k8s/overlays/{lower}/secrets"));
         std::fs::create_dir_all(&secrets).expect("mkdir");
-        for f in ["network-ca.pem", "matching-secret"] {
-            std::fs::copy(net.path().join(f), secrets.join(f)).expect("copy");
-        }
+        let ca = "network-ca.pem";
+        std::fs::copy(net.path().join(ca), secrets.join(ca)).expect("copy");
         for f in NODE_FILES {
             std::fs::copy(net.path().join(cc).join(f), secrets.join(f)).expect("copy");
         }

@@ -6,7 +6,9 @@ use adep_proto::v1::{Identity as ProtoIdentity, MatchRequest, MatchSubject, Sear
 use adep_tests::{TestNetwork, match_keys, reason};
 use tonic::Code;
 
-fn match_request(net: &TestNetwork, country: &str) -> MatchRequest {
+/// A Match of `country` to DE, its keys evaluated by DE.
+async fn match_request(net: &TestNetwork, country: &str) -> MatchRequest {
+    let mut client = net.federation_as_peer("DE", country);
     MatchRequest {
         request_id: "rate-test".into(),
         country: country.into(),
@@ -14,7 +16,7 @@ fn match_request(net: &TestNetwork, country: &str) -> MatchRequest {
         reason: Some(reason()),
         subjects: vec![MatchSubject {
             subject: 0,
-            keys: match_keys(&net.matching_secret(), 1, ("Nobody", "Known", "1990-01-01")),
+            keys: match_keys(&mut client, country, ("Nobody", "Known", "1990-01-01")).await,
         }],
         audit_head: None,
     }
@@ -27,12 +29,12 @@ async fn a_peer_over_its_match_rate_is_refused_and_others_are_not() {
     net.start_all().await;
     let mut fr = net.federation_as_peer("DE", "FR");
     for _ in 0..3 {
-        fr.r#match(match_request(&net, "FR"))
+        fr.r#match(match_request(&net, "FR").await)
             .await
             .expect("within the limit");
     }
     let refused = fr
-        .r#match(match_request(&net, "FR"))
+        .r#match(match_request(&net, "FR").await)
         .await
         .expect_err("over the limit");
     assert_eq!(refused.code(), Code::ResourceExhausted);
@@ -45,7 +47,7 @@ async fn a_peer_over_its_match_rate_is_refused_and_others_are_not() {
     );
     // Each peer has its own allowance.
     net.federation_as_peer("DE", "ES")
-        .r#match(match_request(&net, "ES"))
+        .r#match(match_request(&net, "ES").await)
         .await
         .expect("ES is within its limit");
     assert!(
@@ -127,7 +129,7 @@ async fn an_undecodable_or_oversized_message_is_invalid_argument_naming_the_prob
     );
 
     // Oversized: refused naming the limit.
-    let mut request = match_request(&net, "FR");
+    let mut request = match_request(&net, "FR").await;
     request.request_id = "x".repeat(100 * 1024);
     let oversized = net
         .federation_as_peer("DE", "FR")

@@ -34,9 +34,10 @@ fn national_records() -> Vec<adep_proto::v1::RecordData> {
     ]
 }
 
-/// Keys of a subject as the requesting node would send them.
-fn subject_keys(net: &TestNetwork, family: &str, given: &str, dob: &str) -> Vec<MatchKey> {
-    adep_tests::match_keys(&net.matching_secret(), 1, (family, given, dob))
+/// Keys of a subject as FR would send them to DE, evaluated by DE.
+async fn subject_keys(net: &TestNetwork, family: &str, given: &str, dob: &str) -> Vec<MatchKey> {
+    let mut fr = net.federation_as_peer("DE", "FR");
+    adep_tests::match_keys(&mut fr, "FR", (family, given, dob)).await
 }
 
 fn match_request(subjects: Vec<Vec<MatchKey>>) -> MatchRequest {
@@ -120,8 +121,8 @@ async fn match_answers_with_fresh_hit_references_and_no_record_data() {
         .await
         .expect("import");
     let mut fr = net.federation_as_peer("DE", "FR");
-    let keys = subject_keys(&net, "Muller", "Hans Peter", "1970-05-12");
-    let none = subject_keys(&net, "Unknown", "Person", "1991-09-09");
+    let keys = subject_keys(&net, "Muller", "Hans Peter", "1970-05-12").await;
+    let none = subject_keys(&net, "Unknown", "Person", "1991-09-09").await;
     let first = fr
         .r#match(match_request(vec![keys.clone(), none]))
         .await
@@ -165,7 +166,7 @@ async fn match_refuses_batches_and_keys_over_the_limits_and_bad_fields() {
     let mut net = TestNetwork::new(&["FR", "DE"]).await;
     net.start("DE").await;
     let mut fr = net.federation_as_peer("DE", "FR");
-    let keys = subject_keys(&net, "Doe", "John", "1970-01-01");
+    let keys = subject_keys(&net, "Doe", "John", "1970-01-01").await;
 
     let too_many = match_request(vec![keys.clone(); 1001]);
     let err = fr
@@ -212,7 +213,7 @@ async fn match_refuses_batches_and_keys_over_the_limits_and_bad_fields() {
         .expect_err("kind");
     assert_eq!(
         err.message(),
-        "field `subjects[0].keys[0].kind`: 99 is not a key kind of scheme v1"
+        "field `subjects[0].keys[0].kind`: 99 is not a key kind of scheme v2"
     );
 
     let mut epoch = match_request(vec![keys.clone()]);

@@ -8,7 +8,7 @@ use std::path::Path;
 use adep_node::{
     domain::identity::Identity,
     domain::principals::Role,
-    domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side},
+    domain::pseudonymise::{KeyEpoch, KeyedDigest, Side, oprf::NodeKey},
 };
 use adep_proto::v1::{Decision, FollowUpState};
 use adep_tests::{TestNetwork, followups::*, logs};
@@ -74,29 +74,30 @@ async fn trace_logs_hold_no_personal_data_digest_or_secret() {
     for value in PERSONAL {
         assert!(!logged.contains(value), "a log line holds {value:?}");
     }
-    // Every digest either side computed for the subject, under the network secret.
-    let secret = net.matching_secret();
-    let p = Pseudonymiser::from_secret_bytes(&secret, KeyEpoch(1));
+    // Every digest either side computed for the subject, under each node's own key,
+    // and the key seeds themselves.
     let mut digests = 0;
-    for (family, given) in [("MUELLER", "Hans Peter"), ("Müller", "Hans Peter")] {
-        let identity = Identity::from_fields(family, given, "1970-05-12", &[]).expect("identity");
-        for side in [Side::Query, Side::Record] {
-            for key in p.hash_identity(&identity, side) {
-                digests += 1;
-                for form in printed_forms(&key.digest.0) {
-                    assert!(!logged.contains(&form), "a log line holds a digest");
+    for cc in ["FR", "DE", "ES"] {
+        let seed = net.key_seed(cc);
+        let p = NodeKey::derive(&seed, KeyEpoch(1)).expect("key");
+        for (family, given) in [("MUELLER", "Hans Peter"), ("Müller", "Hans Peter")] {
+            let identity =
+                Identity::from_fields(family, given, "1970-05-12", &[]).expect("identity");
+            for side in [Side::Query, Side::Record] {
+                for key in p.hash_identity(&identity, side) {
+                    digests += 1;
+                    for form in printed_forms(&key.digest.0) {
+                        assert!(!logged.contains(&form), "a log line holds a digest");
+                    }
                 }
             }
         }
+        for form in printed_forms(&seed) {
+            assert!(!logged.contains(&form), "a log line holds a key seed");
+        }
     }
-    assert!(digests > 20, "the subject has its keys ({digests})");
-    // Secrets: the matching secret, each node's data key, audit key and TLS keys.
-    for form in printed_forms(&secret) {
-        assert!(
-            !logged.contains(&form),
-            "a log line holds the matching secret"
-        );
-    }
+    assert!(digests > 60, "the subject has its keys ({digests})");
+    // Secrets: each node's data key, audit key and TLS keys.
     for cc in ["FR", "DE"] {
         let config = net.config(cc);
         let data_key = std::fs::read_to_string(&config.data_key).expect("data key");

@@ -1,31 +1,43 @@
-//! Rotation of the network's matching secret over real nodes: during the transition
-//! a node answers under both epochs; after it the old epoch is refused and the new
-//! one hits; a follow-up filed before the rotation still completes; a restart
-//! resumes where the rotation stood.
+//! Rotation of one node's own match key over real nodes: the node builds its next
+//! epoch while the active one answers, switches by itself, and answers the previous
+//! epoch during a grace; no other node does anything, and searches running all the
+//! while lose no hit; a follow-up filed before the rotation still completes; a
+//! restart answers under the new epoch.
 
 use std::time::Duration;
 
 use adep_node::domain::principals::Role;
 use adep_proto::v1::{
     Decision, FollowUpState, ImportMode, MatchRequest, MatchSubject, PeerState, RotateAction,
-    RotateKeysRequest, RotateKeysResponse, SearchRequest,
+    RotateKeysRequest, RotateKeysResponse, SearchRequest, federation_client::FederationClient,
 };
-use adep_tests::{TestNetwork, followups::*, match_keys, reason, record};
-use tonic::Code;
+use adep_tests::{TestNetwork, evaluated_keys, followups::*, reason, record};
+use tonic::{Code, transport::Channel};
 
-/// A Match FR would send for Müller under `epoch`, keyed with `secret`.
-fn match_mueller(secret: &[u8], epoch: u32) -> MatchRequest {
+const MUELLER: (&str, &str, &str) = ("Müller", "Hans Peter", "1970-05-12");
+
+/// FR's evaluation of Müller at DE: the epoch DE named, and the Match to send.
+async fn evaluate_mueller(de: &mut FederationClient<Channel>) -> MatchRequest {
+    let (epoch, keys) = evaluated_keys(de, "FR", MUELLER)
+        .await
+        .expect("DE evaluates");
     MatchRequest {
         request_id: format!("rotation-test-{epoch}"),
         country: "FR".into(),
         key_epoch: epoch,
         reason: Some(reason()),
-        subjects: vec![MatchSubject {
-            subject: 0,
-            keys: match_keys(secret, epoch, ("Müller", "Hans Peter", "1970-05-12")),
-        }],
+        subjects: vec![MatchSubject { subject: 0, keys }],
         audit_head: None,
     }
+}
+
+async fn hits(
+    de: &mut FederationClient<Channel>,
+    request: MatchRequest,
+) -> Result<usize, tonic::Status> {
+    de.r#match(request)
+        .await
+        .map(|r| r.into_inner().results.iter().map(|s| s.hits.len()).sum())
 }
 
 async fn rotate(
@@ -41,34 +53,8 @@ async fn rotate(
         .map(tonic::Response::into_inner)
 }
 
-/// Starts a rotation on `cc` and waits for its transition.
-async fn rotate_to_transition(net: &TestNetwork, cc: &str) {
-    let started = rotate(net, cc, RotateAction::Start).await.expect("start");
-    assert_eq!(started.next_epoch, 2);
-    for _ in 0..200 {
-        let s = rotate(net, cc, RotateAction::Status).await.expect("status");
-        if s.phase == "transition" {
-            assert_eq!((s.active_epoch, s.next_epoch), (1, 2));
-            return;
-        }
-        assert_eq!(s.phase, "building");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("{cc} never reached the transition");
-}
-
-async fn hits_for_mueller(
-    net: &TestNetwork,
-    secret: &[u8],
-    epoch: u32,
-) -> Result<usize, tonic::Status> {
-    net.federation_as_peer("DE", "FR")
-        .r#match(match_mueller(secret, epoch))
-        .await
-        .map(|r| r.into_inner().results.iter().map(|s| s.hits.len()).sum())
-}
-
-async fn fr_search_state(net: &TestNetwork) -> i32 {
+/// FR's officer searches Müller: DE's state and its hits.
+async fn fr_search(net: &TestNetwork) -> (i32, usize) {
     let answer = net
         .national("FR", Role::Officer)
         .search(SearchRequest {
@@ -83,60 +69,95 @@ async fn fr_search_state(net: &TestNetwork) -> i32 {
         .await
         .expect("search")
         .into_inner();
-    answer
+    let state = answer
         .peers
         .iter()
         .find(|p| p.country == "DE")
         .expect("DE")
-        .state
+        .state;
+    (
+        state,
+        answer.hits.iter().filter(|h| h.country == "DE").count(),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn both_epochs_answer_in_transition_then_only_the_new_one() {
-    let mut net = network().await;
-    let old_secret = net.matching_secret();
+async fn a_node_rotates_alone_and_searches_running_meanwhile_lose_no_hit() {
+    let net = network_with(|c| c.matching.previous_epoch_grace = Duration::from_secs(4)).await;
+    let others: Vec<String> = ["FR", "ES"]
+        .iter()
+        .map(|cc| std::fs::read_to_string(net.dir().join(cc).join("node.toml")).expect("config"))
+        .collect();
     // A follow-up filed before the rotation, decided after it.
     let filed = filed_for_mueller(&net).await;
+    let mut de = net.federation_as_peer("DE", "FR");
+    let before = evaluate_mueller(&mut de).await;
+    assert_eq!(before.key_epoch, 1);
 
-    // The network's next secret, configured on every node, then a restart.
-    let next_hex: String = (0..32)
-        .map(|i| format!("{:02x}", (i * 7 + 3) as u8))
-        .collect();
-    let next_secret: Vec<u8> = (0..32).map(|i| (i * 7 + 3) as u8).collect();
-    let next_file = net.dir().join("matching-secret-2");
-    std::fs::write(&next_file, format!("{next_hex}\n")).expect("write");
-    for cc in ["FR", "DE", "ES"] {
-        net.edit_config(cc, |c| {
-            c.matching.next_secret_file = Some(next_file.clone());
-            c.matching.next_key_epoch = Some(2);
-        });
-        net.stop(cc).await;
-        net.start(cc).await;
-    }
-    let finish_early = rotate(&net, "DE", RotateAction::Finish)
-        .await
-        .expect_err("nothing to finish yet");
-    assert_eq!(finish_early.code(), Code::FailedPrecondition);
-
-    // Transition on DE: both epochs hit.
-    rotate_to_transition(&net, "DE").await;
-    let metrics = net.metrics("DE").await;
-    assert_eq!(metrics.get("adep_key_epoch_next"), Some(&2.0));
-    assert_eq!(metrics.get("adep_key_rotation_building"), Some(&0.0));
-    assert_eq!(
-        hits_for_mueller(&net, &old_secret, 1)
+    // Searches run the whole time; each must find Müller in DE.
+    let searching = tokio::sync::watch::channel(true);
+    let searches = {
+        let net = &net;
+        let mut running = searching.1.clone();
+        async move {
+            let mut done = 0;
+            while *running.borrow_and_update() || done == 0 {
+                assert_eq!(
+                    fr_search(net).await,
+                    (PeerState::Ok as i32, 1),
+                    "search {done}"
+                );
+                done += 1;
+            }
+            done
+        }
+    };
+    let rotation = async {
+        let started = rotate(&net, "DE", RotateAction::Start)
             .await
-            .expect("epoch 1"),
+            .expect("start");
+        assert_eq!((started.active_epoch, started.next_epoch), (1, 2));
+        let again = rotate(&net, "DE", RotateAction::Start)
+            .await
+            .expect_err("one rotation at a time");
+        assert_eq!(again.code(), Code::FailedPrecondition);
+        let mut status = started;
+        for _ in 0..400 {
+            status = rotate(&net, "DE", RotateAction::Status)
+                .await
+                .expect("status");
+            if status.phase != "building" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = searching.0.send(false);
+        status
+    };
+    let (searched, switched) = tokio::join!(searches, rotation);
+    assert!(searched >= 1);
+    assert_eq!(
+        (
+            switched.phase.as_str(),
+            switched.active_epoch,
+            switched.previous_epoch
+        ),
+        ("grace", 2, 1),
+        "{switched:?}"
+    );
+
+    // In the grace: a Match evaluated before the switch still hits; a new evaluation
+    // names epoch 2 and hits; imports wait.
+    assert_eq!(
+        hits(&mut de, before.clone())
+            .await
+            .expect("epoch 1 in its grace"),
         1
     );
-    assert_eq!(
-        hits_for_mueller(&net, &next_secret, 2)
-            .await
-            .expect("epoch 2"),
-        1
-    );
-    assert_eq!(fr_search_state(&net).await, PeerState::Ok as i32);
-    // Imports wait.
+    let after = evaluate_mueller(&mut de).await;
+    assert_eq!(after.key_epoch, 2);
+    assert_ne!(after.subjects, before.subjects, "a new key, new digests");
+    assert_eq!(hits(&mut de, after.clone()).await.expect("epoch 2"), 1);
     let import = net
         .import(
             "DE",
@@ -145,33 +166,24 @@ async fn both_epochs_answer_in_transition_then_only_the_new_one() {
             10,
         )
         .await
-        .expect_err("no import during a rotation");
+        .expect_err("no import during the grace");
     assert_eq!(import.code(), Code::FailedPrecondition);
-    assert!(import.message().contains("key rotation"), "{import:?}");
+    assert!(import.message().contains("grace"), "{import:?}");
 
-    // A restart in transition resumes it.
-    net.stop("DE").await;
-    net.start("DE").await;
-    let resumed = rotate(&net, "DE", RotateAction::Status)
-        .await
-        .expect("status");
-    assert_eq!(resumed.phase, "transition");
-    assert_eq!(
-        hits_for_mueller(&net, &next_secret, 2)
+    // After the grace: epoch 1 is refused with a clear error; searches go on.
+    let mut status = switched;
+    for _ in 0..400 {
+        status = rotate(&net, "DE", RotateAction::Status)
             .await
-            .expect("epoch 2"),
-        1
-    );
-
-    // Finished on DE: epoch 1 is refused with a clear error, epoch 2 hits.
-    let done = rotate(&net, "DE", RotateAction::Finish)
-        .await
-        .expect("finish");
-    assert_eq!((done.phase.as_str(), done.active_epoch), ("stable", 2));
-    assert_eq!(done.retired_epochs, [1]);
-    let refused = hits_for_mueller(&net, &old_secret, 1)
-        .await
-        .expect_err("epoch 1 is retired");
+            .expect("status");
+        if status.phase == "stable" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((status.phase.as_str(), status.active_epoch), ("stable", 2));
+    assert_eq!(status.retired_epochs, [1]);
+    let refused = hits(&mut de, before).await.expect_err("epoch 1 is retired");
     assert_eq!(refused.code(), Code::FailedPrecondition);
     assert!(
         refused
@@ -179,19 +191,16 @@ async fn both_epochs_answer_in_transition_then_only_the_new_one() {
             .contains("epoch 1 was retired on this node; it answers under epoch 2"),
         "{refused:?}"
     );
-    assert_eq!(
-        hits_for_mueller(&net, &next_secret, 2)
+    assert_eq!(fr_search(&net).await, (PeerState::Ok as i32, 1));
+    // No other node did anything.
+    for (cc, before) in ["FR", "ES"].iter().zip(&others) {
+        let now = std::fs::read_to_string(net.dir().join(cc).join("node.toml")).expect("config");
+        assert_eq!(&now, before, "{cc}'s configuration is untouched");
+        let status = rotate(&net, cc, RotateAction::Status)
             .await
-            .expect("epoch 2"),
-        1
-    );
-    // FR still searches under epoch 1 until it finishes too.
-    assert_ne!(fr_search_state(&net).await, PeerState::Ok as i32);
-    rotate_to_transition(&net, "FR").await;
-    rotate(&net, "FR", RotateAction::Finish)
-        .await
-        .expect("FR finishes");
-    assert_eq!(fr_search_state(&net).await, PeerState::Ok as i32);
+            .expect("status");
+        assert_eq!((status.phase.as_str(), status.active_epoch), ("stable", 1));
+    }
 
     // The follow-up filed before the rotation completes.
     decide(&net, "DE", Role::Reviewer, &filed.id, Decision::Approve)
@@ -200,21 +209,18 @@ async fn both_epochs_answer_in_transition_then_only_the_new_one() {
     let delivered = until_state(&net, &filed.id, FollowUpState::Delivered).await;
     assert_eq!(delivered.core_data["record_id"], "de-1");
 
-    // A restart with the configuration not yet updated answers under epoch 2.
+    // A restart answers under epoch 2 from the stored digests.
+    let mut net = net;
     net.stop("DE").await;
     net.start("DE").await;
-    assert_eq!(
-        hits_for_mueller(&net, &next_secret, 2)
-            .await
-            .expect("epoch 2"),
-        1
-    );
-    assert!(hits_for_mueller(&net, &old_secret, 1).await.is_err());
+    let mut de = net.federation_as_peer("DE", "FR");
+    assert_eq!(hits(&mut de, after).await.expect("epoch 2"), 1);
     let kinds = net.audit_kinds("DE").await;
     for kind in [
         "keys.rotation_started",
-        "keys.rotation_ready",
         "keys.epoch_changed",
+        "keys.epoch_retired",
+        "evaluate.received",
     ] {
         assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
     }

@@ -19,7 +19,7 @@ use adep_node::{
             DateOfBirth, Format, IDENTITY_COLUMNS, Identity, Name, OnBadRow, Record, RecordId, Sex,
             read_records,
         },
-        pseudonymise::{KeyEpoch, Pseudonymiser, Quality, Side},
+        pseudonymise::{HmacKey, KeyEpoch, KeyedDigest, Quality, Side},
         reason::{Aim, PersonCategory, Reason},
     },
     grpc::convert::{self, federation as wire, national},
@@ -229,7 +229,7 @@ fn federation(root: &Path, records: &[Record]) -> Result<()> {
     // Proto literals leave new fields at their defaults; each seed is checked by the
     // node's own conversion, so a seed the node would refuse fails here.
     let own = "DE".to_owned();
-    let p = Pseudonymiser::from_secret_bytes(&[0x5a; 32], KeyEpoch(3));
+    let p = HmacKey::from_secret_bytes(&[0x5a; 32], KeyEpoch(3));
     let request = v1::MatchRequest {
         request_id: "0f3a9c1e-match_1".into(),
         country: own.clone(),
@@ -441,7 +441,7 @@ data_key = "data.key"
 federation.listen = "127.0.0.1:7100"
 national.listen = "[::1]:7101"
 tls = { network_ca = "ca.pem", node_cert = "n.pem", node_key = "n.key", national_ca = "nca.pem", national_cert = "nn.pem", national_key = "nn.key", crls = ["a.crl"] }
-matching = { secret_file = "s", next_secret_file = "s2", next_key_epoch = 2 }
+matching = { seed_file = "s", previous_epoch_grace = "2m" }
 audit = { signing_key = "audit.key" }
 peers = [{ country = "DE", endpoint = "https://[2001:db8::1]:7100/", identity = "adep://node/DE", server_name = "de.example" }]
 users = [{ id = "fr-officer", role = "officer" }]

@@ -9,11 +9,16 @@
 #![no_main]
 
 use adep_node::{
-    app::{answer::MatchCall, peers::MatchQuery},
+    app::{
+        answer::MatchCall,
+        evaluate::EvaluateCall,
+        peers::{EvaluateQuery, MatchQuery},
+    },
     domain::{
         audit::Checkpoint,
         followup::{DecisionNotice, Filing, State},
         principals::Country,
+        pseudonymise::{KeyEpoch, oprf::NodeKey},
     },
     grpc::convert::{self, Invalid, federation as wire},
 };
@@ -26,8 +31,8 @@ fuzz_target!(|bytes: &[u8]| {
     let Some((&choice, body)) = bytes.split_first() else {
         return;
     };
-    let mark = choice / 8;
-    match choice % 8 {
+    let mark = choice / 9;
+    match choice % 9 {
         0 => convert_message(body, mark, |m: &v1::MatchRequest| -> Result<(), Invalid> {
             wire::request_id(&m.request_id)?;
             let call = MatchCall::try_from(m)?;
@@ -99,6 +104,29 @@ fuzz_target!(|bytes: &[u8]| {
                 let receipt = wire::peer_receipt(r.clone())?;
                 let again = decode::<v1::FollowUpReceipt>(&v1::FollowUpReceipt::from(&receipt));
                 assert_eq!(wire::peer_receipt(again), Ok(receipt), "receipt round trip");
+                Ok(())
+            },
+        ),
+        7 => convert_message(
+            body,
+            mark,
+            |m: &v1::EvaluateRequest| -> Result<(), Invalid> {
+                wire::request_id(&m.request_id)?;
+                let call = EvaluateCall::try_from(m)?;
+                let query = EvaluateQuery {
+                    request_id: call.request_id.clone(),
+                    subjects: call.subjects.clone(),
+                };
+                let again = decode::<v1::EvaluateRequest>(&wire::evaluate_request(own(), &query));
+                let again = EvaluateCall::try_from(&again).expect("this node's own Evaluate converts");
+                assert_eq!(again.subjects, call.subjects, "evaluate round trip");
+                // Any 32 bytes: evaluated, or refused naming the element, never a panic.
+                if call.subjects.iter().map(Vec::len).sum::<usize>() <= 64 {
+                    let key = NodeKey::derive(&[0x5a; 32], KeyEpoch(1)).expect("a key");
+                    if let Ok(out) = key.evaluate(&call.subjects) {
+                        assert_eq!(out.len(), call.subjects.len());
+                    }
+                }
                 Ok(())
             },
         ),

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use adep_node::domain::{
     identity::{FieldError, Identity, limits},
-    pseudonymise::{KeyEpoch, Pseudonymiser, Side, derive_keys},
+    pseudonymise::{HmacKey, KeyEpoch, KeyedDigest, Side, derive_keys},
 };
 use adep_node_fuzz::{
     MARKER, MAX_KEYS_PER_SUBJECT, check_identity, check_marked_refusal, check_refusal,
@@ -38,7 +38,7 @@ fuzz_target!(|bytes: &[u8]| {
         }
     };
     check_identity(&identity);
-    let pseudonymiser = Pseudonymiser::from_secret_bytes(&[0x5a; 32], KeyEpoch(1));
+    let pseudonymiser = HmacKey::from_secret_bytes(&[0x5a; 32], KeyEpoch(1));
     for side in [Side::Record, Side::Query] {
         let keys = derive_keys(&identity, side);
         for pair in keys.windows(2) {

@@ -45,9 +45,14 @@ pub struct IssuedHitRef {
     pub expires_at: i64,
 }
 
-/// Checks a Match call against the node's limits: subjects per call and keys per
-/// subject.
-pub fn check_bounds(state: &NodeState, subjects: usize, keys: &[usize]) -> Result<(), AppError> {
+/// Checks a Match or Evaluate call against the node's limits: subjects per call, and
+/// keys (or elements: `what` names the field) per subject.
+pub fn check_bounds(
+    state: &NodeState,
+    subjects: usize,
+    keys: &[usize],
+    what: &str,
+) -> Result<(), AppError> {
     let limits = &state.config.limits;
     if subjects == 0 {
         return Err(AppError::Invalid("field `subjects` is empty".into()));
@@ -64,7 +69,7 @@ pub fn check_bounds(state: &NodeState, subjects: usize, keys: &[usize]) -> Resul
         .find(|(_, n)| **n > limits.max_keys_per_subject)
     {
         return Err(AppError::Invalid(format!(
-            "field `subjects[{i}].keys`: {n} keys exceed the limit of {} per subject (limits.max_keys_per_subject)",
+            "field `subjects[{i}].{what}`: {n} {what} exceed the limit of {} per subject (limits.max_keys_per_subject)",
             limits.max_keys_per_subject
         )));
     }
@@ -77,7 +82,7 @@ pub async fn answer(
     peer: Country,
     call: MatchCall,
 ) -> Result<Vec<IssuedHitRef>, AppError> {
-    let index = state.index.for_match(call.epoch.0)?;
+    let index = state.index.for_match(call.epoch.0, unix_now())?;
     let found = index.lookup(&call.subjects);
     let hits: Vec<(RecordId, Quality)> = found
         .iter()

@@ -29,8 +29,9 @@ fn refresh(state: &NodeState) -> Result<(), StoreError> {
     m.key_epoch.set(i64::from(counts.epoch.0));
     let rotation = state.index.status();
     m.key_epoch_next
-        .set(rotation.next.map_or(0, |e| i64::from(e.0)));
-    m.key_rotation_building.set(i64::from(rotation.building));
+        .set(rotation.building.map_or(0, |e| i64::from(e.0)));
+    m.key_rotation_building
+        .set(i64::from(rotation.building.is_some()));
     let now = unix_now();
     for (certificate, not_after) in certificates::loaded(state).certificates {
         m.certificate_expiry_seconds

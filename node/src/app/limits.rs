@@ -16,6 +16,7 @@ use crate::{
 #[derive(Debug)]
 pub struct RateLimits {
     matches: DefaultKeyedRateLimiter<Country>,
+    evaluations: DefaultKeyedRateLimiter<Country>,
     searches: DefaultKeyedRateLimiter<String>,
 }
 
@@ -25,6 +26,7 @@ impl RateLimits {
         let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
         RateLimits {
             matches: RateLimiter::keyed(per_minute(limits.matches_per_minute_per_peer)),
+            evaluations: RateLimiter::keyed(per_minute(limits.evaluations_per_minute_per_peer)),
             searches: RateLimiter::keyed(per_minute(limits.searches_per_minute_per_officer)),
         }
     }
@@ -48,6 +50,41 @@ pub async fn admit_match(state: &Arc<NodeState>, peer: Country) -> Result<(), Ap
     Err(AppError::RateLimited(format!(
         "{peer} made more than {} Match calls in a minute (limits.matches_per_minute_per_peer); try again later",
         state.config.limits.matches_per_minute_per_peer
+    )))
+}
+
+/// Admits the evaluation of `elements` blinded elements for `peer`, or refuses it (an
+/// audit event with the count).
+pub async fn admit_evaluations(
+    state: &Arc<NodeState>,
+    peer: Country,
+    elements: usize,
+) -> Result<(), AppError> {
+    let admitted = u32::try_from(elements)
+        .ok()
+        .and_then(NonZeroU32::new)
+        .is_none_or(|n| {
+            matches!(
+                state.rate_limits.evaluations.check_key_n(&peer, n),
+                Ok(Ok(_))
+            )
+        });
+    if admitted {
+        return Ok(());
+    }
+    tracing::warn!(peer = %peer, elements, "Evaluate refused: rate limit");
+    count(state, "federation", "Evaluate");
+    events::record(
+        state,
+        Event::new(
+            "rate_limited",
+            serde_json::json!({ "rpc": "Evaluate", "peer": peer.as_str(), "elements": elements }),
+        ),
+    )
+    .await;
+    Err(AppError::RateLimited(format!(
+        "{peer} asked for more than {} evaluations in a minute (limits.evaluations_per_minute_per_peer); try again later",
+        state.config.limits.evaluations_per_minute_per_peer
     )))
 }
 

@@ -7,6 +7,7 @@ pub mod answer;
 pub mod audit;
 pub mod certificates;
 pub mod error;
+pub mod evaluate;
 pub mod events;
 pub mod gauges;
 pub mod jobs;

@@ -7,12 +7,13 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::{task::JoinSet, time::Instant};
 
+use crate::app::evaluate::Evaluation;
 use crate::domain::{
     audit::Checkpoint,
     followup::{DecisionNotice, Filing, FollowUpId, Receipt},
     hitref::HitRef,
     principals::Country,
-    pseudonymise::{HashedKey, KeyEpoch, Quality},
+    pseudonymise::{HashedKey, KeyEpoch, Quality, oprf::Element},
     reason::Reason,
 };
 
@@ -76,7 +77,17 @@ impl PeerFailure {
     }
 }
 
-/// A Match call: the keyed digests of each subject of a search, under an epoch.
+/// An Evaluate call: the blinded elements of each subject of a search.
+#[derive(Clone, Debug)]
+pub struct EvaluateQuery {
+    /// The search's request id.
+    pub request_id: String,
+    /// Each subject's blinded elements, in the order of its keys.
+    pub subjects: Vec<Vec<Element>>,
+}
+
+/// A Match call: the digests of each subject of a search under one peer's key of an
+/// epoch.
 #[derive(Clone, Debug)]
 pub struct MatchQuery {
     /// The search's request id.
@@ -114,6 +125,9 @@ pub trait PeerNetwork: Send + Sync + std::fmt::Debug {
 
     /// Whether `peer` answers and speaks this node's protocol.
     fn hello(&self, peer: Country) -> PeerCall<'_, ()>;
+
+    /// Has `peer` evaluate a search's blinded elements under its own key.
+    fn evaluate(&self, peer: Country, query: Arc<EvaluateQuery>) -> PeerCall<'_, Evaluation>;
 
     /// Looks a search's digests up in `peer`'s index.
     fn match_keys(&self, peer: Country, query: Arc<MatchQuery>) -> PeerCall<'_, Vec<PeerHit>>;

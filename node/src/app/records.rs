@@ -21,13 +21,18 @@ pub const MAX_DELETE_IDS: usize = 100_000;
 /// Refuses imports and erasures while a key rotation is under way.
 pub fn refuse_during_rotation(state: &NodeState) -> Result<(), AppError> {
     let status = state.index.status();
-    match status.next {
-        Some(next) => Err(AppError::FailedPrecondition(format!(
-            "a key rotation to epoch {next} is under way ({}); imports and erasures wait until `adep keys rotate --finish`",
-            status.phase()
-        ))),
-        None => Ok(()),
+    if let Some(next) = status.building {
+        return Err(AppError::FailedPrecondition(format!(
+            "a key rotation to epoch {next} is under way (building); imports and erasures wait until it has switched and the previous epoch's grace has ended (`adep keys rotate --status`)"
+        )));
     }
+    if let Some((previous, until)) = status.previous {
+        return Err(AppError::FailedPrecondition(format!(
+            "epoch {previous} still answers in its grace for {} s; imports and erasures wait until then (`adep keys rotate --status`)",
+            (until - crate::store::unix_now()).max(0)
+        )));
+    }
+    Ok(())
 }
 
 /// Checks an import's size against `limits.max_import_records` as records arrive.

@@ -1,6 +1,7 @@
-//! Step 1 on the requesting node: an officer's search. The subjects are pseudonymised
-//! under the active key epoch, their digests sent to every peer concurrently, and the
-//! hits returned with each peer's status. The cleartext identity stays here: it is
+//! Step 1 on the requesting node: an officer's search. The subjects' key texts are
+//! derived and blinded once; each peer, concurrently, evaluates the blinded elements
+//! under its own key, this node finalizes them into that peer's digests and sends
+//! them in a Match; the hits are returned with each peer's status. The cleartext identity stays here: it is
 //! remembered with each hit (so a follow-up can name the subject as searched), never
 //! sent.
 
@@ -9,7 +10,7 @@ use std::sync::Arc;
 use crate::{
     app::{
         AppError, NodeState, events, limits,
-        peers::{self, MatchQuery, PeerFailure, PeerInfo, PeerOutcome},
+        peers::{self, EvaluateQuery, MatchQuery, PeerFailure, PeerInfo, PeerOutcome},
     },
     domain::{
         audit::Event,
@@ -17,7 +18,7 @@ use crate::{
         hitref::HitRef,
         identity::Identity,
         principals::Country,
-        pseudonymise::{Quality, Side},
+        pseudonymise::{KeyMaterial, Quality, Side, derive_keys, oprf::Blinded},
         reason::Reason,
     },
     store::unix_now,
@@ -131,30 +132,59 @@ pub async fn search(
             search.subjects.len()
         )));
     }
-    // Searches go out under the active epoch; in a rotation's transition the peers
-    // may not have the next one yet.
-    let index = state.index.active();
-    let pseudonymiser = index.pseudonymiser();
+    let max_keys = state.config.limits.max_keys_per_subject;
+    let keys: Vec<Vec<KeyMaterial>> = search
+        .subjects
+        .iter()
+        .map(|identity| derive_keys(identity, Side::Query))
+        .collect();
+    if let Some((i, k)) = keys.iter().enumerate().find(|(_, k)| k.len() > max_keys) {
+        return Err(AppError::Invalid(format!(
+            "field `subjects[{i}]`: its names derive {} match keys, more than the {max_keys} a peer accepts per subject (limits.max_keys_per_subject); search with fewer aliases or shorter names",
+            k.len()
+        )));
+    }
     let request_id = random_hex_id()
         .ok_or_else(|| AppError::Internal("the system random generator failed".into()))?;
     let span = tracing::Span::current();
     span.record("request_id", request_id.as_str());
     span.record("subjects", search.subjects.len());
-    let query = Arc::new(MatchQuery {
+    // Blinded once; each peer evaluates the same elements under its own key.
+    let blinded = tokio::task::spawn_blocking(move || Blinded::blind(keys))
+        .await?
+        .ok_or_else(|| AppError::Internal("the system random generator failed".into()))?;
+    let blinded = Arc::new(blinded);
+    let evaluate = Arc::new(EvaluateQuery {
         request_id: request_id.clone(),
-        reason: search.reason.clone(),
-        epoch: index.epoch(),
-        head: state.audit.checkpoint(unix_now()),
-        subjects: search
-            .subjects
-            .iter()
-            .map(|identity| pseudonymiser.hash_identity(identity, Side::Query))
-            .collect(),
+        subjects: blinded.elements().to_vec(),
     });
-    let subject_count = query.subjects.len() as u32;
+    let head = state.audit.checkpoint(unix_now());
+    let reason = search.reason.clone();
+    let subject_count = search.subjects.len() as u32;
+    let id = request_id.clone();
     let outcomes = peers::fan_out(&state.peers, move |peers, peer| {
-        let query = query.clone();
-        Box::pin(async move { peers.match_keys(peer, query).await })
+        let blinded = blinded.clone();
+        let evaluate = evaluate.clone();
+        let (request_id, reason, head) = (id.clone(), reason.clone(), head.clone());
+        Box::pin(async move {
+            let evaluation = peers.evaluate(peer, evaluate).await?;
+            let epoch = evaluation.epoch;
+            let subjects =
+                tokio::task::spawn_blocking(move || blinded.finalize(&evaluation.subjects))
+                    .await
+                    .map_err(|_| PeerFailure::Unavailable("the finalizing task failed".into()))?
+                    .map_err(|e| {
+                        PeerFailure::Unavailable(format!("the peer's evaluation is unusable: {e}"))
+                    })?;
+            let query = Arc::new(MatchQuery {
+                request_id,
+                reason,
+                epoch,
+                head,
+                subjects,
+            });
+            peers.match_keys(peer, query).await
+        })
     })
     .await;
     count_peer_calls(state, "Match", &outcomes);

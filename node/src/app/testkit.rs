@@ -9,8 +9,9 @@ use std::{
 use crate::{
     app::{
         NodeState,
+        evaluate::Evaluation,
         limits::RateLimits,
-        peers::{MatchQuery, PeerCall, PeerFailure, PeerHit, PeerInfo, PeerNetwork},
+        peers::{EvaluateQuery, MatchQuery, PeerCall, PeerFailure, PeerHit, PeerInfo, PeerNetwork},
         refusals::Refusals,
         state::{BeforeUse, Credentials, LoadedCertificates},
     },
@@ -22,7 +23,7 @@ use crate::{
         identity::{Identity, Record, RecordId},
         index::NationalIndex,
         principals::Country,
-        pseudonymise::{KeyEpoch, Pseudonymiser},
+        pseudonymise::{KeyEpoch, oprf::NodeKey},
     },
     metrics::Metrics,
     store::{Store, StoreInfo, memory::MemoryStore},
@@ -55,7 +56,7 @@ national_ca = "/n"
 national_cert = "/n"
 national_key = "/n"
 [matching]
-secret_file = "/nonexistent"
+seed_file = "/nonexistent"
 {peers}"#
     );
     toml::from_str(&text).expect("a valid test configuration")
@@ -151,6 +152,25 @@ impl PeerNetwork for FakePeers {
         Box::pin(async move { answer })
     }
 
+    fn evaluate(&self, peer: Country, query: Arc<EvaluateQuery>) -> PeerCall<'_, Evaluation> {
+        let answer = match self.behaviour(peer) {
+            Behaviour::Answers { .. } => {
+                // Each fake peer has a key of its own.
+                let mut seed = [0u8; 32];
+                seed[..2].copy_from_slice(peer.as_str().as_bytes());
+                let key = NodeKey::derive(&seed, KeyEpoch(1)).expect("a key");
+                key.evaluate(&query.subjects)
+                    .map(|subjects| Evaluation {
+                        epoch: KeyEpoch(1),
+                        subjects,
+                    })
+                    .map_err(|e| PeerFailure::Unavailable(e.to_string()))
+            }
+            Behaviour::Fails(f) => Err(f),
+        };
+        Box::pin(async move { answer })
+    }
+
     fn match_keys(&self, peer: Country, _query: Arc<MatchQuery>) -> PeerCall<'_, Vec<PeerHit>> {
         let answer = match self.behaviour(peer) {
             Behaviour::Answers { hits, .. } => Ok(hits),
@@ -235,9 +255,9 @@ pub fn node_with(country: &str, peers: FakePeers, edit: impl FnOnce(&mut Config)
     let dyn_store: Arc<dyn Store> = store.clone();
     let key = audit::generate_key().expect("an audit key");
     let audit = AuditLog::open(dyn_store.as_ref(), &key).expect("the audit log");
-    let pseudonymiser = Pseudonymiser::from_secret_bytes(&[7; 32], KeyEpoch(1));
+    let node_key = NodeKey::derive(&[7; 32], KeyEpoch(1)).expect("a key");
     let index =
-        NationalIndex::load(dyn_store.clone(), pseudonymiser, &mut |_| {}).expect("an empty index");
+        NationalIndex::load(dyn_store.clone(), node_key, &mut |_| {}).expect("an empty index");
     let peers = Arc::new(peers);
     let state = Arc::new(NodeState {
         store: dyn_store,
@@ -249,7 +269,7 @@ pub fn node_with(country: &str, peers: FakePeers, edit: impl FnOnce(&mut Config)
         },
         peers: peers.clone(),
         credentials: Arc::new(NoCredentials),
-        index: Indexes::new(Arc::new(index), None, Vec::new()),
+        index: Indexes::new(Arc::new(index), Vec::new()),
         outbox_wake: tokio::sync::Notify::new(),
         followup_writes: Mutex::new(()),
         audit,

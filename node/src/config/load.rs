@@ -39,6 +39,28 @@ pub enum ConfigError {
     },
 }
 
+/// Fields of scheme v1 that no longer exist, each refused with what replaces it
+/// rather than the parser's bare "unknown field".
+fn retired_fields(text: &str) -> Result<(), (String, String)> {
+    let Ok(value) = text.parse::<toml::Table>() else {
+        return Ok(()); // the parser says what is wrong
+    };
+    let Some(matching) = value.get("matching").and_then(|m| m.as_table()) else {
+        return Ok(());
+    };
+    for field in ["secret_file", "next_secret_file", "next_key_epoch"] {
+        if matching.contains_key(field) {
+            return Err((
+                format!("matching.{field}"),
+                format!(
+                    "the network matching secret is gone (match key scheme v2: each node keys its own index); remove matching.{field} and set matching.seed_file to this node's own key seed, 64 random hexadecimal digits (`adep pki init` writes one per node); the node keys its records under it at its next start"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads, parses and validates a configuration file, resolving relative paths
     /// against the file's directory.
@@ -54,6 +76,11 @@ impl Config {
     /// Parses and validates configuration text. `path` is only used in messages;
     /// relative paths are resolved against `base`.
     pub fn from_toml(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        retired_fields(text).map_err(|(field, message)| ConfigError::Invalid {
+            path: path.to_owned(),
+            field,
+            message,
+        })?;
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
@@ -86,30 +113,17 @@ impl Config {
         for crl in &mut self.tls.crls {
             fix(crl);
         }
-        fix(&mut self.matching.secret_file);
-        if let Some(next) = &mut self.matching.next_secret_file {
-            fix(next);
-        }
+        fix(&mut self.matching.seed_file);
         fix(&mut self.audit.signing_key);
     }
 
     /// Checks everything that can be checked without reading the files it names.
     fn validate(&self) -> Result<(), (String, String)> {
-        let m = &self.matching;
-        match (&m.next_secret_file, m.next_key_epoch) {
-            (Some(_), None) | (None, Some(_)) => {
-                return Err((
-                    "matching.next_key_epoch".into(),
-                    "set matching.next_secret_file and matching.next_key_epoch together".into(),
-                ));
-            }
-            (Some(_), Some(next)) if next == m.key_epoch => {
-                return Err((
-                    "matching.next_key_epoch".into(),
-                    format!("{next} is already matching.key_epoch"),
-                ));
-            }
-            _ => {}
+        if self.matching.previous_epoch_grace.is_zero() {
+            return Err((
+                "matching.previous_epoch_grace".into(),
+                "must be longer than zero (searches evaluated just before a switch need it)".into(),
+            ));
         }
         let mut countries = HashSet::new();
         for (i, peer) in self.peers.iter().enumerate() {
@@ -250,6 +264,12 @@ impl Config {
             u64::from(l.matches_per_minute_per_peer),
             1,
             10_000_000,
+        )?;
+        in_range(
+            "evaluations_per_minute_per_peer",
+            u64::from(l.evaluations_per_minute_per_peer),
+            1,
+            1_000_000_000,
         )?;
         in_range(
             "searches_per_minute_per_officer",

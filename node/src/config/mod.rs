@@ -2,13 +2,9 @@
 //!
 //! Relative paths in the file are resolved against the directory that holds it, so a
 //! configuration written by `adep pki init` works from any working directory.
-//! Secrets (keys, the matching secret) are always paths to files, never inline values.
+//! Secrets (keys, the key seed) are always paths to files, never inline values.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +31,7 @@ pub struct Config {
     pub national: ListenerConfig,
     /// Certificate and key files.
     pub tls: TlsConfig,
-    /// The network matching secret.
+    /// This node's match keys.
     pub matching: MatchingConfig,
     /// Peer nodes: every other country of the network.
     #[serde(default)]
@@ -178,37 +174,33 @@ pub struct TlsConfig {
     pub crls: Vec<PathBuf>,
 }
 
-/// The network's matching secret.
+/// This node's match keys (scheme v2): its own key seed, never shared.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchingConfig {
-    /// File holding the secret: at least 32 bytes as hexadecimal text.
-    pub secret_file: PathBuf,
-    /// The key epoch the index is built for and searches are made under. Default 1.
+    /// File holding this node's key seed: 64 hexadecimal digits (256 bits). The PRF
+    /// key of each key epoch is derived from it; `adep pki init` writes one per node.
+    pub seed_file: PathBuf,
+    /// The key epoch a new node starts under. Default 1. Once the node has started,
+    /// the epoch is the store's, and `adep keys rotate` moves it on.
     #[serde(default = "default_key_epoch")]
     pub key_epoch: u32,
     /// How long a hit reference issued to a peer stays valid, like `7d` or `12h`.
     /// Default 7d.
     #[serde(default = "default_hit_ref_ttl", with = "humantime_serde")]
     pub hit_ref_ttl: Duration,
-    /// The network's next matching secret, for a rotation (`adep keys rotate`).
-    /// Set it together with `next_key_epoch`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_secret_file: Option<PathBuf>,
-    /// The key epoch of `next_secret_file`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_key_epoch: Option<u32>,
-}
-
-impl MatchingConfig {
-    /// The next secret and its epoch, when both are configured.
-    pub fn next(&self) -> Option<(&Path, u32)> {
-        Some((self.next_secret_file.as_deref()?, self.next_key_epoch?))
-    }
+    /// After a rotation switches, how long a Match under the previous epoch is still
+    /// answered (searches evaluated just before the switch), like `10m`. Default 10m.
+    #[serde(default = "default_previous_epoch_grace", with = "humantime_serde")]
+    pub previous_epoch_grace: Duration,
 }
 
 fn default_key_epoch() -> u32 {
     1
+}
+
+fn default_previous_epoch_grace() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_hit_ref_ttl() -> Duration {
@@ -264,9 +256,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// How long shutdown waits for in-flight calls before closing. Default 10000 ms.
     pub shutdown_grace_ms: u64,
-    /// Most subjects in one Match batch from a peer. Default 1000.
+    /// Most subjects in one Match or Evaluate batch from a peer. Default 1000.
     pub max_subjects_per_match: usize,
-    /// Most match keys of one subject in a Match batch. Default 1024.
+    /// Most match keys of one subject in a Match or Evaluate batch; a search refuses
+    /// a subject that derives more. Default 1024.
     pub max_keys_per_subject: usize,
     /// Most subjects in one national Search. Default 1000.
     pub max_subjects_per_search: usize,
@@ -275,6 +268,9 @@ pub struct Limits {
     /// Match calls one peer may make per minute (bursts up to the same number).
     /// Default 600.
     pub matches_per_minute_per_peer: u32,
+    /// Blinded elements one peer may have evaluated per minute (bursts up to the
+    /// same number): every guess at this node's index costs one. Default 200000.
+    pub evaluations_per_minute_per_peer: u32,
     /// Searches one officer may make per minute (bursts up to the same number).
     /// Default 120.
     pub searches_per_minute_per_officer: u32,
@@ -319,6 +315,7 @@ impl Default for Limits {
             max_subjects_per_search: 1_000,
             max_import_records: 5_000_000,
             matches_per_minute_per_peer: 600,
+            evaluations_per_minute_per_peer: 200_000,
             searches_per_minute_per_officer: 120,
             max_unverified_connections: 256,
             max_unverified_per_address: 8,
@@ -383,6 +380,7 @@ pub enum LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const GOOD: &str = r#"
 country = "FR"
@@ -400,7 +398,7 @@ national_ca = "national-ca.pem"
 national_cert = "national-node.pem"
 national_key = "national-node.key.pem"
 [matching]
-secret_file = "../matching-secret"
+seed_file = "key-seed"
 [audit]
 signing_key = "audit.key"
 [[peers]]
@@ -445,6 +443,14 @@ role = "officer"
     fn refuses_unknown_fields() {
         let e = load(&GOOD.replace("[matching]", "[matching]\nsecret = \"abc\"")).unwrap_err();
         assert!(e.to_string().contains("unknown field `secret`"), "{e}");
+        let e = load(&GOOD.replace("[matching]", "[matching]\nsecret_file = \"../s\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("field `matching.secret_file`: the network matching secret is gone")
+                && e.contains("matching.seed_file"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,17 +1,18 @@
-//! Key epochs and their rotation (DESIGN section 5): which match index answers a
-//! Match of a given epoch, which epoch this node's searches use, and the steps of a
-//! rotation to the network's next matching secret.
+//! Key epochs and their rotation on this node (DESIGN section 5): which match index
+//! answers a Match of a given epoch, which epoch this node evaluates under, and the
+//! steps of a rotation to the node's next key. No other node takes part: each node
+//! keys its own index and rotates on its own schedule.
 //!
-//! A rotation has three states on a node:
+//! A rotation has three phases on a node:
 //!
 //! * **stable**: one index, for the active epoch; earlier epochs are retired.
 //! * **building**: the index for the next epoch is being built from the stored
-//!   records in the background; the active one answers as before.
-//! * **transition**: both indexes answer, each for its own epoch; searches still go
-//!   out under the active epoch, since peers may not have the next one yet.
+//!   records in the background; the active one evaluates and answers as before.
+//! * **grace**: the next epoch has become active (peers' evaluations are made under
+//!   it); the previous one still answers a Match for a short, configured grace, so
+//!   that a search evaluated just before the switch loses no hit. Then it is retired.
 //!
-//! Finishing makes the next epoch active (searches go out under it) and retires the
-//! old one: a Match under it is refused with an error that names the epoch served.
+//! A retired epoch's Match is refused with an error that names the epoch served.
 //! Imports and erasures wait while a rotation is under way (they would change one
 //! index and not the other).
 
@@ -19,90 +20,86 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::{
     domain::index::NationalIndex,
-    domain::pseudonymise::KeyEpoch,
+    domain::pseudonymise::{KeyEpoch, oprf::NodeKey},
     store::{Batch, Store, StoreError, Table},
 };
 
-/// The rotation's state, as the operator sees it.
+/// Where a node's rotation stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EpochStatus {
-    /// The epoch searches go out under and Match is answered for.
+    /// The epoch this node evaluates under.
     pub active: KeyEpoch,
-    /// The next epoch, while it is built or in transition.
-    pub next: Option<KeyEpoch>,
-    /// Whether the next epoch's index is still being built.
-    pub building: bool,
-    /// Epochs this node no longer answers.
+    /// The epoch being built, if any.
+    pub building: Option<KeyEpoch>,
+    /// The previous epoch still answering a Match, and until when (seconds since the
+    /// Unix epoch).
+    pub previous: Option<(KeyEpoch, i64)>,
+    /// Epochs this node refuses.
     pub retired: Vec<u32>,
 }
 
 impl EpochStatus {
-    /// `stable`, `building` or `transition`.
+    /// `stable`, `building` or `grace`.
     pub fn phase(&self) -> &'static str {
-        match (self.next, self.building) {
-            (None, _) => "stable",
-            (Some(_), true) => "building",
-            (Some(_), false) => "transition",
+        match (self.building, self.previous) {
+            (Some(_), _) => "building",
+            (None, Some(_)) => "grace",
+            (None, None) => "stable",
         }
+    }
+
+    /// Whether a rotation is under way (building, or the previous epoch in grace).
+    pub fn rotating(&self) -> bool {
+        self.phase() != "stable"
     }
 }
 
-/// Why a Match under an epoch is not answered.
+/// Why a Match under an epoch is refused. The messages name the field and the epochs
+/// served, nothing of the call.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EpochRefusal {
     /// The epoch was retired by a rotation.
     #[error(
-        "field `key_epoch`: epoch {epoch} was retired on this node; it answers under epoch {active}"
+        "field `key_epoch`: epoch {epoch} was retired on this node; it answers under epoch {active}: evaluate again"
     )]
     Retired {
         /// The epoch asked for.
         epoch: u32,
-        /// The active epoch.
+        /// The epoch served.
         active: KeyEpoch,
     },
-    /// The epoch's index is still being built.
+    /// The epoch is being built.
     #[error(
         "field `key_epoch`: epoch {epoch} is still being built on this node; it answers under epoch {active} until then"
     )]
     Building {
         /// The epoch asked for.
         epoch: u32,
-        /// The active epoch.
+        /// The epoch served.
         active: KeyEpoch,
     },
-    /// The epoch is unknown here.
+    /// Never an epoch of this node.
     #[error(
         "field `key_epoch`: epoch {epoch} is not served by this node; it answers under epoch {serving}"
     )]
     Unknown {
         /// The epoch asked for.
         epoch: u32,
-        /// The epochs served, like `1` or `1 and 2`.
+        /// The epochs served, as text.
         serving: String,
     },
 }
 
-/// Why a rotation step is refused.
+/// Why a rotation step was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
-    /// No next secret is configured.
-    #[error(
-        "no next matching secret is configured: set matching.next_secret_file and matching.next_key_epoch, restart, then rotate"
-    )]
-    NoNextSecret,
     /// A rotation is already under way.
-    #[error("a rotation to epoch {0} is already under way")]
+    #[error("a rotation to epoch {0} is already under way; see `adep keys rotate --status`")]
     UnderWay(KeyEpoch),
-    /// Finishing before the next index is ready.
-    #[error("the index for epoch {0} is still being built; finish once it is ready")]
-    NotReady(KeyEpoch),
-    /// Finishing without a rotation.
-    #[error("no rotation is under way; start one with `adep keys rotate`")]
-    NotStarted,
-    /// The next secret file is unusable.
+    /// The key seed cannot be read.
     #[error(transparent)]
-    Secret(#[from] crate::secret::SecretError),
-    /// The rotation's background work failed.
+    Seed(#[from] crate::secret::SecretError),
+    /// The rotation's task failed.
     #[error("the rotation task failed")]
     Task,
     /// The store failed.
@@ -113,35 +110,33 @@ pub enum RotationError {
 #[derive(Debug)]
 struct Epochs {
     active: Arc<NationalIndex>,
-    next: Option<Arc<NationalIndex>>,
+    previous: Option<(Arc<NationalIndex>, i64)>,
     building: Option<KeyEpoch>,
     retired: Vec<u32>,
 }
 
-/// The indexes a node answers with, one per served epoch.
+/// The indexes a node serves, by epoch.
 #[derive(Debug)]
 pub struct Indexes {
     epochs: RwLock<Epochs>,
 }
 
 const META_ACTIVE: &[u8] = b"key_epoch";
-const META_NEXT: &[u8] = b"next_key_epoch";
+/// Written by scheme v1 for a rotation in transition; removed on the first write.
+const META_NEXT_V1: &[u8] = b"next_key_epoch";
 const META_RETIRED: &[u8] = b"retired_key_epochs";
 
-/// What the store says about epochs: the active one, the one in transition, the
-/// retired ones.
+/// The epochs as stored: which one is active, and which were retired.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StoredEpochs {
-    /// The epoch the node last answered under, if it ever ran.
+    /// The active epoch, once the node has started.
     pub active: Option<u32>,
-    /// The epoch of a rotation in transition.
-    pub next: Option<u32>,
     /// Retired epochs.
     pub retired: Vec<u32>,
 }
 
 impl StoredEpochs {
-    /// Reads the epochs from the store's metadata.
+    /// Reads the stored epochs.
     pub fn read(store: &dyn Store) -> Result<StoredEpochs, StoreError> {
         let u32_of = |v: Vec<u8>| {
             v.try_into()
@@ -152,7 +147,6 @@ impl StoredEpochs {
             .get(Table::Meta, META_ACTIVE)?
             .map(u32_of)
             .transpose()?;
-        let next = store.get(Table::Meta, META_NEXT)?.map(u32_of).transpose()?;
         let retired = store
             .get(Table::Meta, META_RETIRED)?
             .map(|v| {
@@ -162,30 +156,22 @@ impl StoredEpochs {
             })
             .transpose()?
             .unwrap_or_default();
-        Ok(StoredEpochs {
-            active,
-            next,
-            retired,
-        })
+        Ok(StoredEpochs { active, retired })
     }
 
-    /// Writes the epochs durably.
+    /// Writes the epochs (durably).
     pub fn write(&self, store: &dyn Store) -> Result<(), StoreError> {
         store.apply(&self.batch())
     }
 
-    /// The durable batch that writes the epochs, for a caller that adds the step's
-    /// audit event to it.
+    /// The writes that store these epochs.
     pub fn batch(&self) -> Batch {
         let mut batch = Batch::new();
         match self.active {
             Some(a) => batch.put(Table::Meta, META_ACTIVE, a.to_be_bytes()),
             None => batch.delete(Table::Meta, META_ACTIVE),
         }
-        match self.next {
-            Some(n) => batch.put(Table::Meta, META_NEXT, n.to_be_bytes()),
-            None => batch.delete(Table::Meta, META_NEXT),
-        }
+        batch.delete(Table::Meta, META_NEXT_V1);
         let retired: Vec<u8> = self.retired.iter().flat_map(|e| e.to_be_bytes()).collect();
         batch.put(Table::Meta, META_RETIRED, retired);
         batch
@@ -193,16 +179,12 @@ impl StoredEpochs {
 }
 
 impl Indexes {
-    /// A node answering under `active` only (plus `next` in transition).
-    pub fn new(
-        active: Arc<NationalIndex>,
-        next: Option<Arc<NationalIndex>>,
-        retired: Vec<u32>,
-    ) -> Indexes {
+    /// The indexes of a started node: the active one, and the retired epochs.
+    pub fn new(active: Arc<NationalIndex>, retired: Vec<u32>) -> Indexes {
         Indexes {
             epochs: RwLock::new(Epochs {
                 active,
-                next,
+                previous: None,
                 building: None,
                 retired,
             }),
@@ -217,34 +199,36 @@ impl Indexes {
         self.epochs.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The active index: searches hash under it, imports write through it, and the
-    /// records are read from its store.
+    /// The active index: peers' evaluations use its key, imports write through it,
+    /// and the records are read from its store.
     pub fn active(&self) -> Arc<NationalIndex> {
         self.read().active.clone()
     }
 
-    /// The index answering a Match under `epoch`.
-    pub fn for_match(&self, epoch: u32) -> Result<Arc<NationalIndex>, EpochRefusal> {
+    /// The index answering a Match under `epoch` at `now`.
+    pub fn for_match(&self, epoch: u32, now: i64) -> Result<Arc<NationalIndex>, EpochRefusal> {
         let e = self.read();
         let active = e.active.epoch();
         if epoch == active.0 {
             return Ok(e.active.clone());
         }
-        if let Some(next) = e.next.as_ref().filter(|n| n.epoch().0 == epoch) {
-            return Ok(next.clone());
+        if let Some((previous, _)) = e
+            .previous
+            .as_ref()
+            .filter(|(p, until)| p.epoch().0 == epoch && now < *until)
+        {
+            return Ok(previous.clone());
         }
         if e.building.is_some_and(|b| b.0 == epoch) {
             return Err(EpochRefusal::Building { epoch, active });
         }
-        if e.retired.contains(&epoch) {
+        let previous = e.previous.as_ref().map(|(p, _)| p.epoch().0);
+        if e.retired.contains(&epoch) || previous == Some(epoch) {
             return Err(EpochRefusal::Retired { epoch, active });
         }
         Err(EpochRefusal::Unknown {
             epoch,
-            serving: match &e.next {
-                Some(n) => format!("{active} and {}", n.epoch()),
-                None => active.to_string(),
-            },
+            serving: active.to_string(),
         })
     }
 
@@ -253,50 +237,67 @@ impl Indexes {
         let e = self.read();
         EpochStatus {
             active: e.active.epoch(),
-            next: e.next.as_ref().map(|n| n.epoch()).or(e.building),
-            building: e.building.is_some(),
+            building: e.building,
+            previous: e.previous.as_ref().map(|(p, until)| (p.epoch(), *until)),
             retired: e.retired.clone(),
         }
     }
 
-    /// Whether a rotation is under way (imports and erasures wait).
-    pub fn rotating(&self) -> bool {
+    /// The epoch a rotation would build next: one above every epoch this node has
+    /// used.
+    pub fn next_epoch(&self) -> KeyEpoch {
         let e = self.read();
-        e.next.is_some() || e.building.is_some()
+        let highest = e
+            .retired
+            .iter()
+            .copied()
+            .chain([e.active.epoch().0])
+            .max()
+            .unwrap_or(0);
+        KeyEpoch(highest.saturating_add(1))
     }
 
-    /// Marks the start of building `next`; refused when a rotation is under way.
+    /// Marks the start of building `next`; refused while a rotation is under way.
     pub fn begin(&self, next: KeyEpoch) -> Result<(), RotationError> {
         let mut e = self.write();
-        if let Some(under_way) = e.building.or(e.next.as_ref().map(|n| n.epoch())) {
+        if let Some(under_way) = e.building {
             return Err(RotationError::UnderWay(under_way));
+        }
+        if let Some((previous, _)) = &e.previous {
+            return Err(RotationError::UnderWay(previous.epoch()));
         }
         e.building = Some(next);
         Ok(())
     }
 
-    /// The next index is built: both epochs answer from now on, and the transition
-    /// is recorded through `commit` (with the caller's audit event) so that a restart
-    /// resumes it.
-    pub fn ready(
+    /// The next index is built: it becomes active, and the old one answers a Match
+    /// until `grace_until`. Recorded through `commit` (with the caller's audit event,
+    /// given the old and the new epoch) before the switch; a restart starts under
+    /// the new epoch.
+    pub fn switch(
         &self,
         next: Arc<NationalIndex>,
-        commit: &dyn Fn(Batch) -> Result<(), StoreError>,
+        grace_until: i64,
+        commit: &dyn Fn(Batch, KeyEpoch, KeyEpoch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         // Written before the swap, outside the lock Match takes: nothing else changes
-        // the epochs while `building` is set (`begin` and `finish` refuse).
-        let stored = {
+        // the epochs while `building` is set (`begin` refuses).
+        let (old, stored) = {
             let e = self.read();
-            StoredEpochs {
-                active: Some(e.active.epoch().0),
-                next: Some(next.epoch().0),
-                retired: e.retired.clone(),
-            }
+            let mut retired = e.retired.clone();
+            retired.push(e.active.epoch().0);
+            let stored = StoredEpochs {
+                active: Some(next.epoch().0),
+                retired,
+            };
+            (e.active.epoch(), stored)
         };
-        commit(stored.batch())?;
+        commit(stored.batch(), old, next.epoch())?;
         let mut e = self.write();
+        let previous = std::mem::replace(&mut e.active, next);
+        e.previous = Some((previous, grace_until));
         e.building = None;
-        e.next = Some(next);
+        e.retired = stored.retired;
         Ok(())
     }
 
@@ -305,33 +306,44 @@ impl Indexes {
         self.write().building = None;
     }
 
-    /// Makes the next epoch active and retires the old one, durably through `commit`
-    /// (given the old and the new epoch, for the caller's audit event). Returns the old
-    /// and the new epoch.
-    pub fn finish(
-        &self,
-        commit: &dyn Fn(Batch, KeyEpoch, KeyEpoch) -> Result<(), StoreError>,
-    ) -> Result<(KeyEpoch, KeyEpoch), RotationError> {
+    /// Ends the previous epoch's grace once `now` has passed it; returns that epoch's
+    /// index, so the caller can erase its stored digests.
+    pub fn end_grace(&self, now: i64) -> Option<Arc<NationalIndex>> {
         let mut e = self.write();
-        if let Some(b) = e.building {
-            return Err(RotationError::NotReady(b));
+        match &e.previous {
+            Some((_, until)) if now >= *until => e.previous.take().map(|(p, _)| p),
+            _ => None,
         }
-        let Some(next) = e.next.clone() else {
-            return Err(RotationError::NotStarted);
-        };
-        let old = e.active.epoch();
-        let mut retired = e.retired.clone();
-        retired.push(old.0);
-        let batch = StoredEpochs {
-            active: Some(next.epoch().0),
-            next: None,
-            retired: retired.clone(),
-        }
-        .batch();
-        commit(batch, old, next.epoch())?;
-        e.active = next;
-        e.next = None;
-        e.retired = retired;
-        Ok((old, e.active.epoch()))
     }
+}
+
+/// The stored check value of an epoch's key (in [`Table::Meta`]): a digest that shows
+/// whether a seed still derives the key an index was built with, and nothing else.
+fn key_check_name(epoch: KeyEpoch) -> Vec<u8> {
+    let mut name = b"key_check_".to_vec();
+    name.extend_from_slice(&epoch.0.to_be_bytes());
+    name
+}
+
+/// Whether `key` is the key this store's digests of its epoch were made with. A
+/// first use of the epoch stores its check value and is accepted.
+pub fn check_key(store: &dyn Store, key: &NodeKey) -> Result<bool, StoreError> {
+    let name = key_check_name(key.epoch());
+    let check = key.check_value().0;
+    match store.get(Table::Meta, &name)? {
+        Some(stored) => Ok(stored == check),
+        None => {
+            let mut batch = Batch::new();
+            batch.put(Table::Meta, name, check.to_vec());
+            store.apply(&batch)?;
+            Ok(true)
+        }
+    }
+}
+
+/// Forgets the check value of `epoch`'s key (before a rotation builds it afresh).
+pub fn forget_key(store: &dyn Store, epoch: KeyEpoch) -> Result<(), StoreError> {
+    let mut batch = Batch::new();
+    batch.delete(Table::Meta, key_check_name(epoch));
+    store.apply(&batch)
 }

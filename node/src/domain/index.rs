@@ -11,10 +11,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use crate::domain::digests::erase_digests;
 use crate::{
+    domain::digests::{digests_key, digests_of, encode_digests},
     domain::identity::{Identity, Record, RecordId},
     domain::matching::{Found, Index, RUN_ENTRIES, Run},
-    domain::pseudonymise::{HashedKey, KeyEpoch, Pseudonymiser, Side},
+    domain::pseudonymise::{HashedKey, KeyEpoch, KeyedDigest, Side, oprf::NodeKey},
     store::{Batch, Entry, Store, StoreError, Table},
 };
 
@@ -134,7 +136,7 @@ pub struct Counts {
 #[derive(Debug)]
 pub struct NationalIndex {
     store: Arc<dyn Store>,
-    pseudonymiser: Pseudonymiser,
+    key: NodeKey,
     index: RwLock<Index>,
     /// Serialises writers (imports, syncs, deletes); readers only take `index`.
     writer: Mutex<()>,
@@ -161,12 +163,13 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Record, IndexError> {
 /// The leading fields of a stored [`Record`]: what indexing needs, decoded without
 /// the payload behind them.
 #[derive(serde::Deserialize)]
-struct RecordHead {
-    id: RecordId,
-    identity: Identity,
+pub(crate) struct RecordHead {
+    // Decoded because it comes first; the id is the entry's key too.
+    _id: RecordId,
+    pub(crate) identity: Identity,
 }
 
-fn decode_head(key: &[u8], value: &[u8]) -> Result<RecordHead, IndexError> {
+pub(crate) fn decode_head(key: &[u8], value: &[u8]) -> Result<RecordHead, IndexError> {
     let corrupt = || IndexError::Corrupt(String::from_utf8_lossy(key).into_owned());
     match value.split_first() {
         Some((&RECORD_FORMAT, rest)) => postcard::take_from_bytes(rest)
@@ -177,7 +180,7 @@ fn decode_head(key: &[u8], value: &[u8]) -> Result<RecordHead, IndexError> {
 }
 
 /// Hashes the keys of many records, using every core.
-fn hash_all(p: &Pseudonymiser, records: &[Record]) -> Vec<Vec<HashedKey>> {
+fn hash_all(p: &dyn KeyedDigest, records: &[Record]) -> Vec<Vec<HashedKey>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(8);
@@ -210,13 +213,13 @@ impl NationalIndex {
     /// Opens the index over `store`, building the match index from every stored record.
     pub fn load(
         store: Arc<dyn Store>,
-        pseudonymiser: Pseudonymiser,
+        key: NodeKey,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<NationalIndex, IndexError> {
-        let index = build(store.as_ref(), &pseudonymiser, progress)?;
+        let index = build(store.as_ref(), &key, progress)?;
         Ok(NationalIndex {
             store,
-            pseudonymiser,
+            key,
             index: RwLock::new(index),
             writer: Mutex::new(()),
         })
@@ -224,12 +227,18 @@ impl NationalIndex {
 
     /// The key epoch of the index.
     pub fn epoch(&self) -> KeyEpoch {
-        self.pseudonymiser.epoch()
+        self.key.epoch()
     }
 
-    /// The pseudonymiser of the index's epoch (a search hashes its subjects with it).
-    pub fn pseudonymiser(&self) -> &Pseudonymiser {
-        &self.pseudonymiser
+    /// This node's key of the index's epoch (a peer's evaluation uses it).
+    pub fn key(&self) -> &NodeKey {
+        &self.key
+    }
+
+    /// Erases this epoch's stored digests, once it is retired. Blocks: call it from a
+    /// blocking task.
+    pub fn erase_digests(&self) -> Result<usize, IndexError> {
+        erase_digests(self.store.as_ref(), self.epoch())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Index> {
@@ -348,16 +357,19 @@ impl NationalIndex {
                 if chunk.is_empty() {
                     break;
                 }
+                let (new, old): (Vec<Record>, Vec<Option<Record>>) = chunk.into_iter().unzip();
+                let keys = hash_all(&self.key, &new);
+                // Each record is stored with its digests, in one write.
                 let mut batch = Batch::new();
-                for (record, _) in &chunk {
+                for (record, keys) in new.iter().zip(&keys) {
+                    let id = record.id.as_str().as_bytes();
+                    batch.put(Table::Records, id, encode(record));
                     batch.put(
-                        Table::Records,
-                        record.id.as_str().as_bytes(),
-                        encode(record),
+                        Table::Digests,
+                        digests_key(self.epoch(), id),
+                        encode_digests(keys),
                     );
                 }
-                let (new, old): (Vec<Record>, Vec<Option<Record>>) = chunk.into_iter().unzip();
-                let keys = hash_all(&self.pseudonymiser, &new);
                 let old: Vec<RecordId> = old.into_iter().flatten().map(|r| r.id).collect();
                 let stored = Written::Stored {
                     added: new.len() - old.len(),
@@ -430,6 +442,7 @@ impl NationalIndex {
             if let Some(bytes) = self.store.get(Table::Records, key)? {
                 old.push(decode(key, &bytes)?);
                 batch.delete(Table::Records, key);
+                batch.delete(Table::Digests, digests_key(self.epoch(), key));
             }
         }
         if batch.is_empty() {
@@ -476,10 +489,12 @@ fn absorb(index: &RwLock<Index>, run: Run) {
         .install(table);
 }
 
-/// Builds a match index from every stored record.
+/// Builds a match index from every stored record and its digests under `key`'s
+/// epoch. A record without stored digests (a new epoch, or a store written by scheme
+/// v1) is keyed now and its digests stored, so the next start loads them.
 pub fn build(
     store: &dyn Store,
-    p: &Pseudonymiser,
+    key: &NodeKey,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Index, IndexError> {
     let started = Instant::now();
@@ -529,14 +544,7 @@ pub fn build(
                 loop {
                     let next = raw_rx.lock().map(|rx| rx.recv());
                     let Ok(Ok(chunk)) = next else { return };
-                    let hashed = chunk
-                        .iter()
-                        .map(|e| {
-                            let head = decode_head(&e.key, &e.value)?;
-                            let keys = p.hash_identity(&head.identity, Side::Record);
-                            Ok((head.id, keys))
-                        })
-                        .collect();
+                    let hashed = digests_of(store, key, &chunk);
                     if hashed_tx.send(hashed).is_err() {
                         return;
                     }

@@ -2,6 +2,7 @@
 //! engine and no sockets. Each module takes and returns domain types.
 
 pub mod audit;
+pub mod digests;
 pub mod epochs;
 pub mod followup;
 pub mod hitref;

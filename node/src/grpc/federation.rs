@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use adep_proto::v1::{
-    DecisionReceipt, FollowUpDecision, FollowUpFiling, FollowUpPoll, FollowUpPollResponse,
-    FollowUpReceipt, FollowUpWithdrawal, HelloRequest, HelloResponse, MatchRequest, MatchResponse,
-    federation_server::Federation,
+    DecisionReceipt, EvaluateRequest, EvaluateResponse, FollowUpDecision, FollowUpFiling,
+    FollowUpPoll, FollowUpPollResponse, FollowUpReceipt, FollowUpWithdrawal, HelloRequest,
+    HelloResponse, MatchRequest, MatchResponse, federation_server::Federation,
 };
 use tonic::{Request, Response, Status};
 
 use crate::{
-    app::{NodeState, answer, limits, owner, requester},
+    app::{NodeState, answer, evaluate, limits, owner, requester},
     domain::principals::{Country, Principal},
     grpc::{
         convert::{self, Invalid, federation as wire},
@@ -68,6 +68,26 @@ impl Federation for FederationService {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(rpc = "Evaluate", peer, request_id, subjects))]
+    async fn evaluate(
+        &self,
+        req: Request<EvaluateRequest>,
+    ) -> Result<Response<EvaluateResponse>, Status> {
+        let peer = calling_peer(&req, &req.get_ref().country)?;
+        let m = req.get_ref();
+        wire::request_id(&m.request_id)?;
+        let span = tracing::Span::current();
+        span.record("request_id", m.request_id.as_str());
+        span.record("subjects", m.subjects.len());
+        // The limits first, so that an oversized call is refused before its elements
+        // are read.
+        let elements: Vec<usize> = m.subjects.iter().map(|s| s.elements.len()).collect();
+        evaluate::check_bounds(&self.state, &elements)?;
+        let call = evaluate::EvaluateCall::try_from(m)?;
+        let evaluation = evaluate::evaluate(&self.state, peer, call).await?;
+        Ok(Response::new((&evaluation).into()))
+    }
+
     #[tracing::instrument(skip_all, fields(rpc = "Match", peer, request_id, subjects))]
     async fn r#match(&self, req: Request<MatchRequest>) -> Result<Response<MatchResponse>, Status> {
         let peer = calling_peer(&req, &req.get_ref().country)?;
@@ -80,7 +100,7 @@ impl Federation for FederationService {
         // The limits first, so that an oversized call is refused before its keys are
         // read.
         let keys: Vec<usize> = m.subjects.iter().map(|s| s.keys.len()).collect();
-        answer::check_bounds(&self.state, m.subjects.len(), &keys)?;
+        answer::check_bounds(&self.state, m.subjects.len(), &keys, "keys")?;
         let call = answer::MatchCall::try_from(m)?;
         let issued = answer::answer(&self.state, peer, call).await?;
         Ok(Response::new(wire::match_response(m, &issued)))

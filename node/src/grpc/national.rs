@@ -273,9 +273,8 @@ impl National for NationalService {
         let status = match RotateAction::try_from(req.get_ref().action) {
             Ok(RotateAction::Status) => rotation::status(&self.state),
             Ok(RotateAction::Start) => rotation::start(&self.state, &operator).await?,
-            Ok(RotateAction::Finish) => rotation::finish(&self.state, &operator).await?,
             _ => {
-                return Err(Invalid("field `action`: STATUS, START or FINISH".into()).into());
+                return Err(Invalid("field `action`: STATUS or START".into()).into());
             }
         };
         Ok(Response::new((&status).into()))

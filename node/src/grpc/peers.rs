@@ -15,7 +15,13 @@ use rustls_pki_types::CertificateRevocationListDer;
 use tonic::{Code, transport::Channel};
 
 use crate::{
-    app::peers::{MatchQuery, PeerCall, PeerFailure, PeerHit, PeerInfo, PeerNetwork, Rejection},
+    app::{
+        evaluate::Evaluation,
+        peers::{
+            EvaluateQuery, MatchQuery, PeerCall, PeerFailure, PeerHit, PeerInfo, PeerNetwork,
+            Rejection,
+        },
+    },
     config::{Config, parse_endpoint},
     domain::{
         followup::{DecisionNotice, Filing, FollowUpId, Receipt},
@@ -166,6 +172,16 @@ impl PeerNetwork for PeerClients {
             self.call(peer, |mut c| async move { c.hello(hello).await })
                 .await
                 .map(|_| ())
+        })
+    }
+
+    fn evaluate(&self, peer: Country, query: Arc<EvaluateQuery>) -> PeerCall<'_, Evaluation> {
+        let request = wire::evaluate_request(self.own, &query);
+        Box::pin(async move {
+            let answer = self
+                .call(peer, |mut c| async move { c.evaluate(request).await })
+                .await?;
+            wire::peer_evaluation(answer).map_err(PeerFailure::Unavailable)
         })
     }
 

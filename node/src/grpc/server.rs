@@ -19,12 +19,12 @@ use crate::{
         refusals::{self, Refused},
         state::LoadedCertificates,
     },
-    config::{Config, MatchingConfig},
+    config::Config,
     domain::{
         audit::AuditLog,
-        epochs::{Indexes, StoredEpochs},
+        epochs::{self, Indexes, StoredEpochs},
         index::{IndexError, NationalIndex},
-        pseudonymise::{KeyEpoch, Pseudonymiser},
+        pseudonymise::{KeyEpoch, oprf::NodeKey},
     },
     grpc::{
         auth::{Authorizer, Listener},
@@ -38,7 +38,7 @@ use crate::{
         tls::{AuthedStream, NodeTls, ServerTls, TlsError},
     },
     metrics::{ConnectionRefusedLabels, Metrics},
-    secret::{DataKey, MatchingSecret, SecretError},
+    secret::{DataKey, KeySeed, SecretError},
     store::{self, StoreError},
 };
 
@@ -48,7 +48,7 @@ pub enum NodeError {
     /// A certificate or key file is unusable.
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
-    /// The matching secret is unusable.
+    /// A key file (data key, key seed) is unusable.
     #[error(transparent)]
     Secret(#[from] SecretError),
     /// The store could not be opened.
@@ -65,7 +65,7 @@ pub enum NodeError {
     /// The match index could not be built from the stored records.
     #[error("match index: {0}")]
     Index(#[from] IndexError),
-    /// The configured epochs do not fit the store's (a rotation).
+    /// The key seed does not derive the key the index was built with.
     #[error("matching: {0}")]
     Epochs(String),
     /// A listener could not be bound.
@@ -152,26 +152,41 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
         AuditLog::open(opened.store.as_ref(), &key).map_err(|e| audit_error(e.to_string()))?;
     drop(key);
     let stored = StoredEpochs::read(opened.store.as_ref())?;
-    let (active, next) = choose_epochs(&config.matching, &stored)?;
-    let load = |(secret_file, epoch): (&Path, u32)| -> Result<Arc<NationalIndex>, NodeError> {
-        let secret = MatchingSecret::from_file(secret_file)?;
-        let pseudonymiser = Pseudonymiser::new(&secret, KeyEpoch(epoch));
-        drop(secret);
-        let index = NationalIndex::load(opened.store.clone(), pseudonymiser, &mut |p| {
-            tracing::info!(
-                epoch,
-                stage = p.stage.name(),
-                done = p.done,
-                "building the match index"
-            );
-        })?;
-        Ok(Arc::new(index))
-    };
-    let active = load(active)?;
-    let next = next.map(load).transpose()?;
-    record_key_epoch(opened.store.as_ref(), &audit, &stored, active.epoch().0)
-        .map_err(|e| audit_error(e.to_string()))?;
-    let index = Indexes::new(active, next, stored.retired);
+    let epoch = KeyEpoch(stored.active.unwrap_or(config.matching.key_epoch));
+    if epoch.0 != config.matching.key_epoch {
+        tracing::info!(
+            epoch = epoch.0,
+            configured = config.matching.key_epoch,
+            "answering under the store's key epoch; matching.key_epoch only sets a new node's first epoch"
+        );
+    }
+    let key = node_key(&config.matching.seed_file, epoch)?;
+    if !epochs::check_key(opened.store.as_ref(), &key)? {
+        return Err(NodeError::Epochs(format!(
+            "{}: this key seed does not derive the key this node's index of epoch {epoch} was built with; restore the seed the node ran with (to replace a seed, rotate: `adep keys rotate` reads matching.seed_file again)",
+            config.matching.seed_file.display()
+        )));
+    }
+    let active = NationalIndex::load(opened.store.clone(), key, &mut |p| {
+        tracing::info!(
+            epoch = epoch.0,
+            stage = p.stage.name(),
+            done = p.done,
+            "building the match index"
+        );
+    })?;
+    if stored.active.is_none() {
+        StoredEpochs {
+            active: Some(epoch.0),
+            retired: stored.retired.clone(),
+        }
+        .write(opened.store.as_ref())?;
+    }
+    // A retired epoch's digests may outlive its grace when the node stopped in it.
+    for epoch in &stored.retired {
+        crate::domain::index::erase_digests(opened.store.as_ref(), KeyEpoch(*epoch))?;
+    }
+    let index = Indexes::new(Arc::new(active), stored.retired);
     let credentials = NodeCredentials::new(&config, &tls, peers.clone());
     let state = Arc::new(NodeState {
         store: opened.store.clone(),
@@ -198,84 +213,11 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     })
 }
 
-/// A matching secret file and its key epoch.
-type EpochSecret<'c> = (&'c Path, u32);
-
-/// Which secrets to build indexes for: the active epoch's, and the next one's when a
-/// rotation is in transition (it resumes after a restart). After a rotation finished,
-/// the configuration may still name the retired epoch as `key_epoch` and the new one
-/// as `next_*`: the new one is then active.
-fn choose_epochs<'c>(
-    m: &'c MatchingConfig,
-    stored: &StoredEpochs,
-) -> Result<(EpochSecret<'c>, Option<EpochSecret<'c>>), NodeError> {
-    let current = (m.secret_file.as_path(), m.key_epoch);
-    let active = if stored.retired.contains(&m.key_epoch) {
-        match m.next() {
-            Some(next) if Some(next.1) == stored.active => {
-                tracing::warn!(
-                    retired = m.key_epoch,
-                    active = next.1,
-                    "matching.key_epoch names a retired epoch: answering under matching.next_key_epoch; move the next secret to secret_file and key_epoch"
-                );
-                next
-            }
-            _ => {
-                return Err(NodeError::Epochs(format!(
-                    "key_epoch {} was retired on this node by a rotation{}; configure the secret of the active epoch",
-                    m.key_epoch,
-                    stored
-                        .active
-                        .map(|a| format!(" (it answers under epoch {a})"))
-                        .unwrap_or_default()
-                )));
-            }
-        }
-    } else {
-        current
-    };
-    let next = match stored.next {
-        None => None,
-        Some(n) if active.1 == n => None,
-        Some(n) => match m.next() {
-            Some(next) if next.1 == n => Some(next),
-            _ => {
-                return Err(NodeError::Epochs(format!(
-                    "a rotation to epoch {n} is in transition on this node, but matching.next_secret_file and next_key_epoch do not name epoch {n}"
-                )));
-            }
-        },
-    };
-    Ok((active, next))
-}
-
-/// Notes the epoch the node answers under; a change made by the configuration rather
-/// than a rotation is a `keys.epoch_changed` audit event.
-fn record_key_epoch(
-    store: &dyn store::Store,
-    audit: &AuditLog,
-    stored: &StoredEpochs,
-    epoch: u32,
-) -> Result<(), crate::domain::audit::AppendError> {
-    if stored.active == Some(epoch) {
-        return Ok(());
-    }
-    if let Some(from) = stored.active {
-        tracing::info!(from, to = epoch, "key epoch changed");
-        audit.apply_with(
-            store,
-            store::unix_now(),
-            store::Batch::new(),
-            "keys.epoch_changed",
-            &serde_json::json!({ "from": from, "to": epoch }),
-        )?;
-    }
-    StoredEpochs {
-        active: Some(epoch),
-        next: stored.next.filter(|n| *n != epoch),
-        retired: stored.retired.clone(),
-    }
-    .write(store)
+/// This node's key of `epoch`, from its seed file.
+pub fn node_key(seed_file: &Path, epoch: KeyEpoch) -> Result<NodeKey, NodeError> {
+    let seed = KeySeed::from_file(seed_file)?;
+    NodeKey::derive(seed.expose(), epoch)
+        .ok_or_else(|| NodeError::Epochs("the key seed cannot derive a key".into()))
 }
 
 /// A node ready to serve: files checked, store open and locked.

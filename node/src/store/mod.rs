@@ -47,11 +47,14 @@ pub enum Table {
     ReceivedHits,
     /// The audit log, by position.
     Audit,
+    /// Each record's keyed digests per key epoch (epoch, big-endian, then record id), so
+    /// a restart loads them instead of evaluating the PRF again.
+    Digests,
 }
 
 impl Table {
     /// Every table, so an engine can open them all up front.
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Meta,
         Table::Records,
         Table::HitRefs,
@@ -59,6 +62,7 @@ impl Table {
         Table::Outbox,
         Table::ReceivedHits,
         Table::Audit,
+        Table::Digests,
     ];
 
     /// The table's name inside the engine. Never change a published name.
@@ -71,6 +75,7 @@ impl Table {
             Table::Outbox => "outbox",
             Table::ReceivedHits => "received_hits",
             Table::Audit => "audit",
+            Table::Digests => "digests",
         }
     }
 }

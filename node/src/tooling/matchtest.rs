@@ -1,6 +1,6 @@
-//! Offline test matching (`adep match-test`): the node's own normalise, key, hash and
-//! lookup code run over two files with a throwaway secret, and an evaluation against a
-//! truth file.
+//! Offline test matching (`adep match-test`): the node's own normalise, derive and
+//! lookup code run over two files, keyed with a fast PRF under a throwaway secret (which
+//! keys coincide does not depend on the PRF), and an evaluation against a truth file.
 
 use std::{collections::HashMap, io::Read};
 
@@ -9,7 +9,7 @@ use ring::rand::{SecureRandom as _, SystemRandom};
 use crate::{
     domain::identity::{Record, RecordId},
     domain::matching::Index,
-    domain::pseudonymise::{KeyEpoch, Pseudonymiser, Quality, Side},
+    domain::pseudonymise::{HmacKey, KeyEpoch, KeyedDigest, Quality, Side},
 };
 
 /// One returned (query, record) pair.
@@ -39,7 +39,7 @@ pub fn match_records(records: &[Record], queries: &[Record]) -> MatchRun {
     if SystemRandom::new().fill(&mut secret).is_err() {
         return MatchRun::default();
     }
-    let p = Pseudonymiser::from_secret_bytes(&secret, KeyEpoch(1));
+    let p = HmacKey::from_secret_bytes(&secret, KeyEpoch(1));
     let mut index = Index::new();
     for record in records {
         index.insert(

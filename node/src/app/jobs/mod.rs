@@ -41,6 +41,9 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
         // The requester polls the owner every retry_max: two silent polls after the
         // expiry and it closes the request itself.
         expiry::expire(&state, now, 2 * max_wait).await;
+        // The rotation's own task ends the previous epoch's grace; this catches it
+        // should that task have stopped.
+        crate::app::rotation::end_grace(&state).await;
         // Entries written without waiting for the disk become durable here, and so
         // covered by the checkpoints this node gives out.
         let s = state.clone();

@@ -489,10 +489,10 @@ mod tests {
     use super::*;
     use crate::{
         domain::identity::Identity,
-        domain::pseudonymise::{KeyEpoch, Pseudonymiser, Side},
+        domain::pseudonymise::{HmacKey, KeyEpoch, KeyedDigest, Side},
     };
 
-    fn keys(p: &Pseudonymiser, family: &str, given: &str, dob: &str) -> Vec<HashedKey> {
+    fn keys(p: &HmacKey, family: &str, given: &str, dob: &str) -> Vec<HashedKey> {
         p.hash_identity(
             &Identity::from_fields(family, given, dob, &[]).expect("valid"),
             Side::Query,
@@ -505,7 +505,7 @@ mod tests {
 
     #[test]
     fn a_subject_gets_at_most_sixteen_records_the_best_first() {
-        let p = Pseudonymiser::from_secret_bytes(&[1; 32], KeyEpoch(1));
+        let p = HmacKey::from_secret_bytes(&[1; 32], KeyEpoch(1));
         let mut index = Index::new();
         // Twenty records of the same person (a common name in a big file), and one
         // with another date of birth, which only a tolerant key reaches.
@@ -527,7 +527,7 @@ mod tests {
 
     #[test]
     fn finds_grades_and_forgets_records() {
-        let p = Pseudonymiser::from_secret_bytes(&[1; 32], KeyEpoch(1));
+        let p = HmacKey::from_secret_bytes(&[1; 32], KeyEpoch(1));
         let mut index = Index::new();
         let a = keys(&p, "Müller", "Hans", "1970-05-12");
         let b = keys(&p, "Müller", "Hans", "1971-05-12");
@@ -562,7 +562,7 @@ mod tests {
 
     #[test]
     fn merged_and_unmerged_entries_are_found_and_erasures_stick() {
-        let p = Pseudonymiser::from_secret_bytes(&[2; 32], KeyEpoch(1));
+        let p = HmacKey::from_secret_bytes(&[2; 32], KeyEpoch(1));
         let records = crate::tooling::synthetic::records(11, 3_000);
         let hashed: Vec<Vec<HashedKey>> = records
             .iter()
@@ -603,7 +603,7 @@ mod tests {
 
     #[test]
     fn runs_build_and_extend_the_table() {
-        let p = Pseudonymiser::from_secret_bytes(&[3; 32], KeyEpoch(1));
+        let p = HmacKey::from_secret_bytes(&[3; 32], KeyEpoch(1));
         let records = crate::tooling::synthetic::records(12, 3_000);
         let hashed: Vec<Vec<HashedKey>> = records
             .iter()
@@ -641,7 +641,7 @@ mod tests {
 
     #[test]
     fn a_digest_under_another_kind_finds_nothing() {
-        let p = Pseudonymiser::from_secret_bytes(&[1; 32], KeyEpoch(1));
+        let p = HmacKey::from_secret_bytes(&[1; 32], KeyEpoch(1));
         let mut index = Index::new();
         let a = keys(&p, "Doe", "John", "1970-05-12");
         index.insert(id("a"), &a);

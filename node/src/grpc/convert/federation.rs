@@ -10,7 +10,8 @@ use super::{Invalid, checkpoint, followup_id, hit_ref, identity_of, quality, rea
 use crate::{
     app::{
         answer::{IssuedHitRef, MatchCall},
-        peers::{MatchQuery, PeerHit},
+        evaluate::{EvaluateCall, Evaluation},
+        peers::{EvaluateQuery, MatchQuery, PeerHit},
     },
     domain::{
         followup::{
@@ -19,7 +20,10 @@ use crate::{
         },
         identity,
         principals::Country,
-        pseudonymise::{DIGEST_BYTES, Digest, HashedKey, KeyEpoch, KeyKind},
+        pseudonymise::{
+            DIGEST_BYTES, Digest, HashedKey, KeyEpoch, KeyKind,
+            oprf::{ELEMENT_BYTES, Element},
+        },
     },
 };
 
@@ -50,7 +54,7 @@ fn keys(i: usize, subject: &v1::MatchSubject) -> Result<Vec<HashedKey>, Invalid>
         .map(|(j, key)| {
             let kind = KeyKind::from_code(key.kind).ok_or_else(|| {
                 Invalid(format!(
-                    "field `subjects[{i}].keys[{j}].kind`: {} is not a key kind of scheme v1",
+                    "field `subjects[{i}].keys[{j}].kind`: {} is not a key kind of scheme v2",
                     key.kind
                 ))
             })?;
@@ -83,6 +87,92 @@ impl TryFrom<&v1::MatchRequest> for MatchCall {
                 .collect::<Result<_, _>>()?,
         })
     }
+}
+
+/// Elements as 32-byte arrays; `field` names them in an error (`subjects[0].elements`).
+fn elements(field: &str, elements: &[prost::bytes::Bytes]) -> Result<Vec<Element>, Invalid> {
+    elements
+        .iter()
+        .enumerate()
+        .map(|(j, e)| {
+            Element::try_from(e.as_ref()).map_err(|len| {
+                Invalid(format!(
+                    "field `{field}[{j}]`: {len} bytes, expected {ELEMENT_BYTES}"
+                ))
+            })
+        })
+        .collect()
+}
+
+fn bytes_of(elements: &[Element]) -> Vec<prost::bytes::Bytes> {
+    elements
+        .iter()
+        .map(|e| prost::bytes::Bytes::copy_from_slice(&e.0))
+        .collect()
+}
+
+impl TryFrom<&v1::EvaluateRequest> for EvaluateCall {
+    type Error = Invalid;
+
+    /// The call, once its subjects and elements are within the limits
+    /// ([`crate::app::evaluate::check_bounds`], checked before this). Whether each
+    /// element is a group element is checked when it is evaluated.
+    fn try_from(m: &v1::EvaluateRequest) -> Result<EvaluateCall, Invalid> {
+        Ok(EvaluateCall {
+            request_id: request_id(&m.request_id)?,
+            subjects: m
+                .subjects
+                .iter()
+                .enumerate()
+                .map(|(i, s)| elements(&format!("subjects[{i}].elements"), &s.elements))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl From<&Evaluation> for v1::EvaluateResponse {
+    fn from(e: &Evaluation) -> v1::EvaluateResponse {
+        v1::EvaluateResponse {
+            key_epoch: e.epoch.0,
+            subjects: e
+                .subjects
+                .iter()
+                .map(|s| v1::EvaluatedSubject {
+                    elements: bytes_of(s),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An Evaluate call from `own` country.
+pub fn evaluate_request(own: Country, query: &EvaluateQuery) -> v1::EvaluateRequest {
+    v1::EvaluateRequest {
+        request_id: query.request_id.clone(),
+        country: own.to_string(),
+        subjects: query
+            .subjects
+            .iter()
+            .map(|s| v1::BlindedSubject {
+                elements: bytes_of(s),
+            })
+            .collect(),
+    }
+}
+
+/// A peer's evaluation, its elements of the right length (whether they are group
+/// elements, and one per element asked, is checked when they are finalized).
+pub fn peer_evaluation(answer: v1::EvaluateResponse) -> Result<Evaluation, String> {
+    Ok(Evaluation {
+        epoch: KeyEpoch(answer.key_epoch),
+        subjects: answer
+            .subjects
+            .iter()
+            .enumerate()
+            .map(|(i, s)| elements(&format!("subjects[{i}].elements"), &s.elements))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("the peer's evaluation is malformed: {}", e.0))?,
+    })
 }
 
 /// The answer to `request`: for each of its subjects, the hits issued for it.

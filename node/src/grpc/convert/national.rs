@@ -368,8 +368,10 @@ impl From<&EpochStatus> for v1::RotateKeysResponse {
         v1::RotateKeysResponse {
             phase: s.phase().into(),
             active_epoch: s.active.0,
-            next_epoch: s.next.map_or(0, |e| e.0),
+            next_epoch: s.building.map_or(0, |e| e.0),
             retired_epochs: s.retired.clone(),
+            previous_epoch: s.previous.map_or(0, |(e, _)| e.0),
+            previous_until: s.previous.map_or(0, |(_, until)| until),
         }
     }
 }

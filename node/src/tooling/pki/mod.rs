@@ -354,7 +354,6 @@ pub fn init(out: &Path, plans: &[NodePlan]) -> Result<PkiSummary, PkiError> {
     let network = Ca::generate(NETWORK_CA_NAME)?;
     write(&out.join("network-ca.pem"), &network.pair.cert_pem, false)?;
     write(&out.join("network-ca.key.pem"), &network.pair.key_pem, true)?;
-    write(&out.join("matching-secret"), &new_secret_hex(), true)?;
     write(&out.join("README.txt"), README, false)?;
 
     let mut summary = PkiSummary { nodes: Vec::new() };
@@ -374,7 +373,8 @@ pub fn init(out: &Path, plans: &[NodePlan]) -> Result<PkiSummary, PkiError> {
         let audit_key = crate::domain::audit::generate_key()
             .map_err(|_| PkiError::Random("the audit signing key"))?;
         write_bytes(&dir.join("audit.key"), &audit_key)?;
-        write(&dir.join("data.key"), &new_data_key_hex(), true)?;
+        write(&dir.join("data.key"), &new_secret_hex(), true)?;
+        write(&dir.join("key-seed"), &new_secret_hex(), true)?;
         let server = national.issue(&Leaf::NationalServer(cc))?;
         write(&dir.join("national-node.pem"), &server.cert_pem, false)?;
         write(&dir.join("national-node.key.pem"), &server.key_pem, true)?;
@@ -444,11 +444,10 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
             crls: Vec::new(),
         },
         matching: MatchingConfig {
-            secret_file: "../matching-secret".into(),
+            seed_file: "key-seed".into(),
             key_epoch: 1,
             hit_ref_ttl: std::time::Duration::from_secs(7 * 24 * 3600),
-            next_secret_file: None,
-            next_key_epoch: None,
+            previous_epoch_grace: std::time::Duration::from_secs(600),
         },
         followup: FollowUpConfig::default(),
         audit: AuditConfig {
@@ -503,12 +502,7 @@ fn profile_toml(plan: &NodePlan, user: &str, role: Role) -> String {
     )
 }
 
-/// A new 256-bit node data key as hexadecimal text: the same form as a secret.
-fn new_data_key_hex() -> String {
-    new_secret_hex()
-}
-
-/// A new 256-bit matching secret as hexadecimal text.
+/// A new 256-bit secret (a key seed, a data key) as hexadecimal text.
 pub fn new_secret_hex() -> String {
     let mut bytes = [0u8; 32];
     // SystemRandom reads the OS generator; failure there means no randomness at all.
@@ -555,7 +549,6 @@ adep development PKI, written by `adep pki init`. FOR TESTS AND DEVELOPMENT ONLY
 
 network-ca.pem        network CA certificate: every node trusts it for its peers
 network-ca.key.pem    network CA PRIVATE KEY: keep it here, never deploy it to a node
-matching-secret       the network matching secret (hex); every node of the network reads it
 CC/node.toml          node configuration of country CC: adep-node --config CC/node.toml
 CC/node.pem, .key.pem node certificate (network CA), identity adep://node/CC
 CC/national-ca.pem    national CA of CC; CC/national-ca.key.pem is its PRIVATE KEY
@@ -564,6 +557,7 @@ CC/<role>.toml        CLI profile of CC's user of that role: adep --profile CC/o
 CC/users/             user certificates and keys, identity adep://user/CC/<cc>-<role>
 CC/audit.key          the node's Ed25519 audit signing key (PKCS#8): it signs every audit entry
 CC/data.key           the node's data key (hex): its store is encrypted under it; back it up apart
+CC/key-seed           the node's own key seed (hex): its match keys derive from it; never shared
 CC/data/              created by the node on first start: its store
 
 To revoke a certificate: adep pki revoke --ca CC/national-ca.pem --cert CC/users/officer.pem
