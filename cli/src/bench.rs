@@ -55,6 +55,11 @@ pub struct BenchArgs {
     /// Match batches in flight at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Skip the figures that key the whole store again (the index build for a new
+    /// epoch, and the rotation): with --records 1000000 each takes as long as the
+    /// import. For a run that measures restart and memory on a large store.
+    #[arg(long)]
+    no_rebuild: bool,
     /// Calls for each latency median.
     #[arg(long, default_value_t = 300)]
     calls: usize,
@@ -332,14 +337,26 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
             );
         }
         drop(national);
+        if args.no_rebuild {
+            report.add(
+                "build_records_per_second",
+                json!(null),
+                "build     skipped (--no-rebuild)".into(),
+            );
+        }
         // Build from the stored records under a new epoch, as a rotation does.
         let next = server::node_key(&de.matching.seed_file, KeyEpoch(9_999))?;
         let started = Instant::now();
-        let built = index::build(opened.store.as_ref(), &next, &mut |_| {})?;
+        let built = if args.no_rebuild {
+            None
+        } else {
+            Some(index::build(opened.store.as_ref(), &next, &mut |_| {})?)
+        };
         let elapsed = started.elapsed().as_secs_f64();
-        let rate = built.records() as f64 / elapsed;
-        index::erase_digests(opened.store.as_ref(), KeyEpoch(9_999))?;
-        report.add(
+        if let Some(built) = built {
+            let rate = built.records() as f64 / elapsed;
+            index::erase_digests(opened.store.as_ref(), KeyEpoch(9_999))?;
+            report.add(
             "build_records_per_second",
             json!(rate),
             format!(
@@ -348,6 +365,7 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
                 100.0 * rate / limit
             ),
         );
+        }
     }
 
     // Start the network. DE runs as its own `adep-node` process (when the binary is
@@ -575,7 +593,7 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
 
     // A key rotation on DE alone: the next epoch's index is built from the store while
     // the active one answers; after the switch, both are held during the grace.
-    if let Some(process) = &child {
+    if let Some(process) = child.as_ref().filter(|_| !args.no_rebuild) {
         let operator = Profile::load(&pki_dir.join("DE").join(format!("{}.toml", Role::Operator)))?;
         let mut client = operator.national_client()?;
         let rotate = |action: RotateAction| RotateKeysRequest {

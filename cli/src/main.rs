@@ -49,7 +49,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Development PKI: certificates, keys, matching secret, node configurations, profiles.
+    /// Development PKI: certificates, each node's keys and key seed, node configurations,
+    /// CLI profiles.
     /// Start here: run the whole exchange on a fresh three-country network on
     /// loopback (PKI, nodes, synthetic national files), from a search that hits in
     /// another country through the reviewer's approval to the released core data.
@@ -82,21 +83,27 @@ enum Command {
     /// Operator: reload the node's certificates after renewing them.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
-    /// Operator: rotate the node to the network's next matching secret.
+    /// Operator: rotate this node's own match key (no other node takes part).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Match two record files offline with the node's own code and a throwaway secret.
+    /// Match two record files offline with the node's own code and a throwaway key.
     ///
-    /// Runs the same normalisation, match keys, keyed hashing and lookup as a node, and
-    /// writes one CSV row per returned pair (query_id,record_id,quality). With --truth it
+    /// Runs the same normalisation, match keys and lookup as a node, and writes one CSV
+    /// row per returned pair (query_id,record_id,quality). It keys the texts with a fast
+    /// PRF (HMAC-SHA256 under a random key) in place of the nodes' OPRF: which keys of
+    /// two identities coincide does not depend on the PRF, and the OPRF would cost about
+    /// a hundred times more. With --truth it
     /// prints recall and precision for exact hits, exact and strong hits, and all hits.
     /// Needs no node and no profile.
     MatchTest(matchtest::MatchTestArgs),
-    /// Measure matching on this machine: keying, import, index rebuild, Match over mTLS,
-    /// search latency and memory, each next to a baseline from the same run.
+    /// Measure matching on this machine: OPRF evaluation, import, index build, restart,
+    /// Evaluate and Match over mTLS, search latency and memory, each next to its limit.
     ///
-    /// Starts a three-country network on loopback in this process with a synthetic
-    /// national file in DE. Build with --release for meaningful figures:
+    /// Each figure is printed next to the physical limit it is bound by, measured in the
+    /// same run: one-core rates of a bare ristretto255 scalar multiplication and of a full
+    /// RFC 9497 evaluation, and an empty mTLS call. Starts a three-country network on
+    /// loopback with a synthetic national file in DE (DE as its own adep-node process when
+    /// that binary is next to this one). Build with --release for meaningful figures:
     /// `cargo run --release --bin adep -- bench`. Needs no profile.
     Bench(bench::BenchArgs),
 }

@@ -219,7 +219,7 @@ async fn match_refuses_batches_and_keys_over_the_limits_and_bad_fields() {
     let mut epoch = match_request(vec![keys.clone()]);
     epoch.key_epoch = 7;
     let err = fr.r#match(epoch).await.expect_err("epoch");
-    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
         err.message().contains("epoch 7 is not served"),
         "{}",

@@ -13,10 +13,6 @@ mod strings;
 /// Longest refusal message accepted: a message names a field and a rule, never a value.
 pub const MAX_MESSAGE_BYTES: usize = 300;
 
-/// Most match keys of one subject a peer accepts by default
-/// (`limits.max_keys_per_subject`, node/src/config).
-pub const MAX_KEYS_PER_SUBJECT: usize = 1_024;
-
 /// Put into a value sent, it must never come back in a refusal. Not ASCII, so that no
 /// rule or field name of a message can hold it by chance.
 pub const MARKER: &str = "\u{2603}adep-fuzz-marker\u{2603}";

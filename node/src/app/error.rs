@@ -68,8 +68,15 @@ impl From<FollowUpError> for AppError {
 }
 
 impl From<EpochRefusal> for AppError {
+    /// An epoch this node never served is a malformed call; a retired one, or one
+    /// still being built, is a matter of timing: evaluate again.
     fn from(e: EpochRefusal) -> AppError {
-        AppError::FailedPrecondition(e.to_string())
+        match e {
+            EpochRefusal::Unknown { .. } => AppError::Invalid(e.to_string()),
+            EpochRefusal::Retired { .. } | EpochRefusal::Building { .. } => {
+                AppError::FailedPrecondition(e.to_string())
+            }
+        }
     }
 }
 

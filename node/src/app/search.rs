@@ -411,4 +411,35 @@ mod tests {
             matches!(&outcome.peers[0].outcome, PeerState::Unavailable(m) if m.contains("not asked"))
         );
     }
+
+    #[tokio::test]
+    async fn a_subject_deriving_more_keys_than_a_peer_accepts_is_refused_before_sending() {
+        let peers = FakePeers::new(&[(
+            "DE",
+            Behaviour::Answers {
+                hits: Vec::new(),
+                state: crate::domain::followup::State::Pending,
+            },
+        )]);
+        let node = node_with("FR", peers, |_| {});
+        // U+FDFA expands to 18 characters under NFKC: 100 of them pass the field checks
+        // (100 characters) and derive 1,027 query keys.
+        let long = Identity::from_fields(&"\u{fdfa}".repeat(100), "x", "1970-01-02", &[])
+            .expect("valid fields");
+        let refused = search(
+            &node.state,
+            "officer-1",
+            Search {
+                reason: reason(),
+                subjects: vec![mueller("fr-1").identity, long],
+            },
+        )
+        .await
+        .expect_err("over limits.max_keys_per_subject");
+        assert_eq!(
+            refused.to_string(),
+            "field `subjects[1]`: its names derive 1027 match keys, more than the 1024 a peer accepts per subject (limits.max_keys_per_subject); search with fewer aliases or shorter names"
+        );
+        assert!(audit_kinds(&node).is_empty(), "nothing was sent");
+    }
 }
