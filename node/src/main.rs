@@ -33,7 +33,7 @@ enum Command {
     ///
     /// Checks the TOML itself, certificates readable, matching their keys, chaining to
     /// their CAs and not about to expire,
-    /// the node certificate carrying the node's identity, the matching secret, data
+    /// the node certificate carrying the node's identity, the key seed, data
     /// key and audit key well formed, the data directory writable, listeners distinct.
     /// Prints one line per check; exits 0 when all hold (warnings allowed), 1 when one
     /// fails. Does not start the node or open its store.

@@ -1,6 +1,6 @@
 //! Development PKI: a network CA, one national CA per country, node, national server and
-//! user certificates, a matching secret, ready node configurations and CLI profiles, so a
-//! test network needs no external tool.
+//! user certificates, each node's own key seed, data key and audit key, ready node
+//! configurations and CLI profiles, so a test network needs no external tool.
 //!
 //! Certificates are ECDSA P-256. Identities are URI SANs (see `auth`); node certificates
 //! also carry `localhost`, `adep-<cc>` and the loopback addresses so that a network on
