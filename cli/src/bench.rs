@@ -13,6 +13,7 @@ use std::{
 use adep_node::{
     config::Config,
     domain::audit::AuditLog,
+    domain::epochs::StoredEpochs,
     domain::index::{self, ImportMode, NationalIndex, Written},
     domain::principals::{Country, Role},
     domain::pseudonymise::{
@@ -147,11 +148,22 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
         .map(|c| c.parse())
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
+    // A kept work directory's PKI names the listeners of the run that made it; a new
+    // one names the ports bound now.
+    let pki_dir = dir.join("net");
+    let reuse = pki_dir.join("network-ca.pem").is_file();
     let mut plans = Vec::new();
-    let mut bound: Vec<Listeners> = Vec::new();
+    let mut bound = Vec::new();
     for cc in &countries {
-        let federation = TcpListener::bind("127.0.0.1:0").await?;
-        let national = TcpListener::bind("127.0.0.1:0").await?;
+        let (federation, national) = if reuse {
+            let c = Config::load(&pki_dir.join(cc.as_str()).join("node.toml"))?;
+            (c.federation.listen, c.national.listen)
+        } else {
+            let any: std::net::SocketAddr = ([127, 0, 0, 1], 0).into();
+            (any, any)
+        };
+        let federation = TcpListener::bind(federation).await?;
+        let national = TcpListener::bind(national).await?;
         plans.push(NodePlan {
             country: *cc,
             federation: federation.local_addr()?,
@@ -165,30 +177,7 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
             metrics: None,
         });
     }
-    let pki_dir = dir.join("net");
-    let reuse = pki_dir.join("network-ca.pem").is_file();
-    if reuse {
-        // A kept work directory: its PKI names the listeners of the run that made it.
-        bound.clear();
-        plans.clear();
-        for cc in &countries {
-            let c = Config::load(&pki_dir.join(cc.as_str()).join("node.toml"))?;
-            let federation = TcpListener::bind(c.federation.listen).await?;
-            let national = TcpListener::bind(c.national.listen).await?;
-            plans.push(NodePlan {
-                country: *cc,
-                federation: federation.local_addr()?,
-                national: national.local_addr()?,
-                metrics: None,
-                reach: None,
-            });
-            bound.push(Listeners {
-                federation,
-                national,
-                metrics: None,
-            });
-        }
-    } else {
+    if !reuse {
         pki::init(&pki_dir, &plans)?;
     }
     let config = |cc: &str| Config::load(&pki_dir.join(cc).join("node.toml"));
@@ -278,7 +267,15 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
     // Import into DE's data directory: stored durably with their digests, indexed.
     {
         let opened = store::open(&de.data_dir, de.country, &DataKey::from_file(&de.data_key)?)?;
-        let national = NationalIndex::load(opened.store.clone(), de_key()?, &mut |_| {})?;
+        // A reused store may have rotated: load it under its own active epoch.
+        let epoch = StoredEpochs::read(opened.store.as_ref())?
+            .active
+            .unwrap_or(1);
+        let national = NationalIndex::load(
+            opened.store.clone(),
+            server::node_key(&de.matching.seed_file, KeyEpoch(epoch))?,
+            &mut |_| {},
+        )?;
         let stored = national.counts().records as u64;
         if stored == args.records {
             report.add(
@@ -600,7 +597,11 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
             action: action as i32,
         };
         let started = Instant::now();
-        client.rotate_keys(rotate(RotateAction::Start)).await?;
+        let target = client
+            .rotate_keys(rotate(RotateAction::Start))
+            .await?
+            .into_inner()
+            .next_epoch;
         loop {
             let status = client
                 .rotate_keys(rotate(RotateAction::Status))
@@ -608,7 +609,7 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
                 .into_inner();
             match status.phase.as_str() {
                 "building" => tokio::time::sleep(Duration::from_millis(100)).await,
-                _ if status.active_epoch != 1 => break,
+                _ if status.active_epoch == target => break,
                 other => anyhow::bail!("the rotation on DE ended in phase {other}"),
             }
         }

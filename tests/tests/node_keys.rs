@@ -318,46 +318,30 @@ async fn a_peer_refusing_our_evaluations_is_reported_refused_and_the_others_answ
             .any(|e| e["rpc"] == "Evaluate" && e["elements"].as_u64() > Some(10)),
         "{refused:?}"
     );
+    // Refusals name the element or the limit, never a value.
     let mut from_es = net.federation_as_peer("DE", "ES");
-    let bad = from_es
-        .evaluate(v1::EvaluateRequest {
-            request_id: "bad-element".into(),
-            country: "ES".into(),
-            subjects: vec![v1::BlindedSubject {
-                elements: vec![prost::bytes::Bytes::from_static(&[0xff; 32])],
-            }],
-        })
-        .await
-        .expect_err("not a group element");
+    let mut refused = async |elements: Vec<prost::bytes::Bytes>| {
+        from_es
+            .evaluate(v1::EvaluateRequest {
+                request_id: "bad-elements".into(),
+                country: "ES".into(),
+                subjects: vec![v1::BlindedSubject { elements }],
+            })
+            .await
+            .expect_err("refused")
+    };
+    let bad = refused(vec![prost::bytes::Bytes::from_static(&[0xff; 32])]).await;
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert_eq!(
         bad.message(),
         "field `subjects[0].elements[0]`: not a ristretto255 element"
     );
-    let short = from_es
-        .evaluate(v1::EvaluateRequest {
-            request_id: "short-element".into(),
-            country: "ES".into(),
-            subjects: vec![v1::BlindedSubject {
-                elements: vec![prost::bytes::Bytes::from_static(&[1; 31])],
-            }],
-        })
-        .await
-        .expect_err("31 bytes");
+    let short = refused(vec![prost::bytes::Bytes::from_static(&[1; 31])]).await;
     assert_eq!(
         short.message(),
         "field `subjects[0].elements[0]`: 31 bytes, expected 32"
     );
-    let too_many = from_es
-        .evaluate(v1::EvaluateRequest {
-            request_id: "too-many".into(),
-            country: "ES".into(),
-            subjects: vec![v1::BlindedSubject {
-                elements: vec![prost::bytes::Bytes::from_static(&[1; 32]); 1025],
-            }],
-        })
-        .await
-        .expect_err("over the limit");
+    let too_many = refused(vec![prost::bytes::Bytes::from_static(&[1; 32]); 1025]).await;
     assert_eq!(too_many.code(), Code::InvalidArgument);
     assert!(
         too_many
