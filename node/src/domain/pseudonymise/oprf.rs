@@ -109,11 +109,6 @@ impl NodeKey {
         self.digest_text(KEY_CHECK_INPUT)
     }
 
-    /// The full 64-byte OPRF output for `input` (test vectors only).
-    pub fn output(&self, input: &[u8]) -> Option<Vec<u8>> {
-        self.server.evaluate(input).ok().map(|o| o.to_vec())
-    }
-
     /// Evaluates a peer's blinded elements, subject by subject.
     pub fn evaluate(&self, subjects: &[Vec<Element>]) -> Result<Vec<Vec<Element>>, ElementError> {
         subjects
