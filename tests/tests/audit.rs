@@ -210,6 +210,55 @@ async fn entries_past_retention_are_pruned_and_the_rest_still_verifies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_node_prunes_at_its_interval_each_batch_with_its_event() {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    net.edit_config("DE", |c| {
+        c.audit.retention = std::time::Duration::from_secs(2);
+        c.audit.prune_interval = std::time::Duration::from_secs(1);
+    });
+    net.start_all().await;
+    // The start-up pruning found an empty log; these entries are pruned by the loop.
+    net.import(
+        "DE",
+        vec![record("de-1", "Müller", "Hans", "1970-05-12")],
+        ImportMode::Import,
+        10,
+    )
+    .await
+    .expect("import");
+    assert_eq!(
+        net.audit_kinds("DE").await,
+        ["records.stored", "records.imported"]
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let pruned = loop {
+        let pruned = net.audit_entries_of("DE", "audit.pruned").await;
+        if !pruned.is_empty() {
+            break pruned;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no pruning within 30 s with audit.prune_interval = 1s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    // The newest entry is kept; the first pruning deleted the one before it.
+    assert_eq!(pruned[0]["entries"], 1);
+    assert!(
+        !net.audit_kinds("DE")
+            .await
+            .contains(&"records.stored".to_owned())
+    );
+    let verified = net
+        .national("DE", Role::Auditor)
+        .verify_audit(VerifyAuditRequest::default())
+        .await
+        .expect("verify")
+        .into_inner();
+    assert!(verified.ok, "{verified:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_records_nothing_and_a_replaced_key_seed_is_refused() {
     let mut net = searched_network().await;
     // A restart under the same seed records nothing, and loads the stored digests.

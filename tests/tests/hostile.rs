@@ -158,6 +158,90 @@ async fn idle_connections_without_a_certificate_lock_nobody_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_filling_the_whole_unverified_pool_locks_nobody_out() {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    // One stranger may fill the pool here; with the defaults it takes 32 addresses.
+    net.edit_config("DE", |c| {
+        c.limits.max_unverified_connections = 6;
+        c.limits.max_unverified_per_address = 6;
+        c.limits.unverified_lifetime_ms = 120_000;
+    });
+    net.start_all().await;
+    net.import(
+        "DE",
+        vec![record("de-1", "Müller", "Hans", "1970-05-12")],
+        adep_proto::v1::ImportMode::Import,
+        10,
+    )
+    .await
+    .expect("import");
+    let dir = net.dir().to_owned();
+    let listeners = [
+        (
+            net.national_addr("DE"),
+            dir.join("DE").join("national-ca.pem"),
+        ),
+        (net.federation_addr("DE"), dir.join("network-ca.pem")),
+    ];
+    let mut held = Vec::new();
+    for (addr, ca) in &listeners {
+        for _ in 0..6 {
+            held.push(
+                tls_from("127.0.0.2", *addr, ca, None, false)
+                    .await
+                    .expect("a slot while the pool has room"),
+            );
+        }
+    }
+    // Both pools are full and will stay so for two minutes, unless made room in.
+    net.national("DE", Role::Operator)
+        .status(StatusRequest::default())
+        .await
+        .expect("the operator is served");
+    let answer = net
+        .national("FR", Role::Officer)
+        .search(SearchRequest {
+            reason: Some(reason()),
+            subjects: vec![ProtoIdentity {
+                family_name: "Müller".into(),
+                given_names: "Hans".into(),
+                date_of_birth: "1970-05-12".into(),
+                ..ProtoIdentity::default()
+            }],
+        })
+        .await
+        .expect("the search is served")
+        .into_inner();
+    assert!(answer.hits.iter().any(|h| h.country == "DE"), "{answer:?}");
+    // A peer's new connection, whether or not FR's node reused one above.
+    let fr = dir.join("FR");
+    tls_from(
+        "127.0.0.1",
+        net.federation_addr("DE"),
+        &dir.join("network-ca.pem"),
+        Some((fr.join("node.pem"), fr.join("node.key.pem"))),
+        false,
+    )
+    .await
+    .expect("a peer connects");
+    // Room was made by closing the stranger's oldest connection on each listener.
+    assert!(closed_within(&mut held[0], Duration::from_secs(5)).await);
+    assert!(closed_within(&mut held[6], Duration::from_secs(5)).await);
+    assert!(!closed_within(&mut held[5], Duration::from_millis(200)).await);
+    let events = net.audit_entries_of("DE", "connection.refused").await;
+    assert!(
+        events.iter().any(|e| e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("to admit a newer connection"))
+            && e["remote"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("127.0.0.2:"))
+            && e["holders"][0]["remote"] == "127.0.0.2"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connection_gets_no_more_streams_than_the_limit() {
     let mut net = TestNetwork::new(&["FR", "DE"]).await;
     net.edit_config("DE", |c| c.limits.max_streams_per_connection = 8);

@@ -23,6 +23,9 @@ use crate::{
 pub const PER_ADDRESS_PER_MINUTE: u32 = 30;
 /// Refusal events recorded per node and minute.
 pub const PER_NODE_PER_MINUTE: u32 = 600;
+/// Addresses the per-address limiter holds before it forgets those back at a full
+/// allowance.
+const TRIM_AT: usize = 10_000;
 /// What a refusal event says.
 #[derive(Clone, Debug)]
 pub struct Refused {
@@ -62,6 +65,12 @@ impl Refusals {
             .suppressed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // The keyed limiter keeps a state per address it has seen: forget those whose
+        // allowance is full again, so many addresses cannot grow it without bound.
+        if self.per_address.len() >= TRIM_AT {
+            self.per_address.retain_recent();
+            self.per_address.shrink_to_fit();
+        }
         if self.per_address.check_key(&ip).is_ok() && self.per_node.check().is_ok() {
             Some(suppressed.remove(&ip).unwrap_or(0))
         } else {
@@ -131,5 +140,20 @@ mod tests {
         }
         // A fresh address, under its own cap, but the node has recorded enough.
         assert_eq!(r.admit(ip(PER_NODE_PER_MINUTE)), None);
+    }
+
+    #[test]
+    fn forgets_addresses_back_at_a_full_allowance() {
+        let r = Refusals::default();
+        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
+        for i in 0..TRIM_AT as u32 {
+            r.admit(ip(i));
+        }
+        assert_eq!(r.per_address.len(), TRIM_AT);
+        // One event's worth of allowance comes back every 2 s (30 a minute); the
+        // limiter forgets a state one period after it is full again.
+        std::thread::sleep(std::time::Duration::from_millis(4_100));
+        r.admit(ip(TRIM_AT as u32));
+        assert_eq!(r.per_address.len(), 1, "only the newest address is kept");
     }
 }

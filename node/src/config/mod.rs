@@ -74,6 +74,14 @@ pub struct AuditConfig {
     /// How long entries are kept. Default 1096d (three years).
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub retention: Duration,
+    /// How often entries past their retention (and expired hit references) are
+    /// deleted, besides at start-up. Default 1h.
+    #[serde(default = "default_prune_interval", with = "humantime_serde")]
+    pub prune_interval: Duration,
+}
+
+fn default_prune_interval() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_retention() -> Duration {

@@ -421,10 +421,12 @@ impl AuditLog {
 
     /// Deletes entries older than `before` (seconds since the epoch), oldest first in
     /// batches of at most [`PRUNE_BATCH`], always keeping the newest entry. Each batch
-    /// also stores the signed base (a checkpoint of the last entry it removed), so
-    /// what remains still verifies, also after a crash between two batches, and a
-    /// removal beyond it is named.
-    pub fn prune(&self, store: &dyn Store, before: i64) -> Result<u64, StoreError> {
+    /// is one atomic write with its own `audit.pruned` entry (time `now`, the count
+    /// and `before`) and the signed base (a checkpoint of the last entry it removed):
+    /// what remains still verifies, also after a crash between two batches, a removal
+    /// beyond the base is named, and no entry is ever deleted without the entry that
+    /// says so. Returns the entries deleted.
+    pub fn prune(&self, store: &dyn Store, before: i64, now: i64) -> Result<u64, AppendError> {
         let _one_at_a_time = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         let mut pruned = 0;
         let mut batch = Batch::new();
@@ -437,7 +439,15 @@ impl AuditLog {
                 META_BASE,
                 postcard::to_allocvec(&base).unwrap_or_default(),
             );
-            store.apply(&std::mem::take(batch))
+            let entries = batch.ops().len() - 1;
+            self.apply_with(
+                store,
+                now,
+                std::mem::take(batch),
+                PRUNED,
+                &serde_json::json!({ "entries": entries, "before": before }),
+            )?;
+            Ok::<_, AppendError>(entries as u64)
         };
         while let Some(e) = entries.next() {
             let e = e?;
@@ -454,19 +464,20 @@ impl AuditLog {
             if batch.ops().len() == PRUNE_BATCH
                 && let Some(l) = &last
             {
-                flush(&mut batch, l)?;
-                pruned += PRUNE_BATCH as u64;
+                pruned += flush(&mut batch, l)?;
             }
         }
         if let Some(l) = &last
             && !batch.is_empty()
         {
-            pruned += batch.ops().len() as u64;
-            flush(&mut batch, l)?;
+            pruned += flush(&mut batch, l)?;
         }
         Ok(pruned)
     }
 }
+
+/// The event each pruning batch records, in the same write as its deletions.
+pub const PRUNED: &str = "audit.pruned";
 
 /// Entries deleted per atomic batch when pruning.
 pub const PRUNE_BATCH: usize = 10_000;
@@ -779,19 +790,25 @@ mod tests {
     fn pruning_keeps_a_verifiable_log() {
         let (_dir, opened, log) = setup();
         let store = opened.store.as_ref();
-        assert_eq!(log.prune(store, 250).expect("prune"), 2);
+        assert_eq!(log.prune(store, 250, 300).expect("prune"), 2);
         let ok = verify(store, log.public_key(), &[])
             .expect("store")
             .expect("verifies");
-        assert_eq!(ok.range, Some((3, 3)));
+        // The deletions and their own entry, 4, are one write.
+        assert_eq!(ok.range, Some((3, 4)));
+        assert_eq!(stored(store, 4).kind, PRUNED);
+        assert_eq!(
+            stored(store, 4).fields,
+            json!({"entries": 2, "before": 250}).to_string()
+        );
         // The newest entry is always kept, so the chain goes on from it.
-        assert_eq!(log.prune(store, 10_000).expect("prune"), 0);
-        log.append(store, 400, "followup.decided", &json!({}))
+        assert_eq!(log.prune(store, 10_000, 10_000).expect("prune"), 1);
+        log.append(store, 10_001, "followup.decided", &json!({}))
             .expect("append");
         let ok = verify(store, log.public_key(), &[])
             .expect("store")
             .expect("verifies");
-        assert_eq!(ok.range, Some((3, 4)));
+        assert_eq!(ok.range, Some((4, 6)));
     }
 
     #[test]
@@ -866,7 +883,7 @@ mod tests {
                 .expect("append");
         }
         // Pruning removes entries 1 and 2 and records where the log now starts.
-        assert_eq!(log.prune(store, 250).expect("prune"), 2);
+        assert_eq!(log.prune(store, 250, 300).expect("prune"), 2);
         assert!(verify(store, log.public_key(), &[]).expect("store").is_ok());
         // Someone removes entries 3 and 4 as well: the log still chains from 5.
         let mut b = Batch::new();

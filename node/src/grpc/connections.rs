@@ -5,40 +5,73 @@
 //! (`limits.max_unverified_connections`) and per remote address
 //! (`limits.max_unverified_per_address`), and closed `limits.unverified_lifetime`
 //! after its handshake. So a stranger holds nothing users and peers need.
+//!
+//! When the pool is full, a newcomer is not refused: the oldest connection of the
+//! address holding the most is closed to make room. A stranger who fills the pool
+//! from many addresses then only shortens the lives of its own connections: a user's
+//! handshake takes milliseconds, and the stranger would have to open the whole pool's
+//! worth of connections within them to cut it.
 
 use std::{
-    collections::HashMap,
-    net::IpAddr,
+    collections::{HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, PoisonError},
 };
+
+use tokio::sync::oneshot;
 
 use prometheus_client::metrics::family::Family;
 
 use crate::metrics::{ListenerLabels, Metrics, RemoteLabels};
 
-/// Why an unverified connection was refused.
+/// Why an unverified connection was refused: its address holds
+/// `limits.max_unverified_per_address` already.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Full {
-    /// The listener holds `limits.max_unverified_connections` already.
-    Total,
-    /// The remote address holds `limits.max_unverified_per_address` already.
-    Address,
-}
+pub struct Full;
 
 impl Full {
     /// The limit that refused, as metrics and audit events name it.
     pub fn limit(self) -> &'static str {
-        match self {
-            Full::Total => "max_unverified_connections",
-            Full::Address => "max_unverified_per_address",
-        }
+        "max_unverified_per_address"
     }
+}
+
+/// The limit whose reach closes the oldest connection of the biggest holder.
+pub const EVICTING_LIMIT: &str = "max_unverified_connections";
+
+#[derive(Debug)]
+struct Holder {
+    id: u64,
+    remote: SocketAddr,
+    /// Dropped to close the connection.
+    _evict: oneshot::Sender<()>,
 }
 
 #[derive(Debug, Default)]
 struct Held {
     total: usize,
-    by_address: HashMap<IpAddr, usize>,
+    next_id: u64,
+    /// Per source, its connections oldest first.
+    by_address: HashMap<IpAddr, VecDeque<Holder>>,
+}
+
+impl Held {
+    /// Closes the oldest connection of the source holding the most (of those, the
+    /// one whose oldest is oldest), returning its address and source.
+    fn evict(&mut self) -> Option<(SocketAddr, IpAddr)> {
+        let (source, _) = self
+            .by_address
+            .iter()
+            .filter_map(|(s, q)| q.front().map(|h| (*s, (std::cmp::Reverse(q.len()), h.id))))
+            .min_by_key(|(_, rank)| *rank)?;
+        let queue = self.by_address.get_mut(&source)?;
+        let victim = queue.pop_front()?;
+        if queue.is_empty() {
+            self.by_address.remove(&source);
+        }
+        self.total -= 1;
+        Some((victim.remote, source))
+    }
 }
 
 /// The source a per-address limit counts: an IPv4 address, or an IPv6 /64 (one host
@@ -81,8 +114,8 @@ impl Gauges {
             remote: ip.to_string(),
         };
         match held.by_address.get(&ip) {
-            Some(n) => {
-                self.by_remote.get_or_create(&labels).set(*n as i64);
+            Some(q) => {
+                self.by_remote.get_or_create(&labels).set(q.len() as i64);
             }
             None => {
                 self.by_remote.remove(&labels);
@@ -96,20 +129,41 @@ impl Gauges {
 pub struct UnverifiedSlot {
     pool: UnverifiedPool,
     ip: IpAddr,
+    id: u64,
+    evicted: Option<oneshot::Receiver<()>>,
+}
+
+impl UnverifiedSlot {
+    /// Resolves when the pool closes this connection to admit a newer one. Taken
+    /// once; the connection's task waits on it beside its handshake and lifetime.
+    pub fn eviction(&mut self) -> oneshot::Receiver<()> {
+        self.evicted.take().unwrap_or_else(|| oneshot::channel().1)
+    }
 }
 
 impl Drop for UnverifiedSlot {
     fn drop(&mut self) {
         let mut held = self.pool.lock();
-        held.total = held.total.saturating_sub(1);
-        if let Some(n) = held.by_address.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(queue) = held.by_address.get_mut(&self.ip)
+            && let Some(at) = queue.iter().position(|h| h.id == self.id)
+        {
+            queue.remove(at);
+            if queue.is_empty() {
                 held.by_address.remove(&self.ip);
             }
+            held.total -= 1;
         }
         self.pool.gauges.set(&held, self.ip);
     }
+}
+
+/// A slot given, and the connection closed to make room for it, if one was.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The newcomer's slot.
+    pub slot: UnverifiedSlot,
+    /// The address whose oldest connection was closed because the pool was full.
+    pub evicted: Option<SocketAddr>,
 }
 
 impl UnverifiedPool {
@@ -136,30 +190,48 @@ impl UnverifiedPool {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A slot for a connection from `ip`, or which limit refuses it.
-    pub fn admit(&self, ip: IpAddr) -> Result<UnverifiedSlot, Full> {
-        let ip = source(ip);
+    /// A slot for a connection from `remote`, closing the oldest connection of the
+    /// biggest holder if the pool is full; refused if `remote`'s source holds its
+    /// share already.
+    pub fn admit(&self, remote: SocketAddr) -> Result<Admitted, Full> {
+        let ip = source(remote.ip());
         let mut held = self.lock();
+        if held.by_address.get(&ip).map_or(0, VecDeque::len) >= self.max_per_address {
+            return Err(Full);
+        }
+        let mut evicted = None;
         if held.total >= self.max_total {
-            return Err(Full::Total);
+            evicted = held.evict();
+            if let Some((_, from)) = evicted {
+                self.gauges.set(&held, from);
+            }
         }
-        let n = held.by_address.entry(ip).or_default();
-        if *n >= self.max_per_address {
-            return Err(Full::Address);
-        }
-        *n += 1;
+        let id = held.next_id;
+        held.next_id += 1;
+        let (evict, evicted_rx) = oneshot::channel();
+        held.by_address.entry(ip).or_default().push_back(Holder {
+            id,
+            remote,
+            _evict: evict,
+        });
         held.total += 1;
         self.gauges.set(&held, ip);
-        Ok(UnverifiedSlot {
-            pool: self.clone(),
-            ip,
+        Ok(Admitted {
+            slot: UnverifiedSlot {
+                pool: self.clone(),
+                ip,
+                id,
+                evicted: Some(evicted_rx),
+            },
+            evicted: evicted.map(|(remote, _)| remote),
         })
     }
 
     /// The `n` addresses holding the most unverified connections, most first.
     pub fn holders(&self, n: usize) -> Vec<(IpAddr, usize)> {
         let held = self.lock();
-        let mut all: Vec<(IpAddr, usize)> = held.by_address.iter().map(|(a, c)| (*a, *c)).collect();
+        let mut all: Vec<(IpAddr, usize)> =
+            held.by_address.iter().map(|(a, q)| (*a, q.len())).collect();
         all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         all.truncate(n);
         all
@@ -170,17 +242,20 @@ impl UnverifiedPool {
 mod tests {
     use super::*;
 
+    fn at(ip: &str, port: u16) -> SocketAddr {
+        SocketAddr::new(ip.parse().expect("ip"), port)
+    }
+
     #[test]
-    fn caps_in_all_and_per_address_and_frees_on_drop() {
+    fn caps_per_address_evicts_when_full_and_frees_on_drop() {
         let metrics = Metrics::new();
         let pool = UnverifiedPool::new("national", 3, 2, &metrics);
         let a: IpAddr = "192.0.2.1".parse().expect("ip");
-        let b: IpAddr = "192.0.2.2".parse().expect("ip");
-        let a1 = pool.admit(a).expect("first");
-        let _a2 = pool.admit(a).expect("second");
-        assert_eq!(pool.admit(a).err(), Some(Full::Address));
-        let _b1 = pool.admit(b).expect("another address");
-        assert_eq!(pool.admit(b).err(), Some(Full::Total));
+        let mut a1 = pool.admit(at("192.0.2.1", 1)).expect("first").slot;
+        let _a2 = pool.admit(at("192.0.2.1", 2)).expect("second");
+        assert_eq!(pool.admit(at("192.0.2.1", 3)).err(), Some(Full));
+        let b1 = pool.admit(at("192.0.2.2", 1)).expect("another address");
+        assert!(b1.evicted.is_none());
         assert_eq!(pool.holders(1), [(a, 2)]);
         let text = metrics.encode();
         assert!(
@@ -188,26 +263,37 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("remote=\"192.0.2.1\"} 2"), "{text}");
+        // Full: a newcomer closes the oldest connection of the biggest holder.
+        let mut evicted = a1.eviction();
+        assert_eq!(evicted.try_recv(), Err(oneshot::error::TryRecvError::Empty));
+        let c1 = pool
+            .admit(at("192.0.2.3", 1))
+            .expect("admitted by eviction");
+        assert_eq!(c1.evicted, Some(at("192.0.2.1", 1)));
+        assert_eq!(
+            evicted.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed),
+            "a1 is told to close"
+        );
+        assert_eq!(pool.holders(3).len(), 3);
+        // Dropping an evicted slot frees nothing twice.
         drop(a1);
-        let _a3 = pool.admit(a).expect("a slot was freed");
-        drop(_b1);
+        assert_eq!(pool.lock().total, 3);
+        drop(b1);
         assert!(
             !metrics.encode().contains("192.0.2.2"),
             "a series goes with its last connection"
         );
+        assert_eq!(pool.lock().total, 2);
     }
 
     #[test]
     fn an_ipv6_host_counts_as_its_slash_64() {
         let metrics = Metrics::new();
         let pool = UnverifiedPool::new("national", 10, 2, &metrics);
-        let one: IpAddr = "2001:db8:1:2::1".parse().expect("ip");
-        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
-        let _a = pool.admit(one).expect("first");
-        let _b = pool.admit(same_64).expect("second");
-        let third: IpAddr = "2001:db8:1:2::77".parse().expect("ip");
-        assert_eq!(pool.admit(third).err(), Some(Full::Address));
-        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
-        assert!(pool.admit(other).is_ok(), "another /64");
+        let _a = pool.admit(at("2001:db8:1:2::1", 1)).expect("first");
+        let _b = pool.admit(at("2001:db8:1:2:ffff::9", 1)).expect("second");
+        assert_eq!(pool.admit(at("2001:db8:1:2::77", 1)).err(), Some(Full));
+        assert!(pool.admit(at("2001:db8:1:3::1", 1)).is_ok(), "another /64");
     }
 }

@@ -29,7 +29,7 @@ use crate::{
     grpc::{
         auth::{Authorizer, Listener},
         authorize_call,
-        connections::UnverifiedPool,
+        connections::{EVICTING_LIMIT, UnverifiedPool},
         credentials::NodeCredentials,
         federation::FederationService,
         national::NationalService,
@@ -464,35 +464,55 @@ fn incoming(
                 }
             };
             // Until its handshake proves a certificate, a connection is unverified.
-            let slot = match unverified.admit(remote.ip()) {
-                Ok(slot) => slot,
+            let holders = |unverified: &UnverifiedPool| -> Vec<serde_json::Value> {
+                unverified
+                    .holders(5)
+                    .into_iter()
+                    .map(
+                        |(ip, n)| serde_json::json!({ "remote": ip.to_string(), "connections": n }),
+                    )
+                    .collect()
+            };
+            let mut slot = match unverified.admit(remote) {
+                Ok(admitted) => {
+                    if let Some(evicted) = admitted.evicted {
+                        tracing::warn!(listener = which.as_str(), remote = %evicted, limit = EVICTING_LIMIT, "connection closed: too many connections without a verified certificate, its slot given to a newer one");
+                        refused(
+                            evicted,
+                            "evicted",
+                            serde_json::json!({
+                                "reason": format!("closed without a verified certificate to admit a newer connection (limits.{EVICTING_LIMIT})"),
+                                "holders": holders(&unverified),
+                            }),
+                        );
+                    }
+                    admitted.slot
+                }
                 Err(full) => {
                     tracing::warn!(listener = which.as_str(), %remote, limit = full.limit(), "connection refused: too many connections without a verified certificate");
-                    let holders: Vec<serde_json::Value> = unverified
-                        .holders(5)
-                        .into_iter()
-                        .map(|(ip, n)| serde_json::json!({ "remote": ip.to_string(), "connections": n }))
-                        .collect();
                     refused(
                         remote,
                         full.limit(),
                         serde_json::json!({
                             "reason": format!("too many connections without a verified certificate (limits.{})", full.limit()),
-                            "holders": holders,
+                            "holders": holders(&unverified),
                         }),
                     );
                     continue;
                 }
             };
+            let mut evicted = slot.eviction();
             let _ = tcp.set_nodelay(true);
             let tls = tls.clone();
             let tx = tx.clone();
             let refused = refused.clone();
             let verified = verified.clone();
             tokio::spawn(async move {
-                let stream = match tokio::time::timeout(handshake_timeout, tls.accept(tcp, remote))
-                    .await
-                {
+                let handshake = tokio::select! {
+                    h = tokio::time::timeout(handshake_timeout, tls.accept(tcp, remote)) => h,
+                    _ = &mut evicted => return,
+                };
+                let stream = match handshake {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(e)) => {
                         tracing::info!(listener = which.as_str(), %remote, error = %e, "TLS handshake failed");
@@ -527,7 +547,7 @@ fn incoming(
                     stream.holding(permit)
                 } else {
                     // One refused call or a health probe, then closed.
-                    stream.holding(slot).closing_after(lifetime)
+                    stream.holding(slot).closing_after(lifetime, evicted)
                 };
                 let _ = tx.send(Ok(stream)).await;
             });

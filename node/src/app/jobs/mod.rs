@@ -14,20 +14,18 @@ use crate::{
     store::unix_now,
 };
 
-/// How often expired hit references and audit entries past their retention are
-/// deleted, and expiring certificates warned of.
-pub const HOURLY: i64 = 3600;
-
 /// Runs the jobs until `stop` turns true.
 pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let max_wait = state.config.followup.retry_max.as_secs() as i64;
     let mut last_poll: Option<i64> = None;
     let mut last_prune: Option<i64> = None;
-    // The server warns of expiring certificates at start-up; this loop hourly after.
+    let prune_every = (state.config.audit.prune_interval.as_secs() as i64).max(1);
+    // The server warns of expiring certificates at start-up; this loop at every
+    // pruning after.
     let started = unix_now();
     loop {
         let now = unix_now();
-        if last_prune.is_none_or(|t| now - t >= HOURLY) {
+        if last_prune.is_none_or(|t| now - t >= prune_every) {
             last_prune = Some(now);
             pruning::prune(&state, now).await;
             if now > started {
@@ -53,6 +51,7 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
             tracing::error!(error = %e, "cannot make the audit log durable");
         }
         let next = outbox::deliver_due(&state, now, max_wait).await;
+        let next = next.min(last_prune.unwrap_or(now) + prune_every);
         let wait = Duration::from_secs((next - now).clamp(1, max_wait.max(1)) as u64);
         tokio::select! {
             _ = stop.wait_for(|s| *s) => return,

@@ -1,12 +1,13 @@
 //! Deleting what has expired: hit references this node issued, hits its searches
 //! received (with the subjects they remember), and audit entries past
-//! `audit.retention`. The pruning of audit entries is itself an audit event.
+//! `audit.retention`. Every batch of audit entries deleted carries its own
+//! `audit.pruned` entry in the same write ([`crate::domain::audit::AuditLog::prune`]).
 
 use std::sync::Arc;
 
 use crate::{
-    app::{NodeState, events},
-    domain::{audit::Event, followup::Book, hitref},
+    app::NodeState,
+    domain::{followup::Book, hitref},
     store::StoreError,
 };
 
@@ -19,7 +20,7 @@ pub async fn prune(state: &Arc<NodeState>, now: i64) {
     let pruned = tokio::task::spawn_blocking(move || {
         let issued = hitref::prune(store.as_ref(), now, ttl)?;
         let received = Book::new(store.as_ref()).prune_received_hits(now)?;
-        let audit = s.audit.prune(store.as_ref(), before)?;
+        let audit = s.audit.prune(store.as_ref(), before, now)?;
         Ok::<_, StoreError>((issued, received, audit))
     })
     .await;
@@ -30,12 +31,8 @@ pub async fn prune(state: &Arc<NodeState>, now: i64) {
             }
             if audit > 0 {
                 tracing::info!(entries = audit, "audit entries past retention deleted");
-                let event = Event::new(
-                    "audit.pruned",
-                    serde_json::json!({ "entries": audit, "before": before }),
-                );
-                // Logged by record_durably when it fails; the entries are gone either way.
-                let _ = events::record_durably(state, event).await;
+                let batches = audit.div_ceil(crate::domain::audit::PRUNE_BATCH as u64);
+                state.metrics.audit_entries.inc_by(batches);
             }
         }
         Ok(Err(e)) => tracing::error!(error = %e, "cannot delete expired data"),

@@ -225,7 +225,14 @@ pub struct AuthedStream {
     inner: TlsStream<TcpStream>,
     info: ConnInfo,
     slot: Option<Box<dyn std::any::Any + Send + Sync>>,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Option<Closing>,
+}
+
+/// When an unverified connection is closed: at the end of its lifetime, or when the
+/// pool gives its slot to a newer connection.
+struct Closing {
+    lifetime: Pin<Box<tokio::time::Sleep>>,
+    evicted: tokio::sync::oneshot::Receiver<()>,
 }
 
 impl std::fmt::Debug for AuthedStream {
@@ -254,19 +261,33 @@ impl AuthedStream {
         self
     }
 
-    /// Closes the connection `after` from now: reads and writes fail from then on.
-    pub fn closing_after(mut self, after: std::time::Duration) -> AuthedStream {
-        self.deadline = Some(Box::pin(tokio::time::sleep(after)));
+    /// Closes the connection `after` from now, or when `evicted` resolves (sent or
+    /// dropped): reads and writes fail from then on.
+    pub fn closing_after(
+        mut self,
+        after: std::time::Duration,
+        evicted: tokio::sync::oneshot::Receiver<()>,
+    ) -> AuthedStream {
+        self.deadline = Some(Closing {
+            lifetime: Box::pin(tokio::time::sleep(after)),
+            evicted,
+        });
         self
     }
 
-    /// Fails once the deadline, if any, has passed.
+    /// Fails once the deadline, if any, has passed or the slot was given away.
     fn expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
-        let deadline = self.deadline.as_mut()?;
-        deadline.as_mut().poll(cx).is_ready().then(|| {
-            io::Error::new(
+        let closing = self.deadline.as_mut()?;
+        if closing.lifetime.as_mut().poll(cx).is_ready() {
+            return Some(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "the connection's unverified lifetime is over",
+            ));
+        }
+        Pin::new(&mut closing.evicted).poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection's unverified slot was given to a newer connection",
             )
         })
     }

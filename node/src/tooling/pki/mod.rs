@@ -453,6 +453,7 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
         audit: AuditConfig {
             signing_key: "audit.key".into(),
             retention: std::time::Duration::from_secs(1096 * 24 * 3600),
+            prune_interval: std::time::Duration::from_secs(3600),
         },
         peers: all
             .iter()
