@@ -341,11 +341,11 @@ fn resident_mib() -> f64 {
 }
 
 /// The long campaign (docs/reliability.md): `ADEP_HOSTILE_CONNECTIONS` idle
-/// certificate-less connections from one address and, from a peer, connections each
-/// holding as many open HTTP/2 streams as the node allows, while an officer's search
-/// and a peer's Match are served. Prints what it held and the memory.
+/// certificate-less connections from one address held open while a peer opens
+/// `ADEP_HOSTILE_STREAMS` streams at once on one connection, and an officer's search
+/// (a peer's Evaluate and Match) is served. Prints what was held and the memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a long campaign: ADEP_HOSTILE_CONNECTIONS=2000 cargo test -p adep-tests --release --test hostile -- --ignored --nocapture"]
+#[ignore = "a long campaign: ADEP_HOSTILE_CONNECTIONS=2000 ADEP_HOSTILE_STREAMS=30000 cargo test -p adep-tests --release --test hostile campaign -- --ignored --nocapture"]
 async fn campaign() {
     let attempts: usize = std::env::var("ADEP_HOSTILE_CONNECTIONS")
         .ok()
@@ -375,38 +375,196 @@ async fn campaign() {
         }
     }
 
-    // A peer's connections, each with as many open streams as the node allows.
-    let d = net.dir().join("FR");
-    let limit = 100usize;
-    let mut streams = Vec::new();
-    let mut clients = Vec::new();
-    for _ in 0..3 {
-        let stream = tls_from(
-            "127.0.0.1",
-            net.federation_addr("DE"),
-            &ca,
-            Some((d.join("node.pem"), d.join("node.key.pem"))),
-            true,
-        )
-        .await
-        .expect("FR connects");
-        let (client, connection) = h2::client::handshake(stream).await.expect("HTTP/2");
-        tokio::spawn(connection);
-        for _ in 0..limit {
-            let mut ready = client.clone().ready().await.expect("ready");
-            let request = http::Request::post("https://localhost/adep.v1.Federation/Hello")
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .body(())
-                .expect("request");
-            streams.push(ready.send_request(request, false).expect("a stream"));
-        }
-        clients.push(client);
+    // Meanwhile FR opens ADEP_HOSTILE_STREAMS streams at once on one connection, and
+    // FR's officer searches DE (Evaluate and Match on DE's federation listener).
+    let streams: u32 = std::env::var("ADEP_HOSTILE_STREAMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(30_000);
+    let (flood, (served, during)) = flood_streams(&net, streams, async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (officer_search_hits_de(&net).await, resident_mib())
+    })
+    .await;
+    println!(
+        "campaign: {} idle certificate-less connections attempted, {} held, {refused} refused; \
+         {streams} streams opened at once on one peer connection, {} refused, GOAWAY {:?}; \
+         the officer's search served with DE's hit during both: {served}; \
+         resident memory {before:.0} MiB before, {during:.0} MiB during",
+        attempts,
+        idle.len(),
+        flood.refused,
+        flood.goaway,
+    );
+    assert!(served, "the officer's search during the campaign");
+    assert!(flood.refused > 0 || flood.goaway.is_some(), "{flood:?}");
+    assert!(idle.len() <= 8, "{} held", idle.len());
+}
+
+/// HTTP/2 written by hand, for what a conforming client never sends: more streams than
+/// the server allows at once. Header blocks use only HPACK's static table and
+/// literals without Huffman coding (RFC 7541 sections 6.1 and 6.2.2), which every
+/// decoder accepts.
+mod raw_h2 {
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    pub const HEADERS: u8 = 0x1;
+    pub const RST_STREAM: u8 = 0x3;
+    pub const SETTINGS: u8 = 0x4;
+    pub const PING: u8 = 0x6;
+    pub const GOAWAY: u8 = 0x7;
+    pub const END_HEADERS: u8 = 0x4;
+    pub const ACK: u8 = 0x1;
+    /// RST_STREAM's code for a stream over the server's limit (RFC 9113 section 7).
+    pub const REFUSED_STREAM: u32 = 0x7;
+
+    /// One frame: a 9-byte header (length, type, flags, stream), then the payload.
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::with_capacity(9 + payload.len());
+        f.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        f.push(kind);
+        f.push(flags);
+        f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
     }
 
-    // Meanwhile an officer searches (FR → DE) and FR's node calls Match on DE.
-    let answer = net
-        .national("FR", Role::Officer)
+    /// The header block of a gRPC call to `path` (shorter than 127 bytes).
+    pub fn grpc_call(path: &str) -> Vec<u8> {
+        let mut b = vec![0x83, 0x87]; // :method POST, :scheme https (indexed)
+        let mut literal = |name_prefix: &[u8], value: &[u8]| {
+            b.extend_from_slice(name_prefix);
+            b.push(value.len() as u8);
+            b.extend_from_slice(value);
+        };
+        literal(&[0x04], path.as_bytes()); // :path, static index 4
+        literal(&[0x01], b"localhost"); // :authority, index 1
+        literal(&[0x0f, 0x10], b"application/grpc"); // content-type, index 31
+        literal(&[0x00, 2, b't', b'e'], b"trailers"); // a new name
+        b
+    }
+}
+
+/// What the node did with a connection that opened `n` streams at once.
+#[derive(Debug, Default)]
+struct Flood {
+    /// Streams the node refused with REFUSED_STREAM.
+    refused: usize,
+    /// Other stream resets.
+    reset: usize,
+    /// The GOAWAY code, if the node closed the connection.
+    goaway: Option<u32>,
+    /// Frames read in all, by type.
+    frames: std::collections::BTreeMap<u8, usize>,
+    /// Why reading stopped, if not at a GOAWAY.
+    ended: Option<String>,
+}
+
+/// Opens `n` streams (gRPC Match calls with no body) on one connection of FR's to
+/// DE's federation listener, all at once and never finished, while `meanwhile` runs;
+/// returns how the node answered and what `meanwhile` returned.
+async fn flood_streams<T>(
+    net: &TestNetwork,
+    n: u32,
+    meanwhile: impl Future<Output = T>,
+) -> (Flood, T) {
+    use tokio::io::AsyncWriteExt as _;
+    let fr = net.dir().join("FR");
+    let stream = tls_from(
+        "127.0.0.1",
+        net.federation_addr("DE"),
+        &net.dir().join("network-ca.pem"),
+        Some((fr.join("node.pem"), fr.join("node.key.pem"))),
+        true,
+    )
+    .await
+    .expect("FR connects");
+    let (mut read, mut write) = tokio::io::split(stream);
+    let (acks, mut to_ack) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let reader = tokio::spawn(async move {
+        let mut flood = Flood::default();
+        let mut header = [0u8; 9];
+        loop {
+            // Done once the node has been quiet for two seconds (or has closed).
+            match tokio::time::timeout(Duration::from_secs(2), read.read_exact(&mut header)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    flood.ended = Some(e.to_string());
+                    return flood;
+                }
+                Err(_) => {
+                    flood.ended = Some("quiet for 2 s".into());
+                    return flood;
+                }
+            }
+            let len = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+            let mut payload = vec![0u8; len];
+            if let Err(e) = read.read_exact(&mut payload).await {
+                flood.ended = Some(e.to_string());
+                return flood;
+            }
+            *flood.frames.entry(header[3]).or_default() += 1;
+            let code = |at: usize| {
+                payload
+                    .get(at..at + 4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            match header[3] {
+                raw_h2::RST_STREAM if code(0) == Some(raw_h2::REFUSED_STREAM) => flood.refused += 1,
+                raw_h2::RST_STREAM => flood.reset += 1,
+                raw_h2::GOAWAY => {
+                    flood.goaway = code(4);
+                    return flood;
+                }
+                raw_h2::SETTINGS if header[4] & raw_h2::ACK == 0 => {
+                    let _ = acks.send(raw_h2::frame(raw_h2::SETTINGS, raw_h2::ACK, 0, &[]));
+                }
+                raw_h2::PING if header[4] & raw_h2::ACK == 0 => {
+                    let _ = acks.send(raw_h2::frame(raw_h2::PING, raw_h2::ACK, 0, &payload));
+                }
+                _ => {}
+            }
+        }
+    });
+    let block = raw_h2::grpc_call("/adep.v1.Federation/Match");
+    let writer = async move {
+        let mut out = raw_h2::PREFACE.to_vec();
+        out.extend(raw_h2::frame(raw_h2::SETTINGS, 0, 0, &[]));
+        for i in 0..n {
+            out.extend(raw_h2::frame(
+                raw_h2::HEADERS,
+                raw_h2::END_HEADERS,
+                2 * i + 1,
+                &block,
+            ));
+            if out.len() > 64 * 1024 {
+                while let Ok(ack) = to_ack.try_recv() {
+                    out.extend(ack);
+                }
+                if write.write_all(&out).await.is_err() || write.flush().await.is_err() {
+                    return write;
+                }
+                out.clear();
+            }
+        }
+        let _ = write.write_all(&out).await;
+        let _ = write.flush().await;
+        write
+    };
+    let (write, result) = tokio::join!(writer, meanwhile);
+    // The connection stays open (every stream unfinished) until the node has said
+    // what it does with the streams over its limit.
+    let flood = match tokio::time::timeout(Duration::from_secs(120), reader).await {
+        Ok(Ok(flood)) => flood,
+        Ok(Err(e)) => panic!("the frame reader failed: {e}"),
+        Err(_) => panic!("the node kept sending frames for two minutes"),
+    };
+    drop(write);
+    (flood, result)
+}
+
+/// FR's officer searches DE (through DE's federation listener: Evaluate and Match).
+async fn officer_search_hits_de(net: &TestNetwork) -> bool {
+    net.national("FR", Role::Officer)
         .search(SearchRequest {
             reason: Some(reason()),
             subjects: vec![ProtoIdentity {
@@ -417,18 +575,57 @@ async fn campaign() {
             }],
         })
         .await
-        .expect("the search is served")
-        .into_inner();
-    assert!(answer.hits.iter().any(|h| h.country == "DE"), "{answer:?}");
-    let during = resident_mib();
+        .is_ok_and(|a| a.into_inner().hits.iter().any(|h| h.country == "DE"))
+}
+
+/// More streams at once on one connection than the node allows: the node refuses
+/// those over `limits.max_streams_per_connection` (or closes the connection, GOAWAY),
+/// and keeps serving the officer's search meanwhile and after. The campaign runs
+/// `ADEP_HOSTILE_STREAMS` streams (30,000 in docs/reliability.md); CI runs 2,000.
+async fn stream_flood(n: u32) {
+    let mut net = TestNetwork::new(&["FR", "DE"]).await;
+    net.start_all().await;
+    net.import(
+        "DE",
+        vec![record("de-1", "Müller", "Hans", "1970-05-12")],
+        adep_proto::v1::ImportMode::Import,
+        10,
+    )
+    .await
+    .expect("import");
+    let before = resident_mib();
+    let (flood, served) = flood_streams(&net, n, async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        (officer_search_hits_de(&net).await, resident_mib())
+    })
+    .await;
+    let (served_during, during) = served;
     println!(
-        "campaign: {} idle certificate-less connections attempted, {} held, {refused} refused; \
-         {} open streams on {} peer connections; the officer's search served with DE's hit; \
+        "stream flood: {n} streams opened at once on one connection; {} refused (REFUSED_STREAM), \
+         {} reset otherwise, GOAWAY {:?}; the officer's search served during: {served_during}; \
          resident memory {before:.0} MiB before, {during:.0} MiB during",
-        attempts,
-        idle.len(),
-        streams.len(),
-        clients.len()
+        flood.refused, flood.reset, flood.goaway
     );
-    assert!(idle.len() <= 8, "{} held", idle.len());
+    assert!(
+        flood.refused > 0 || flood.goaway.is_some(),
+        "streams over the limit were neither refused nor the connection closed: {flood:?}"
+    );
+    assert!(served_during, "the officer's search during the flood");
+    assert!(officer_search_hits_de(&net).await, "and after it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_over_the_limit_on_one_connection_are_refused() {
+    stream_flood(2_000).await;
+}
+
+/// The stream campaign of docs/reliability.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a long campaign: ADEP_HOSTILE_STREAMS=30000 cargo test -p adep-tests --release --test hostile stream_campaign -- --ignored --nocapture"]
+async fn stream_campaign() {
+    let n = std::env::var("ADEP_HOSTILE_STREAMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(30_000);
+    stream_flood(n).await;
 }
