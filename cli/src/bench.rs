@@ -485,7 +485,7 @@ async fn bench(args: &BenchArgs, dir: &std::path::Path, report: &mut Report) -> 
 
     let reason = Reason {
         case_reference: "BENCH-1".into(),
-        offence_category: "0301".into(),
+        offence_category: "0301 00".into(),
         person_category: PersonCategory::Suspect as i32,
         aim: Aim::Identify as i32,
     };

@@ -61,7 +61,7 @@ fn wanted_person() -> Record {
         place_of_birth: Some("Köln".into()),
         nationalities: vec!["DE".into()],
         payload: [
-            ("offence_category", "0502"),
+            ("offence_category", "0502 00"),
             ("file_reference", "BKA-2019-004711"),
             ("authority", "Bundeskriminalamt, Wiesbaden"),
             (
@@ -238,7 +238,7 @@ async fn story(
     println!("   them into each node's own digests and sends those in a Match: hit or no hit.");
     let reason = pb::Reason {
         case_reference: "FR-PJ-2026-0815".into(),
-        offence_category: "0502".into(),
+        offence_category: "0502 00".into(),
         person_category: PersonCategory::Suspect as i32,
         aim: Aim::LearnMore as i32,
     };
@@ -311,7 +311,6 @@ async fn story(
                             his criminal record to decide on pre-trial detention."
                 .into(),
             offence_description: "Aggravated burglary of dwellings, 7 cases".into(),
-            reason: Some(reason),
         })
         .await
         .map_err(|s| output::call_error(&officer.node, s))?

@@ -15,7 +15,9 @@ use crate::{output, search};
 #[derive(Debug, Subcommand)]
 pub enum FollowUpCommand {
     /// Officer: file a follow-up request for a hit reference from one of your searches.
-    /// It is sent to the node that holds the record, where a reviewer decides.
+    /// It carries that search's reason (case, offence category, person category, aim)
+    /// and is sent to the node that holds the record, where a reviewer decides. One
+    /// request per hit: another only after a refusal, a withdrawal or an expiry.
     Request(RequestArgs),
     /// Officer: your requests. Reviewer: requests filed with your node (--incoming).
     List(ListArgs),
@@ -39,14 +41,13 @@ pub struct RequestArgs {
     /// The hit reference (40 lower-case hexadecimal digits) from `adep search`.
     #[arg(long = "hit", value_name = "REF")]
     hit_ref: String,
-    /// Why you need the record: shown to the reviewer who decides.
-    #[arg(long)]
+    /// Why you need the record, for the reviewer who decides: at least 20
+    /// characters, mostly letters (at most 4,000 bytes).
+    #[arg(long, value_name = "TEXT")]
     justification: String,
-    /// The offence, in your words.
-    #[arg(long)]
+    /// The offence under investigation, in your words (at most 2,000 bytes).
+    #[arg(long, value_name = "TEXT")]
     offence_description: String,
-    #[command(flatten)]
-    reason: search::ReasonArgs,
 }
 
 /// A state to filter on.
@@ -116,7 +117,6 @@ pub async fn run(cmd: FollowUpCommand, profile: &Profile, json: bool) -> Result<
                 hit_ref: args.hit_ref.clone(),
                 justification: args.justification.clone(),
                 offence_description: args.offence_description.clone(),
-                reason: Some(search::reason(&args.reason)),
             })
             .await
             .map_err(fail)?
@@ -174,7 +174,7 @@ pub async fn run(cmd: FollowUpCommand, profile: &Profile, json: bool) -> Result<
     Ok(ExitCode::SUCCESS)
 }
 
-fn state_of(s: StateArg) -> FollowUpState {
+pub(crate) fn state_of(s: StateArg) -> FollowUpState {
     match s {
         StateArg::Pending | StateArg::Overdue => FollowUpState::Pending,
         StateArg::OnHold => FollowUpState::OnHold,
@@ -186,27 +186,13 @@ fn state_of(s: StateArg) -> FollowUpState {
     }
 }
 
-/// The CLI name of a proto follow-up state.
+/// The name of a proto follow-up state.
 pub fn state_name(s: i32) -> &'static str {
-    match FollowUpState::try_from(s).unwrap_or(FollowUpState::Unspecified) {
-        FollowUpState::Pending => "pending",
-        FollowUpState::OnHold => "on_hold",
-        FollowUpState::Approved => "approved",
-        FollowUpState::Delivered => "delivered",
-        FollowUpState::Refused => "refused",
-        FollowUpState::Expired => "expired",
-        FollowUpState::Withdrawn => "withdrawn",
-        FollowUpState::Unspecified => "unknown",
-    }
+    output::names::state(s)
 }
 
 fn decision_name(d: i32) -> &'static str {
-    match Decision::try_from(d).unwrap_or(Decision::Unspecified) {
-        Decision::Approve => "approve",
-        Decision::Refuse => "refuse",
-        Decision::Hold => "hold",
-        Decision::Unspecified => "unknown",
-    }
+    output::names::decision(d)
 }
 
 fn identity_json(i: &pb::Identity) -> Value {
@@ -232,13 +218,14 @@ pub fn to_json(f: &pb::FollowUp) -> Value {
         "reason": {
             "case_reference": reason.case_reference,
             "offence_category": reason.offence_category,
-            "person_category": reason.person_category().as_str_name(),
-            "aim": reason.aim().as_str_name(),
+            "person_category": output::names::person_category(reason.person_category),
+            "aim": output::names::aim(reason.aim),
         },
         "justification": f.justification,
         "offence_description": f.offence_description,
         "subject": f.subject.as_ref().map(identity_json),
         "quality": search::quality(f.quality),
+        "search_request_id": f.search_request_id,
         "filed_at": f.filed_at,
         "deadline_at": f.deadline_at,
         "expires_at": f.expires_at,
@@ -303,75 +290,92 @@ fn print_list(all: &[pb::FollowUp], total: u32, json: bool) {
 
 fn print_one(f: &pb::FollowUp) {
     let incoming = f.direction == Direction::Incoming as i32;
+    // One column of labels, one line per field.
+    let field = |label: &str, value: &str| println!("  {label:<14} {value}");
     println!("follow-up {}", f.id);
-    println!(
-        "  {}         {}",
-        if incoming { "from" } else { "to  " },
-        f.country
+    field(if incoming { "from" } else { "to" }, &f.country);
+    field(
+        "state",
+        &format!(
+            "{}{}",
+            state_name(f.state),
+            if f.overdue { " (overdue)" } else { "" }
+        ),
     );
-    let state = state_name(f.state);
-    println!(
-        "  state        {state}{}",
-        if f.overdue { " (overdue)" } else { "" }
+    field(
+        "hit",
+        &format!("{} ({})", f.hit_ref, search::quality(f.quality)),
     );
-    println!(
-        "  hit          {} ({})",
-        f.hit_ref,
-        search::quality(f.quality)
-    );
-    println!("  officer      {}", f.officer_id);
+    if !f.search_request_id.is_empty() {
+        field("search", &f.search_request_id);
+    }
+    field("officer", &f.officer_id);
     if let Some(r) = &f.reason {
-        println!(
-            "  reason       case {}, offence {}, {}, {}",
-            r.case_reference,
-            r.offence_category,
-            r.person_category().as_str_name(),
-            r.aim().as_str_name()
+        field(
+            "reason",
+            &format!(
+                "case {}, offence {}, {}, {}",
+                r.case_reference,
+                r.offence_category,
+                output::names::person_category(r.person_category),
+                output::names::aim(r.aim)
+            ),
         );
     }
-    println!("  justification  {}", f.justification);
-    println!("  offence      {}", f.offence_description);
+    field("justification", &f.justification);
+    field("offence", &f.offence_description);
     if let Some(s) = &f.subject {
-        println!(
-            "  subject      {}, {} (born {})",
-            s.family_name, s.given_names, s.date_of_birth
+        field(
+            "subject",
+            &format!(
+                "{}, {} (born {})",
+                s.family_name, s.given_names, s.date_of_birth
+            ),
         );
     }
-    println!(
-        "  filed {}, overdue from {}, expires {}",
-        time(f.filed_at),
-        time(f.deadline_at),
-        time(f.expires_at)
-    );
+    field("filed", &time(f.filed_at));
+    field("overdue from", &time(f.deadline_at));
+    field("expires", &time(f.expires_at));
+    // Each decision once: who, what, when and why.
     for s in &f.steps {
-        println!(
-            "  {} {} by {}: {}",
-            time(s.at),
-            decision_name(s.decision),
-            s.reviewer,
-            s.reason
+        let by = if s.reviewer.is_empty() {
+            format!("{}'s reviewer", f.country)
+        } else {
+            s.reviewer.clone()
+        };
+        field(
+            "decided",
+            &format!(
+                "{} by {by} on {}: {}",
+                decision_name(s.decision),
+                time(s.at),
+                s.reason
+            ),
         );
     }
-    if !f.decision_reason.is_empty() {
-        println!("  decision     {}", f.decision_reason);
+    if f.steps.is_empty() && !f.decision_reason.is_empty() {
+        field("decision", &f.decision_reason);
     }
     if let Some(r) = &f.record {
-        println!("  local record {}", r.record_id);
+        field("local record", &r.record_id);
         if let Some(i) = &r.identity {
-            println!(
-                "    {}, {} (born {})",
-                i.family_name, i.given_names, i.date_of_birth
+            field(
+                "",
+                &format!(
+                    "{}, {} (born {})",
+                    i.family_name, i.given_names, i.date_of_birth
+                ),
             );
         }
         for (k, v) in &r.payload {
-            println!("    {k}: {v}");
+            field("", &format!("{k}: {v}"));
         }
     }
     if !f.core_data.is_empty() {
-        println!("  released core data:");
+        field("released", "");
         let sorted: std::collections::BTreeMap<_, _> = f.core_data.iter().collect();
         for (k, v) in sorted {
-            println!("    {k}: {v}");
+            field("", &format!("{k}: {v}"));
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `adep`: the command line of an adep node's users.
 //!
-//! Exit codes: 0 success, 1 "not found" where a command defines it (search, from the
-//! matching issue on), 2 any error.
+//! Exit codes: 0 success, 1 "not found" where a command defines it (no hit for
+//! `search`, a peer not answering for `status`), 2 any error.
 
 use std::{
     path::{Path, PathBuf},
@@ -39,7 +39,8 @@ struct Cli {
     #[arg(long, global = true, env = "ADEP_PROFILE", value_name = "FILE")]
     profile: Option<PathBuf>,
 
-    /// Print machine-readable JSON instead of text.
+    /// Print machine-readable JSON instead of text; errors too, as
+    /// `{"error": {"kind": "usage" | "error", "message": ..}}` on stdout (exit 2).
     #[arg(long, global = true)]
     json: bool,
 
@@ -49,19 +50,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Development PKI: certificates, each node's keys and key seed, node configurations,
-    /// CLI profiles.
     /// Start here: run the whole exchange on a fresh three-country network on
     /// loopback (PKI, nodes, synthetic national files), from a search that hits in
     /// another country through the reviewer's approval to the released core data.
     /// Needs no profile; exits 0 when every step did what it should.
     Demo(demo::DemoArgs),
+    /// Development PKI: certificates, each node's keys and key seed, node
+    /// configurations and CLI profiles (`init`), and revocation (`revoke`).
     #[command(subcommand)]
     Pki(PkiCommand),
     /// Run a whole test network on this machine (development and demonstrations).
     #[command(subcommand)]
     Network(network::NetworkCommand),
     /// Show the node, your identity and role, its store, and whether each peer answers.
+    ///
+    /// Exit status: 0 when every peer answers (or with --no-peers), 1 when one does
+    /// not, 2 on an error.
     Status(StatusArgs),
     /// Officer: ask every peer whether it holds a record on a person (hit / no hit).
     ///
@@ -70,6 +74,10 @@ enum Command {
     /// All four reason fields are mandatory and recorded. Exit status: 0 at least one hit,
     /// 1 no hit, 2 error (including when no peer answered).
     Search(search::SearchArgs),
+    /// The offence categories a search's reason names: codes of the ECRIS common table
+    /// (Directive (EU) 2019/884, Annex), four digits, a space and two digits, such as
+    /// `0301 00`. Lists the table shipped with adep and its source. Needs no profile.
+    OffenceCategories,
     /// Auditor: verify the node's audit log, or export a period of it as JSON Lines.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -191,20 +199,43 @@ fn parse_country(s: &str) -> Result<Country, String> {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Under --json an argument error is JSON too; help and version print as usual.
+        Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            let text = e.render().to_string();
+            let message = text
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim_start_matches("error: ");
+            json_error("usage", message);
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
     adep_node::install_crypto_provider();
     let json = cli.json;
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
             if json {
-                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                json_error("error", &format!("{e:#}"));
             } else {
                 eprintln!("adep: {e:#}");
             }
             ExitCode::from(2)
         }
     }
+}
+
+/// The one shape of an error under --json, on stdout: `{"error": {"kind", "message"}}`,
+/// `kind` being `usage` (the arguments) or `error` (anything after), exit status 2.
+fn json_error(kind: &str, message: &str) {
+    println!(
+        "{}",
+        serde_json::json!({ "error": { "kind": kind, "message": message } })
+    );
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -215,9 +246,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::MatchTest(args) => matchtest::run(&args, cli.json),
         Command::Bench(args) => bench::run(&args, cli.json),
         Command::Demo(args) => demo::run(&args),
+        Command::OffenceCategories => {
+            offence_categories(cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Search(args) => {
             let profile = load_profile(cli.profile.as_deref())?;
-            runtime()?.block_on(search::run(&args, &profile, cli.json))
+            let path = cli.profile.clone().unwrap_or_default();
+            runtime()?.block_on(search::run(&args, &profile, &path, cli.json))
         }
         Command::Audit(cmd) => {
             let profile = load_profile(cli.profile.as_deref())?;
@@ -246,6 +282,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// Prints the shipped ECRIS table with its source.
+fn offence_categories(json: bool) {
+    use adep_node::domain::reason::{offence_table, offence_table_source};
+    if json {
+        let table: Vec<_> = offence_table()
+            .map(|(code, title)| serde_json::json!({ "code": code, "title": title }))
+            .collect();
+        let source: Vec<_> = offence_table_source().collect();
+        println!(
+            "{}",
+            serde_json::json!({ "source": source.join("\n"), "categories": table })
+        );
+        return;
+    }
+    for line in offence_table_source() {
+        println!("# {line}");
+    }
+    for (code, title) in offence_table() {
+        println!("{code}  {title}");
+    }
+}
+
 /// Logs of nodes run inside this process (network up, demo, bench) go to stderr at
 /// `default` level unless RUST_LOG says otherwise.
 pub(crate) fn in_process_logs(default: &str) {
@@ -253,8 +311,15 @@ pub(crate) fn in_process_logs(default: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Colour only on a terminal, and never with `NO_COLOR` set (no-color.org).
+pub(crate) fn colour() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -348,5 +413,14 @@ async fn status(profile: &Profile, args: &StatusArgs, json: bool) -> Result<Exit
         .map_err(|s| output::call_error(&profile.node, s))?
         .into_inner();
     output::status(&resp, json);
-    Ok(ExitCode::SUCCESS)
+    // Like `search`: 0 every peer answers, 1 one does not, 2 an error (above).
+    let all_ok = resp
+        .peers
+        .iter()
+        .all(|p| p.state == adep_proto::v1::PeerState::Ok as i32);
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

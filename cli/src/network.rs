@@ -4,7 +4,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use adep_node::{
     config::Config,
-    domain::principals::{Country, Role},
+    domain::{
+        audit::AuditLog,
+        principals::{Country, Role},
+    },
     grpc::server,
     tooling::pki,
     tooling::profile::Profile,
@@ -20,8 +23,10 @@ pub enum NetworkCommand {
     ///
     /// Each node runs in this process with the configuration `adep pki init` wrote
     /// (DIR/CC/node.toml), so its store persists in DIR/CC/data between runs. Once every
-    /// node answers and sees all its peers, the CLI profiles are printed and the network
-    /// stays up until Ctrl-C (or, with --check, stops and exits 0).
+    /// node answers and sees all its peers, every CLI profile of every country is printed
+    /// with a command that runs as printed, and the network stays up until Ctrl-C (or,
+    /// with --check, stops and exits 0), showing its activity on stderr meanwhile:
+    /// searches, Match calls, follow-ups and decisions per node, as counts.
     Up(UpArgs),
 }
 
@@ -57,11 +62,13 @@ async fn up(args: UpArgs, json: bool) -> Result<ExitCode> {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut nodes = Vec::new();
+    let mut states = Vec::new();
     for cc in &args.countries {
         let path = args.dir.join(cc.as_str()).join("node.toml");
         let config = Config::load(&path)?;
         let listeners = server::Listeners::bind(&config).await?;
         let prepared = server::prepare(config).with_context(|| format!("node {cc}"))?;
+        states.push((*cc, prepared.state()));
         let mut rx = stop_rx.clone();
         let handle = tokio::spawn(server::serve(prepared, listeners, async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -95,16 +102,25 @@ async fn up(args: UpArgs, json: bool) -> Result<ExitCode> {
             Ok(()) => println!("network up: {} nodes, every peer connected", nodes.len()),
             Err(e) => println!("network up, but not fully connected: {e:#}"),
         }
+        let program = crate::output::program();
         for (cc, d) in &profiles {
-            println!(
-                "  {cc}: adep --profile {} status",
-                d.join("operator.toml").display()
-            );
+            println!("  {cc}:");
+            for role in Role::ALL {
+                let profile = d.join(format!("{role}.toml"));
+                println!(
+                    "    {:<9} {program} --profile {} status",
+                    role.as_str(),
+                    crate::output::shell_word(&profile.display().to_string())
+                );
+            }
         }
     }
     if !args.check {
-        eprintln!("press Ctrl-C to stop the network");
+        eprintln!("press Ctrl-C to stop the network; the network's activity is shown below");
+        let activity = tokio::spawn(show_activity(states));
         let _ = tokio::signal::ctrl_c().await;
+        activity.abort();
+        eprintln!("stopping the network");
     }
     let _ = stop_tx.send(true);
     for (cc, handle) in nodes {
@@ -114,11 +130,59 @@ async fn up(args: UpArgs, json: bool) -> Result<ExitCode> {
             Err(e) => eprintln!("node {cc}: {e}"),
         }
     }
+    if !args.check && !json {
+        eprintln!("network stopped: every node shut down");
+    }
     Ok(if all_ok.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
     })
+}
+
+/// The audit events `network up` counts, with how it names them.
+const ACTIVITY: [(&str, &str); 6] = [
+    ("search.sent", "searches"),
+    ("match.received", "Match calls answered"),
+    ("followup.requested", "follow-ups requested"),
+    ("followup.filed", "follow-ups received"),
+    ("followup.decided", "decisions"),
+    ("followup.decision_received", "decisions received"),
+];
+
+/// Every few seconds, one line per node whose activity changed: counts of searches,
+/// Match calls, follow-ups and decisions from its audit log since the network came up.
+/// Counts only: no name, reason or reference.
+async fn show_activity(states: Vec<(Country, std::sync::Arc<adep_node::app::NodeState>)>) {
+    let since = adep_node::store::unix_now();
+    let mut shown: Vec<Vec<usize>> = vec![Vec::new(); states.len()];
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for ((cc, state), last) in states.iter().zip(shown.iter_mut()) {
+            let state = state.clone();
+            let counts = tokio::task::spawn_blocking(move || {
+                let mut counts = vec![0usize; ACTIVITY.len()];
+                for entry in AuditLog::export(state.store.as_ref(), since, i64::MAX).flatten() {
+                    if let Some(i) = ACTIVITY.iter().position(|(k, _)| *k == entry.kind) {
+                        counts[i] += 1;
+                    }
+                }
+                counts
+            })
+            .await
+            .unwrap_or_default();
+            if counts != *last && counts.iter().any(|n| *n > 0) {
+                let said: Vec<String> = ACTIVITY
+                    .iter()
+                    .zip(&counts)
+                    .filter(|(_, n)| **n > 0)
+                    .map(|((_, name), n)| format!("{n} {name}"))
+                    .collect();
+                eprintln!("activity {cc}: {}", said.join(", "));
+                *last = counts;
+            }
+        }
+    }
 }
 
 /// Asks every node, as its operator, until each sees all its peers (at most ~15 s).

@@ -49,7 +49,11 @@ pub fn pki_summary(out: &Path, summary: &PkiSummary, json: bool) {
     for n in &summary.nodes {
         println!("  {}: adep-node --config {}", n.country, n.config.display());
         for (role, p) in &n.profiles {
-            println!("      {role:<9} adep --profile {} status", p.display());
+            println!(
+                "      {role:<9} {} --profile {} status",
+                program(),
+                shell_word(&p.display().to_string())
+            );
         }
     }
     println!(
@@ -150,4 +154,135 @@ pub fn utc(t: i64) -> String {
                 .ok()
         })
         .unwrap_or_else(|| t.to_string())
+}
+
+/// The one spelling of each value (defined by the node's domain types, as its audit
+/// events write them) for the proto enums the CLI prints.
+pub mod names {
+    use adep_node::domain::{
+        followup::{Decision, State},
+        reason::{Aim, PersonCategory},
+    };
+    use adep_proto::v1;
+
+    /// A person category.
+    pub fn person_category(v: i32) -> &'static str {
+        match v1::PersonCategory::try_from(v) {
+            Ok(v1::PersonCategory::Suspect) => PersonCategory::Suspect.name(),
+            Ok(v1::PersonCategory::Convicted) => PersonCategory::Convicted.name(),
+            Ok(v1::PersonCategory::Victim) => PersonCategory::Victim.name(),
+            Ok(v1::PersonCategory::MissingPerson) => PersonCategory::MissingPerson.name(),
+            Ok(v1::PersonCategory::UnidentifiedRemains) => {
+                PersonCategory::UnidentifiedRemains.name()
+            }
+            _ => "unknown",
+        }
+    }
+
+    /// An aim.
+    pub fn aim(v: i32) -> &'static str {
+        match v1::Aim::try_from(v) {
+            Ok(v1::Aim::Identify) => Aim::Identify.name(),
+            Ok(v1::Aim::LearnMore) => Aim::LearnMore.name(),
+            _ => "unknown",
+        }
+    }
+
+    /// A follow-up state.
+    pub fn state(v: i32) -> &'static str {
+        match v1::FollowUpState::try_from(v) {
+            Ok(v1::FollowUpState::Pending) => State::Pending.name(),
+            Ok(v1::FollowUpState::OnHold) => State::OnHold.name(),
+            Ok(v1::FollowUpState::Approved) => State::Approved.name(),
+            Ok(v1::FollowUpState::Delivered) => State::Delivered.name(),
+            Ok(v1::FollowUpState::Refused) => State::Refused.name(),
+            Ok(v1::FollowUpState::Expired) => State::Expired.name(),
+            Ok(v1::FollowUpState::Withdrawn) => State::Withdrawn.name(),
+            _ => "unknown",
+        }
+    }
+
+    /// A reviewer's decision.
+    pub fn decision(v: i32) -> &'static str {
+        match v1::Decision::try_from(v) {
+            Ok(v1::Decision::Approve) => Decision::Approve.name(),
+            Ok(v1::Decision::Refuse) => Decision::Refuse.name(),
+            Ok(v1::Decision::Hold) => Decision::Hold.name(),
+            _ => "unknown",
+        }
+    }
+}
+
+/// This program as the user can run it again: the path it was started by (often
+/// `./target/debug/adep`, not on PATH), or `adep`.
+pub fn program() -> String {
+    std::env::args()
+        .next()
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| "adep".to_owned(), |p| shell_word(&p))
+}
+
+/// `word` as one shell word: as is when it is made of safe characters, else in single
+/// quotes.
+pub fn shell_word(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+    if safe {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use adep_proto::v1;
+    use clap::ValueEnum as _;
+
+    use crate::{
+        followup::StateArg,
+        search::{AimArg, PersonCategoryArg},
+    };
+
+    /// What one types on the command line is what the CLI prints, for every value.
+    #[test]
+    fn every_value_is_spelled_as_the_node_spells_it() {
+        let typed =
+            |v: Option<clap::builder::PossibleValue>| v.expect("a value").get_name().to_owned();
+        for (arg, proto) in PersonCategoryArg::value_variants().iter().zip(1..) {
+            assert_eq!(
+                typed(arg.to_possible_value()),
+                super::names::person_category(proto)
+            );
+        }
+        for (arg, proto) in AimArg::value_variants().iter().zip(1..) {
+            assert_eq!(typed(arg.to_possible_value()), super::names::aim(proto));
+        }
+        for arg in StateArg::value_variants() {
+            let name = typed(arg.to_possible_value());
+            if name != "overdue" {
+                let proto = crate::followup::state_of(*arg) as i32;
+                assert_eq!(name, super::names::state(proto));
+            }
+        }
+        assert_eq!(
+            super::names::state(v1::FollowUpState::OnHold as i32),
+            "on-hold"
+        );
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(
+            super::shell_word("adep-net/FR/officer.toml"),
+            "adep-net/FR/officer.toml"
+        );
+        assert_eq!(
+            super::shell_word("my dir/it's.toml"),
+            r"'my dir/it'\''s.toml'"
+        );
+        assert_eq!(super::shell_word(""), "''");
+    }
 }

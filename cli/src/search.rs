@@ -1,6 +1,11 @@
 //! `adep search`: the officer's hit/no-hit query across every peer.
 
-use std::{collections::BTreeMap, fs::File, path::PathBuf, process::ExitCode};
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
 
 use adep_node::{
     domain::identity::{self, Format, OnBadRow},
@@ -63,14 +68,18 @@ pub struct SearchArgs {
     reason: ReasonArgs,
 }
 
-/// The reason of a query or follow-up (Prüm II Art. 33): all four are mandatory.
+/// The reason of a search (Prüm II Art. 33): all four are mandatory, recorded by
+/// every node asked, and inherited by each follow-up of the search's hits.
 #[derive(Debug, Args)]
 pub struct ReasonArgs {
-    /// Your case reference, sent with the query to every node asked.
-    #[arg(long)]
+    /// Your case reference (at most 64 characters of A-Z a-z 0-9 - _ . / : and
+    /// spaces), sent with the query to every node asked.
+    #[arg(long, value_name = "REF")]
     case_ref: String,
-    /// ECRIS offence category code of the case.
-    #[arg(long)]
+    /// The case's offence category: a code of the ECRIS common table, four digits, a
+    /// space and two digits, such as `0301 00` (quote it; `030100` works too). `adep
+    /// offence-categories` lists the table.
+    #[arg(long, value_name = "CODE")]
     offence_category: String,
     /// Person category of the subject.
     #[arg(long, value_enum)]
@@ -101,8 +110,8 @@ pub fn reason(args: &ReasonArgs) -> v1::Reason {
     }
 }
 
-/// The subjects to search, each with the label it is reported under.
-fn subjects(args: &SearchArgs) -> Result<Vec<(String, v1::Identity)>> {
+/// The subjects to search, each with its record id when read from a file.
+fn subjects(args: &SearchArgs) -> Result<Vec<(Option<String>, v1::Identity)>> {
     if let Some(path) = &args.file {
         let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         let records = identity::read_records(file, Format::from_path(path), OnBadRow::Fail)
@@ -113,7 +122,7 @@ fn subjects(args: &SearchArgs) -> Result<Vec<(String, v1::Identity)>> {
         return Ok(records
             .records
             .iter()
-            .map(|r| (r.id.to_string(), requests::record_identity(r)))
+            .map(|r| (Some(r.id.to_string()), requests::record_identity(r)))
             .collect());
     }
     let aliases = args
@@ -130,7 +139,7 @@ fn subjects(args: &SearchArgs) -> Result<Vec<(String, v1::Identity)>> {
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(vec![(
-        "1".to_owned(),
+        None,
         v1::Identity {
             family_name: args.family_name.clone().unwrap_or_default(),
             given_names: args.given_names.clone(),
@@ -153,7 +162,12 @@ pub fn quality(q: i32) -> &'static str {
 
 /// Runs the search. Exit 0: at least one hit; 1: no hit; 2: error (also when no peer
 /// answered, since "no hit" could not be established).
-pub async fn run(args: &SearchArgs, profile: &Profile, json: bool) -> Result<ExitCode> {
+pub async fn run(
+    args: &SearchArgs,
+    profile: &Profile,
+    profile_path: &Path,
+    json: bool,
+) -> Result<ExitCode> {
     let subjects = subjects(args)?;
     let reason = reason(&args.reason);
     let mut client = profile.national_client()?;
@@ -161,7 +175,7 @@ pub async fn run(args: &SearchArgs, profile: &Profile, json: bool) -> Result<Exi
     // Per peer, the worst state seen over all batches.
     let mut peers: BTreeMap<String, v1::PeerStatus> = BTreeMap::new();
     let mut hits = Vec::new();
-    for batch in subjects.chunks(FILE_BATCH) {
+    for (b, batch) in subjects.chunks(FILE_BATCH).enumerate() {
         let resp = client
             .search(SearchRequest {
                 reason: Some(reason.clone()),
@@ -180,10 +194,12 @@ pub async fn run(args: &SearchArgs, profile: &Profile, json: bool) -> Result<Exi
             }
         }
         for hit in resp.hits {
-            let label = batch
+            // The subject's position among all searched, from 1, and its record id.
+            let position = b * FILE_BATCH + hit.subject as usize + 1;
+            let record_id = batch
                 .get(hit.subject as usize)
-                .map_or_else(String::new, |(l, _)| l.clone());
-            hits.push((label, hit));
+                .and_then(|(id, _)| id.clone());
+            hits.push((position, record_id, hit));
         }
     }
     let answered = peers
@@ -204,9 +220,10 @@ pub async fn run(args: &SearchArgs, profile: &Profile, json: bool) -> Result<Exi
             .collect();
         let hits: Vec<_> = hits
             .iter()
-            .map(|(label, h)| {
+            .map(|(position, record_id, h)| {
                 json!({
-                    "subject": label,
+                    "subject": position,
+                    "record_id": record_id,
                     "country": h.country,
                     "hit_ref": h.hit_ref,
                     "quality": quality(h.quality),
@@ -246,12 +263,10 @@ pub async fn run(args: &SearchArgs, profile: &Profile, json: bool) -> Result<Exi
         if hits.is_empty() {
             println!("no hit");
         }
-        for (label, h) in &hits {
-            let subject = if args.file.is_some() {
-                format!("{label}  ")
-            } else {
-                String::new()
-            };
+        for (_, record_id, h) in &hits {
+            let subject = record_id
+                .as_ref()
+                .map_or_else(String::new, |id| format!("{id}  "));
             println!(
                 "HIT {subject}{} {:<6} {}",
                 h.country,
@@ -259,6 +274,18 @@ pub async fn run(args: &SearchArgs, profile: &Profile, json: bool) -> Result<Exi
                 h.hit_ref
             );
         }
+    }
+    if let Some((_, _, first)) = hits.first().filter(|_| !json) {
+        println!(
+            "next: ask {} for the record with a follow-up request; it carries this search's reason:",
+            first.country
+        );
+        println!(
+            "  {} --profile {} followup request --hit {} --justification '<why you need the record, for the reviewer>' --offence-description '<the offence, in your words>'",
+            output::program(),
+            output::shell_word(&profile_path.display().to_string()),
+            first.hit_ref
+        );
     }
     if !hits.is_empty() {
         Ok(ExitCode::SUCCESS)

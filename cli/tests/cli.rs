@@ -353,7 +353,7 @@ fn search_cmd(profile: &std::path::Path, extra: &[&str]) -> std::process::Output
             "--case-ref",
             "FR-2026-7",
             "--offence-category",
-            "0301",
+            "0301 00",
             "--person-category",
             "suspect",
             "--aim",
@@ -408,6 +408,46 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
     assert_eq!(json["hits"][0]["country"], "DE");
     assert_eq!(json["hits"][0]["quality"], "exact");
     assert_eq!(json["hits"][0]["hit_ref"].as_str().map(str::len), Some(40));
+    // In text, the hit comes with the exact command of the next step.
+    let text = Command::new(BIN)
+        .arg("--profile")
+        .arg(&officer)
+        .args([
+            "search",
+            "--family-name",
+            "Mueller",
+            "--given-names",
+            "Hans",
+        ])
+        .args(["--dob", "1970-05-12", "--case-ref", "FR-2026-7"])
+        .args([
+            "--offence-category",
+            "030100",
+            "--person-category",
+            "suspect",
+        ])
+        .args(["--aim", "identify"])
+        .output()
+        .expect("search in text");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "--profile {} followup request --hit ",
+            officer.display()
+        )),
+        "{text}"
+    );
+    let status = |profile: &std::path::Path| {
+        Command::new(BIN)
+            .arg("--profile")
+            .arg(profile)
+            .arg("status")
+            .output()
+            .expect("status")
+            .status
+            .code()
+    };
+    assert_eq!(status(&officer), Some(0), "every peer answers");
 
     let none = search_cmd(
         &officer,
@@ -423,11 +463,37 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
     );
     assert_eq!(bad.status.code(), Some(2));
     let json: serde_json::Value = serde_json::from_slice(&bad.stdout).expect("json");
+    assert_eq!(json["error"]["kind"], "error");
     assert!(
-        json["error"]
+        json["error"]["message"]
             .as_str()
             .expect("error")
             .contains("date_of_birth")
+    );
+    // Argument errors are JSON too, in the same shape.
+    let usage = search_cmd(&officer, &["--no-such-flag"]);
+    assert_eq!(usage.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&usage.stdout).expect("json");
+    assert_eq!(json["error"]["kind"], "usage", "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("--no-such-flag")
+    );
+    // A birth that has not happened is refused.
+    let future = search_cmd(
+        &officer,
+        &["--family-name", "Nobody", "--dob", "2099-01-01"],
+    );
+    assert_eq!(future.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&future.stdout).expect("json");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("date_of_birth` is in the future"),
+        "{json}"
     );
 
     let queries = dir.path().join("queries.csv");
@@ -435,15 +501,21 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
     let file = search_cmd(&officer, &["--file", queries.to_str().expect("utf-8")]);
     assert_eq!(file.status.code(), Some(0));
     let json: serde_json::Value = serde_json::from_slice(&file.stdout).expect("json");
-    let subjects: Vec<&str> = json["hits"]
+    let subjects: Vec<(u64, &str)> = json["hits"]
         .as_array()
         .expect("hits")
         .iter()
-        .map(|h| h["subject"].as_str().expect("subject"))
+        .map(|h| {
+            (
+                h["subject"].as_u64().expect("the subject's position"),
+                h["record_id"].as_str().expect("its record id"),
+            )
+        })
         .collect();
-    assert_eq!(subjects, ["q1", "q2", "q3"]);
+    assert_eq!(subjects, [(1, "q1"), (2, "q2"), (3, "q3")]);
 
     net.stop("DE").await;
+    assert_eq!(status(&officer), Some(1), "DE does not answer");
     let down = search_cmd(
         &officer,
         &[
@@ -561,8 +633,17 @@ fn followup_commands_for_officers_and_reviewers() {
     // Text for people.
     let (code, out, _) = adep("FR/officer.toml", &["followup", "show", &id]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("released core data"), "{out}");
+    assert!(out.contains("  released "), "{out}");
     assert!(out.contains("family_name: Müller"), "{out}");
+    assert!(
+        out.contains("  decided        approve by DE's reviewer on "),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("Identity confirmed").count(),
+        1,
+        "the reason once: {out}"
+    );
 
     // The reviewer's incoming list, filtered by state, with the local record on show.
     let (code, out, _) = adep(

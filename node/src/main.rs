@@ -240,8 +240,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // One line, in the log's own format (the log is set up by now).
             tracing::error!(error = %e, "node stopped on an error");
-            eprintln!("adep-node: {e}");
             ExitCode::from(2)
         }
     }
@@ -252,11 +252,19 @@ fn init_tracing(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+}
+
+/// Colour in the log only on a terminal, and never with `NO_COLOR` set
+/// (no-color.org): a file, journald or a SIEM gets plain text.
+fn colour() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Reloads the node's certificates on each SIGHUP, as `adep certs reload` does.

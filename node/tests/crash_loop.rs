@@ -283,7 +283,6 @@ async fn follow_ups_until(
                 hit_ref: hit.hit_ref,
                 justification: "Suspected in a burglary series.".into(),
                 offence_description: "Burglary of dwellings".into(),
-                reason: Some(reason()),
             })
             .await
         else {
@@ -609,7 +608,7 @@ fn reason() -> Reason {
     use adep_proto::v1::{Aim, PersonCategory};
     Reason {
         case_reference: "FR-2026-0042".into(),
-        offence_category: "0301".into(),
+        offence_category: "0301 00".into(),
         person_category: PersonCategory::Suspect as i32,
         aim: Aim::Identify as i32,
     }

@@ -65,7 +65,7 @@ pub fn filing(country: &str, id: char, hit_ref: &str) -> FollowUpFiling {
         request_id: id.to_string().repeat(32),
         country: country.into(),
         hit_ref: hit_ref.into(),
-        justification: "j".into(),
+        justification: "Needed for the burglary case in Lyon.".into(),
         offence_description: "o".into(),
         reason: Some(reason()),
         subject: Some(ProtoIdentity {
@@ -85,7 +85,6 @@ pub async fn request(net: &TestNetwork, hit_ref: &str) -> Result<FollowUp, tonic
             hit_ref: hit_ref.into(),
             justification: "The subject is suspected of a burglary series in Lyon.".into(),
             offence_description: "Burglary of dwellings, 12 cases".into(),
-            reason: Some(reason()),
         })
         .await
         .map(tonic::Response::into_inner)

@@ -317,7 +317,7 @@ pub fn reason() -> adep_proto::v1::Reason {
     use adep_proto::v1::{Aim, PersonCategory};
     adep_proto::v1::Reason {
         case_reference: "FR-2026-0042".into(),
-        offence_category: "0301".into(),
+        offence_category: "0301 00".into(),
         person_category: PersonCategory::Suspect as i32,
         aim: Aim::Identify as i32,
     }

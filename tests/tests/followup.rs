@@ -9,7 +9,7 @@ use adep_proto::v1::{
     DecideFollowUpRequest, Decision, FollowUpState, ListFollowUpsRequest, RequestFollowUpRequest,
     WithdrawFollowUpRequest,
 };
-use adep_tests::{TestNetwork, cc, followups::*, logs, reason};
+use adep_tests::{TestNetwork, cc, followups::*, logs};
 use tonic::Code;
 
 /// FR, DE and ES, with every log line captured at debug level.
@@ -187,9 +187,8 @@ async fn roles_and_foreign_or_unknown_hit_references_are_refused() {
         .national("FR", Role::Reviewer)
         .request_follow_up(RequestFollowUpRequest {
             hit_ref: hit_ref.clone(),
-            justification: "j".into(),
+            justification: "Needed for the burglary case in Lyon.".into(),
             offence_description: "o".into(),
-            reason: Some(reason()),
         })
         .await
         .expect_err("a reviewer cannot request");

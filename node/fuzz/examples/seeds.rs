@@ -72,7 +72,7 @@ fn sample_records() -> Result<Vec<Record>> {
         sex: Some(Sex::F),
         place_of_birth: Some("Sevilla".into()),
         nationalities: vec!["ES".into(), "FRA".into()],
-        payload: BTreeMap::from([("offence_category".into(), "theft, \"aggravated\"".into())]),
+        payload: BTreeMap::from([("offence".into(), "theft, \"aggravated\"".into())]),
     });
     records.push(Record {
         id: RecordId::try_from("bg-7")?,
@@ -120,7 +120,7 @@ fn csv_field(value: &str) -> String {
 }
 
 fn record_files(root: &Path, records: &[Record]) -> Result<()> {
-    let payload_columns = ["offence_category", "file_reference", "authority"];
+    let payload_columns = ["offence", "file_reference", "authority"];
     let mut csv = IDENTITY_COLUMNS.join(",");
     csv.push_str(&format!(",{}\n", payload_columns.join(",")));
     let mut jsonl = String::new();

@@ -48,6 +48,7 @@ strings! {
     Alias { family_name, given_names }
     Identity { family_name, given_names, date_of_birth, sex, place_of_birth, nationalities, aliases }
     MatchRequest { request_id, country, reason }
+    EvaluateRequest { request_id, country }
     FollowUpFiling { request_id, country, hit_ref, justification, offence_description, offence_category, reason, subject, officer_id }
     FollowUpDecision { request_id, reason, country; map core_data }
     FollowUpPoll { country, request_ids }
@@ -60,7 +61,7 @@ strings! {
     ImportRequest { records }
     RecordData { record_id, identity; map payload }
     DeleteRecordsRequest { record_ids }
-    RequestFollowUpRequest { hit_ref, justification, offence_description, reason }
+    RequestFollowUpRequest { hit_ref, justification, offence_description }
     DecideFollowUpRequest { id, reason }
     ShowFollowUpRequest { id }
     WithdrawFollowUpRequest { id }

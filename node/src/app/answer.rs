@@ -93,12 +93,21 @@ pub async fn answer(
     let expires_at = now + state.config.matching.hit_ref_ttl.as_secs() as i64;
     let store = state.store.clone();
     let request_id = call.request_id.clone();
+    let reason = call.reason.clone();
     let hit_count = hits.len();
     for (_, quality) in &hits {
         state.metrics.hits("issued", quality.name(), 1);
     }
     let refs = tokio::task::spawn_blocking(move || {
-        hitref::issue(store.as_ref(), &hits, peer, now, expires_at, &request_id)
+        hitref::issue(
+            store.as_ref(),
+            &hits,
+            peer,
+            now,
+            expires_at,
+            &request_id,
+            &reason,
+        )
     })
     .await?
     .map_err(|e| {

@@ -44,13 +44,36 @@ pub async fn file(
         }
         let issued = match hitref::resolve(store, &filing.hit_ref, peer, now)? {
             Ok(issued) => issued,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return Ok(Err(Refusal::HitRef(e))),
         };
+        match &issued.reason {
+            None => return Ok(Err(Refusal::ReasonUnknown)),
+            Some(reason) if *reason != filing.reason => return Ok(Err(Refusal::OtherReason)),
+            Some(_) => {}
+        }
+        if let Some(holding) = book.holding_hit(Direction::Incoming, peer, &filing.hit_ref)? {
+            return Ok(Err(Refusal::Held(Box::new(holding))));
+        }
         let (f, effects) = FollowUp::filed(filing, peer, &issued, now, deadlines);
         commit(state, &f, &effects)?;
         Ok(Ok(f))
     })
     .await?;
+    let stored = match stored {
+        Ok(f) => Ok(f),
+        Err(Refusal::HitRef(e)) => Err(e),
+        Err(Refusal::ReasonUnknown) => {
+            return Err(AppError::FailedPrecondition(
+                "field `hit_ref`: the reference was issued before hits kept their search's reason; search again".into(),
+            ));
+        }
+        Err(Refusal::OtherReason) => {
+            return Err(AppError::Invalid(
+                "field `reason`: not the reason of the search that produced this hit; a follow-up carries its search's reason".into(),
+            ));
+        }
+        Err(Refusal::Held(f)) => return Err(crate::app::requester::already_requested(&f)),
+    };
     match stored {
         Ok(f) if f.country != peer => Err(AppError::AlreadyExists(
             "field `request_id`: this id is taken; choose another".into(),
@@ -67,6 +90,17 @@ pub async fn file(
             "field `hit_ref`: the hit reference has expired; search again".into(),
         )),
     }
+}
+
+/// Why a filing is refused once its id is new.
+enum Refusal {
+    HitRef(HitRefError),
+    /// The reference predates references keeping their reason.
+    ReasonUnknown,
+    /// The filing's reason is not its search's.
+    OtherReason,
+    /// Another request holds the hit.
+    Held(Box<FollowUp>),
 }
 
 /// Stores a step's effects on `f` with its audit event, in one durable write.
@@ -235,6 +269,7 @@ mod tests {
             now,
             now + 3600,
             "search-1",
+            &reason(),
         )
         .expect("issued")[0];
         let filing = Filing {
@@ -373,5 +408,49 @@ mod tests {
             file(&node.state, cc("ES"), filing).await,
             Err(AppError::NotFound(m)) if m.contains("hit_ref")
         ));
+    }
+
+    #[tokio::test]
+    async fn a_filing_carries_its_searchs_reason_and_one_request_holds_a_hit() {
+        let (node, filing) = owner(false);
+        // Another reason than the Match that produced the hit: refused, nothing kept.
+        let mut other = filing.clone();
+        other.reason.case_reference = "OTHER-CASE-99".into();
+        let refused = file(&node.state, cc("FR"), other).await;
+        assert!(
+            matches!(&refused, Err(AppError::Invalid(m)) if m.starts_with("field `reason`")),
+            "{refused:?}"
+        );
+        assert!(audit_kinds(&node).iter().all(|k| k != "followup.filed"));
+
+        let first = filing.clone();
+        file(&node.state, cc("FR"), first).await.expect("filed");
+        let filed = crate::app::testkit::audit_entries(&node, "followup.filed");
+        assert_eq!(filed[0]["search"], "search-1", "beside the follow-up");
+        // The same id again is the same request (a retried filing) ...
+        file(&node.state, cc("FR"), filing.clone())
+            .await
+            .expect("idempotent");
+        // ... another id for the same hit is refused while the first is open.
+        let mut second = filing.clone();
+        second.id = FollowUpId::random().expect("an id");
+        let refused = file(&node.state, cc("FR"), second.clone()).await;
+        assert!(
+            matches!(&refused, Err(AppError::FailedPrecondition(m)) if m.contains("pending")),
+            "{refused:?}"
+        );
+        // Refused by a reviewer: the hit may be followed up again.
+        decide(
+            &node.state,
+            "r1".into(),
+            filing.id.clone(),
+            Decision::Refuse,
+            "Not proportionate.".into(),
+        )
+        .await
+        .expect("refused");
+        file(&node.state, cc("FR"), second)
+            .await
+            .expect("filed after the refusal");
     }
 }

@@ -13,41 +13,49 @@ use crate::{
         followup::{Book, DecisionNotice, Direction, Filing, FollowUp, FollowUpId},
         hitref::HitRef,
         principals::Country,
-        reason::Reason,
     },
     store::unix_now,
 };
 
-/// An officer's follow-up request.
+/// An officer's follow-up request. Its reason is the reason of the search that
+/// received the hit: the officer does not give it again.
 #[derive(Clone, Debug)]
 pub struct Request {
     /// The hit reference, as a search of this node received it.
     pub hit_ref: HitRef,
-    /// The reason of the query.
-    pub reason: Reason,
     /// Why the officer needs the record.
     pub justification: String,
     /// The offence, in the officer's words.
     pub offence_description: String,
 }
 
-/// An officer files a follow-up for a hit their node received; the owner stores it
-/// durably and acknowledges it before it is stored here.
+/// An officer files a follow-up for a hit their node received, under the reason of
+/// the search that received it; the owner stores it durably and acknowledges it
+/// before it is stored here. One request per hit at a time: another only once the
+/// last was refused, withdrawn or expired.
 pub async fn request(
     state: &Arc<NodeState>,
     officer: String,
     request: Request,
 ) -> Result<FollowUp, AppError> {
     let hit_ref = request.hit_ref;
-    let hit = events::followup_work(state, move |state| {
-        Ok(Book::new(state.store.as_ref()).received_hit(&hit_ref)?)
+    let (hit, holding) = events::followup_work(state, move |state| {
+        let book = Book::new(state.store.as_ref());
+        let Some(hit) = book.received_hit(&hit_ref)? else {
+            return Ok(None);
+        };
+        let holding = book.holding_hit(Direction::Outgoing, hit.country, &hit_ref)?;
+        Ok(Some((hit, holding)))
     })
     .await?
     .ok_or_else(|| {
         AppError::NotFound(
-            "field `hit_ref`: no search of this node received this hit reference".into(),
+            "field `hit_ref`: no search of this node received this hit reference (or it was received before an upgrade); search again".into(),
         )
     })?;
+    if let Some(f) = holding {
+        return Err(already_requested(&f));
+    }
     let now = unix_now();
     if now >= hit.expires_at {
         return Err(AppError::FailedPrecondition(
@@ -61,10 +69,10 @@ pub async fn request(
     let filing = Filing {
         id,
         hit_ref,
-        reason: request.reason,
+        reason: hit.reason.clone(),
         justification: request.justification,
         offence_description: request.offence_description,
-        subject: hit.subject,
+        subject: hit.subject.clone(),
         officer_id: officer,
         audit_head: Some(state.audit.checkpoint(now)),
     };
@@ -87,11 +95,20 @@ pub async fn request(
             "{owner} acknowledged another request than the one filed; try again"
         )));
     }
-    let (f, effects) = FollowUp::requested(filing, owner, hit.quality, receipt, now);
+    let (f, effects) = FollowUp::requested(filing, &hit, receipt, now);
     let stored = f.clone();
     events::followup_work(state, move |state| Ok(commit(state, &stored, &effects)?)).await?;
     tracing::info!(followup = %f.id, peer = %owner, "follow-up requested");
     Ok(f)
+}
+
+/// The refusal of a second request for a hit that `f` holds.
+pub fn already_requested(f: &FollowUp) -> AppError {
+    AppError::FailedPrecondition(format!(
+        "field `hit_ref`: follow-up {} for this hit is {}; another request only after a refusal, a withdrawal or an expiry",
+        f.id,
+        f.state().name()
+    ))
 }
 
 /// The owner's error answer as this node's officer sees it: the same kind of error,
@@ -237,6 +254,7 @@ mod tests {
                     expires_at: unix_now() + 3600,
                     subject: mueller("x").identity,
                     request_id: "search-1".into(),
+                    reason: reason(),
                 },
             )])
             .expect("remembered");
@@ -245,7 +263,6 @@ mod tests {
             "officer-1".into(),
             Request {
                 hit_ref,
-                reason: reason(),
                 justification: "Suspect in case FR-2026-1.".into(),
                 offence_description: "Burglary.".into(),
             },
@@ -345,14 +362,23 @@ mod tests {
             "DE",
             Behaviour::Fails(PeerFailure::Unavailable("connection refused".into())),
         );
-        let hit_ref: HitRef = "12".repeat(20).parse().expect("a hit reference");
+        // A hit of another search, so that the open request on the first does not
+        // refuse it here.
+        let hit_ref: HitRef = "34".repeat(20).parse().expect("a hit reference");
+        let mut hit = Book::new(node.state.store.as_ref())
+            .received_hit(&"12".repeat(20).parse().expect("a hit reference"))
+            .expect("read")
+            .expect("remembered");
+        hit.request_id = "search-2".into();
+        Book::new(node.state.store.as_ref())
+            .remember_hits(&[(hit_ref, hit)])
+            .expect("remembered");
         let refused = request(
             &node.state,
             "officer-1".into(),
             Request {
                 hit_ref,
-                reason: reason(),
-                justification: "Again.".into(),
+                justification: "Again, for the same burglary case.".into(),
                 offence_description: "Burglary.".into(),
             },
         )
@@ -367,5 +393,41 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_inherits_its_search_and_holds_its_hit_until_closed() {
+        let (node, f) = requested().await;
+        assert_eq!(f.reason, reason(), "the search's reason, not given again");
+        assert_eq!(f.search_request_id, "search-1");
+        let requested_event = crate::app::testkit::audit_entries(&node, "followup.requested");
+        assert_eq!(requested_event[0]["search"], "search-1");
+        let again = || {
+            request(
+                &node.state,
+                "officer-2".into(),
+                Request {
+                    hit_ref: f.hit_ref,
+                    justification: "A second request for the same hit.".into(),
+                    offence_description: "Burglary.".into(),
+                },
+            )
+        };
+        let refused = again().await;
+        assert!(
+            matches!(&refused, Err(AppError::FailedPrecondition(m))
+                if m.contains(f.id.as_str()) && m.contains("pending")),
+            "{refused:?}"
+        );
+        // Once refused by DE, the hit may be followed up again.
+        let mut refusal = approval(&f.id);
+        refusal.state = State::Refused;
+        refusal.core_data.clear();
+        receive_decision(&node.state, cc("DE"), refusal)
+            .await
+            .expect("received");
+        let second = again().await.expect("filed after the refusal");
+        assert_ne!(second.id, f.id);
+        assert_eq!(second.search_request_id, "search-1");
     }
 }

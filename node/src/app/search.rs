@@ -132,6 +132,16 @@ pub async fn search(
             search.subjects.len()
         )));
     }
+    let today = today();
+    if let Some(i) = search
+        .subjects
+        .iter()
+        .position(|s| s.date_of_birth.is_after(today))
+    {
+        return Err(AppError::Invalid(format!(
+            "field `subjects[{i}].date_of_birth` is in the future"
+        )));
+    }
     let max_keys = state.config.limits.max_keys_per_subject;
     let keys: Vec<Vec<KeyMaterial>> = search
         .subjects
@@ -212,7 +222,7 @@ pub async fn search(
         }
         reports.push(report);
     }
-    remember(state, &hits, &search.subjects, &request_id).await?;
+    remember(state, &hits, &search.subjects, &request_id, &search.reason).await?;
     drop(search.subjects);
     let ok = reports
         .iter()
@@ -249,6 +259,17 @@ pub async fn search(
     })
 }
 
+/// Today's date in UTC as (year, month, day).
+fn today() -> (u16, u8, u8) {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let part = |range: std::ops::Range<usize>| now.get(range).and_then(|p| p.parse().ok());
+    match (part(0..4), part(5..7), part(8..10)) {
+        (Some(y), Some(m), Some(d)) => (y, m as u8, d as u8),
+        // Not reached: RFC 3339 always starts YYYY-MM-DD. Refuse nothing then.
+        _ => (u16::MAX, 12, 31),
+    }
+}
+
 /// Remembers each hit with the subject as searched, so that a follow-up can be filed
 /// for it (and tell the owner who the requesting state is looking for).
 async fn remember(
@@ -256,6 +277,7 @@ async fn remember(
     hits: &[SearchHit],
     subjects: &[Identity],
     request_id: &str,
+    reason: &Reason,
 ) -> Result<(), AppError> {
     let now = unix_now();
     let received: Vec<(HitRef, ReceivedHit)> = hits
@@ -270,6 +292,7 @@ async fn remember(
                     expires_at: h.expires_at.min(now + MAX_HIT_MEMORY_SECONDS),
                     subject: subjects.get(h.subject as usize)?.clone(),
                     request_id: request_id.to_owned(),
+                    reason: reason.clone(),
                 },
             ))
         })
@@ -440,6 +463,42 @@ mod tests {
             refused.to_string(),
             "field `subjects[1]`: its names derive 1027 match keys, more than the 1024 a peer accepts per subject (limits.max_keys_per_subject); search with fewer aliases or shorter names"
         );
+        assert!(audit_kinds(&node).is_empty(), "nothing was sent");
+    }
+
+    #[tokio::test]
+    async fn a_date_of_birth_in_the_future_is_refused_before_sending() {
+        let node = node_with("FR", FakePeers::new(&[]), |_| {});
+        let (year, month, day) = today();
+        let born = |dob: &str| Identity::from_fields("Müller", "Hans", dob, &[]).expect("valid");
+        let next_year = format!("{}", year + 1);
+        let tomorrow_or_next_month = if day < 28 {
+            format!("{year:04}-{month:02}-{:02}", day + 1)
+        } else if month < 12 {
+            format!("{year:04}-{:02}", month + 1)
+        } else {
+            next_year.clone()
+        };
+        for future in [next_year, tomorrow_or_next_month] {
+            let refused = search(
+                &node.state,
+                "officer-1",
+                Search {
+                    reason: reason(),
+                    subjects: vec![mueller("fr-1").identity, born(&future)],
+                },
+            )
+            .await
+            .expect_err("a birth that has not happened");
+            assert_eq!(
+                refused.to_string(),
+                "field `subjects[1].date_of_birth` is in the future",
+                "{future}"
+            );
+        }
+        // This year, or this month, may be today: searched.
+        let this_month = format!("{year:04}-{month:02}");
+        assert!(!born(&this_month).date_of_birth.is_after((year, month, day)));
         assert!(audit_kinds(&node).is_empty(), "nothing was sent");
     }
 }

@@ -307,12 +307,21 @@ pub fn audit_kinds(node: &TestNode) -> Vec<String> {
         .collect()
 }
 
+/// The fields of the audit entries of one kind, oldest first.
+pub fn audit_entries(node: &TestNode, kind: &str) -> Vec<serde_json::Value> {
+    AuditLog::export(node.state.store.as_ref(), 0, i64::MAX)
+        .map(|e| e.expect("an audit entry"))
+        .filter(|e| e.kind == kind)
+        .map(|e| serde_json::from_str(&e.fields).expect("JSON fields"))
+        .collect()
+}
+
 /// A reason for a search.
 pub fn reason() -> crate::domain::reason::Reason {
     use crate::domain::reason::{Aim, PersonCategory, Reason};
     Reason::new(
         "FR-2026-1",
-        "0101",
+        "0101 00",
         Some(PersonCategory::Suspect),
         Some(Aim::Identify),
     )

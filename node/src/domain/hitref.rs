@@ -11,6 +11,7 @@ use crate::{
     domain::identity::RecordId,
     domain::principals::Country,
     domain::pseudonymise::Quality,
+    domain::reason::Reason,
     store::{Batch, Store, StoreError, Table},
 };
 
@@ -83,8 +84,39 @@ pub struct IssuedHit {
     /// The hit's quality (stored by its name).
     #[serde(with = "quality_name")]
     pub quality: Quality,
-    /// The Match request that produced it.
+    /// The Match request that produced it (the requesting node's search).
     pub request_id: String,
+    /// The reason of that Match, which a follow-up of this hit must carry. None for
+    /// a reference issued before references kept it.
+    pub reason: Option<Reason>,
+}
+
+/// A hit reference as stored before it kept its Match's reason.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct IssuedHitV1 {
+    record: RecordId,
+    country: Country,
+    expires_at: i64,
+    #[serde(with = "quality_name")]
+    quality: Quality,
+    request_id: String,
+}
+
+/// Reads a stored hit reference, of either format.
+fn decode(bytes: &[u8]) -> Result<IssuedHit, StoreError> {
+    postcard::from_bytes::<IssuedHit>(bytes)
+        .or_else(|_| {
+            postcard::from_bytes::<IssuedHitV1>(bytes).map(|v| IssuedHit {
+                record: v.record,
+                country: v.country,
+                expires_at: v.expires_at,
+                quality: v.quality,
+                request_id: v.request_id,
+                reason: None,
+            })
+        })
+        .map_err(|_| StoreError::Corrupt { key: "hit_refs" })
 }
 
 /// Why a hit reference does not resolve.
@@ -126,6 +158,7 @@ pub fn issue(
     now: i64,
     expires_at: i64,
     request_id: &str,
+    reason: &Reason,
 ) -> Result<Vec<HitRef>, StoreError> {
     // One draw from the system generator for the whole batch.
     let mut random = vec![0u8; hits.len() * RANDOM_BYTES];
@@ -145,6 +178,7 @@ pub fn issue(
             expires_at,
             quality: *quality,
             request_id: request_id.to_owned(),
+            reason: Some(reason.clone()),
         };
         batch.put(
             Table::HitRefs,
@@ -169,9 +203,7 @@ pub fn resolve(
     let Some(bytes) = store.get(Table::HitRefs, &hit.0)? else {
         return Ok(Err(HitRefError::Unknown));
     };
-    let Ok(issued) = postcard::from_bytes::<IssuedHit>(&bytes) else {
-        return Err(StoreError::Corrupt { key: "hit_refs" });
-    };
+    let issued = decode(&bytes)?;
     if issued.country != country {
         return Ok(Err(HitRefError::OtherCountry));
     }
@@ -190,8 +222,7 @@ pub fn prune(store: &dyn Store, now: i64, ttl_seconds: i64) -> Result<usize, Sto
     let mut batch = Batch::relaxed();
     for entry in store.scan_range(Table::HitRefs, &[], Some(&issued_before.to_be_bytes())) {
         let entry = entry?;
-        let expired = postcard::from_bytes::<IssuedHit>(&entry.value)
-            .map_or(true, |issued| issued.expires_at <= now);
+        let expired = decode(&entry.value).map_or(true, |issued| issued.expires_at <= now);
         if expired {
             batch.delete(Table::HitRefs, entry.key);
             pruned += 1;
@@ -209,6 +240,59 @@ pub fn prune(store: &dyn Store, now: i64, ttl_seconds: i64) -> Result<usize, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::reason::{Aim, PersonCategory};
+
+    fn reason() -> Reason {
+        Reason {
+            case_reference: "FR-2026-1".into(),
+            offence_category: "0301 00".into(),
+            person_category: PersonCategory::Suspect,
+            aim: Aim::Identify,
+        }
+    }
+
+    #[test]
+    fn a_reference_keeps_its_reason_and_one_stored_before_reads_without() {
+        let store = crate::store::memory::MemoryStore::new();
+        let fr: Country = "FR".parse().expect("country");
+        let record = RecordId::try_from("de-1").expect("id");
+        let new = issue(
+            &store,
+            &[(record.clone(), Quality::Exact)],
+            fr,
+            10,
+            100,
+            "s-1",
+            &reason(),
+        )
+        .expect("issued")[0];
+        let resolved = resolve(&store, &new, fr, 11)
+            .expect("store")
+            .expect("resolves");
+        assert_eq!(
+            (resolved.request_id.as_str(), resolved.reason),
+            ("s-1", Some(reason()))
+        );
+        let old = IssuedHitV1 {
+            record,
+            country: fr,
+            expires_at: 100,
+            quality: Quality::Strong,
+            request_id: "s-0".into(),
+        };
+        let key = [7u8; HIT_REF_BYTES];
+        let mut batch = Batch::new();
+        batch.put(
+            Table::HitRefs,
+            key.to_vec(),
+            postcard::to_allocvec(&old).expect("encode"),
+        );
+        store.apply(&batch).expect("store");
+        let resolved = resolve(&store, &HitRef(key), fr, 11)
+            .expect("store")
+            .expect("resolves");
+        assert_eq!((resolved.quality, resolved.reason), (Quality::Strong, None));
+    }
 
     #[test]
     fn issued_references_start_with_the_issue_time_are_random_and_round_trip() {
@@ -222,6 +306,7 @@ mod tests {
             1_800_000_000,
             1_800_003_600,
             "search-1",
+            &reason(),
         )
         .expect("issued");
         let (a, b) = (issued[0], issued[1]);
@@ -256,8 +341,8 @@ mod tests {
         let record = RecordId::try_from("r-1").expect("id");
         let hit = [(record, Quality::Strong)];
         // Issued at 1000: one valid for 100 s, one for 10,000 s.
-        let short = issue(store, &hit, fr, 1000, 1100, "q1").expect("issue");
-        let long = issue(store, &hit, fr, 1000, 11_000, "q2").expect("issue");
+        let short = issue(store, &hit, fr, 1000, 1100, "q1", &reason()).expect("issue");
+        let long = issue(store, &hit, fr, 1000, 11_000, "q2", &reason()).expect("issue");
         assert_eq!(
             prune(store, 1050, 100).expect("prune"),
             0,

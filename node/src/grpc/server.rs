@@ -336,11 +336,13 @@ pub async fn serve(
     );
     let mut nat_task =
         tokio::spawn(national.serve_with_incoming_shutdown(nat_incoming, stopped(stop_rx.clone())));
+    // Plain values: an address, or `none` for a listener not serving.
+    let shown = |a: Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
     tracing::info!(
         country = %config.country,
-        federation = ?fed_addr,
-        national = ?nat_addr,
-        metrics = ?metrics_addr,
+        federation = %shown(fed_addr),
+        national = %shown(nat_addr),
+        metrics = %shown(metrics_addr),
         peers = config.peers.len(),
         "node serving"
     );

@@ -91,6 +91,7 @@ mod tests {
             expires_at: now + 3600,
             quality: Quality::Exact,
             request_id: "search-1".into(),
+            reason: Some(crate::app::testkit::reason()),
         };
         let filing = Filing {
             id: FollowUpId::random().expect("an id"),
@@ -148,8 +149,15 @@ mod tests {
             officer_id: "de-officer".into(),
             audit_head: None,
         };
-        let (outgoing, effects) =
-            FollowUp::requested(own_filing, cc("FR"), Quality::Weak, receipt, now);
+        let hit = crate::domain::followup::ReceivedHit {
+            country: cc("FR"),
+            quality: Quality::Weak,
+            expires_at: now + 3600,
+            subject: own_filing.subject.clone(),
+            request_id: "search-2".into(),
+            reason: own_filing.reason.clone(),
+        };
+        let (outgoing, effects) = FollowUp::requested(own_filing, &hit, receipt, now);
         book.save(&outgoing, &effects).expect("stored");
         expire(&node.state, now + 24, 5).await;
         let waiting = book

@@ -9,21 +9,93 @@ use crate::{
     store::{Batch, Store, StoreError, Table},
 };
 
+/// The first byte of a stored value: its format. Follow-ups and received hits are
+/// at format 2 (with their search's request id and reason); format 1 is still read.
 const VALUE_FORMAT: u8 = 1;
+const FORMAT_WITH_SEARCH: u8 = 2;
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = vec![VALUE_FORMAT];
+fn encode<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
+    let mut out = vec![format];
     // Serialising these plain structs into a Vec cannot fail.
     out.extend(postcard::to_allocvec(value).unwrap_or_default());
     out
 }
 
-fn decode<T: for<'a> Deserialize<'a>>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+fn decode_as<T: for<'a> Deserialize<'a>>(
+    table: &'static str,
+    format: u8,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&VALUE_FORMAT, rest)) => {
+        Some((f, rest)) if *f == format => {
             postcard::from_bytes(rest).map_err(|_| StoreError::Corrupt { key: table })
         }
         _ => Err(StoreError::Corrupt { key: table }),
+    }
+}
+
+fn decode<T: for<'a> Deserialize<'a>>(table: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    decode_as(table, VALUE_FORMAT, bytes)
+}
+
+fn encode_followup(f: &FollowUp) -> Vec<u8> {
+    encode(FORMAT_WITH_SEARCH, f)
+}
+
+fn decode_followup(bytes: &[u8]) -> Result<FollowUp, StoreError> {
+    match bytes.first() {
+        Some(&VALUE_FORMAT) => decode::<FollowUpV1>("follow_ups", bytes).map(FollowUp::from),
+        _ => decode_as("follow_ups", FORMAT_WITH_SEARCH, bytes),
+    }
+}
+
+/// A follow-up as format 1 stored it: without its search's request id.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct FollowUpV1 {
+    id: FollowUpId,
+    direction: Direction,
+    country: crate::domain::principals::Country,
+    hit_ref: HitRef,
+    state: super::State,
+    officer_id: String,
+    reason: crate::domain::reason::Reason,
+    justification: String,
+    offence_description: String,
+    subject: crate::domain::identity::Identity,
+    filed_at: i64,
+    deadline_at: i64,
+    expires_at: i64,
+    steps: Vec<super::Step>,
+    decision_reason: String,
+    core_data: std::collections::BTreeMap<String, String>,
+    record: Option<crate::domain::identity::RecordId>,
+    quality: Option<crate::domain::pseudonymise::Quality>,
+}
+
+impl From<FollowUpV1> for FollowUp {
+    fn from(v: FollowUpV1) -> FollowUp {
+        FollowUp {
+            id: v.id,
+            direction: v.direction,
+            country: v.country,
+            hit_ref: v.hit_ref,
+            search_request_id: String::new(),
+            state: v.state,
+            officer_id: v.officer_id,
+            reason: v.reason,
+            justification: v.justification,
+            offence_description: v.offence_description,
+            subject: v.subject,
+            filed_at: v.filed_at,
+            deadline_at: v.deadline_at,
+            expires_at: v.expires_at,
+            steps: v.steps,
+            decision_reason: v.decision_reason,
+            core_data: v.core_data,
+            record: v.record,
+            quality: v.quality,
+        }
     }
 }
 
@@ -60,8 +132,22 @@ impl<'s> Book<'s> {
     ) -> Result<Option<FollowUp>, StoreError> {
         self.store
             .get(Table::FollowUps, &key(direction, id))?
-            .map(|v| decode("follow_ups", &v))
+            .map(|v| decode_followup(&v))
             .transpose()
+    }
+
+    /// The follow-up of `direction` with `country` for `hit_ref` that keeps the hit
+    /// from another request ([`super::State::holds_its_hit`]), if there is one.
+    pub fn holding_hit(
+        &self,
+        direction: Direction,
+        country: crate::domain::principals::Country,
+        hit_ref: &HitRef,
+    ) -> Result<Option<FollowUp>, StoreError> {
+        Ok(self
+            .list(direction)?
+            .into_iter()
+            .find(|f| f.country == country && f.hit_ref == *hit_ref && f.state().holds_its_hit()))
     }
 
     /// Every follow-up of one direction, oldest first.
@@ -69,7 +155,7 @@ impl<'s> Book<'s> {
         let mut all = self
             .store
             .scan_prefix(Table::FollowUps, &[prefix(direction)])
-            .map(|e| decode("follow_ups", &e?.value))
+            .map(|e| decode_followup(&e?.value))
             .collect::<Result<Vec<FollowUp>, StoreError>>()?;
         all.sort_by(|a, b| a.filed_at.cmp(&b.filed_at).then(a.id.cmp(&b.id)));
         Ok(all)
@@ -84,7 +170,7 @@ impl<'s> Book<'s> {
             batch.put(
                 Table::FollowUps,
                 key(followup.direction, &followup.id),
-                encode(followup),
+                encode_followup(followup),
             );
         }
         match &effects.outbox {
@@ -92,7 +178,7 @@ impl<'s> Book<'s> {
             OutboxChange::Put(entry) => batch.put(
                 Table::Outbox,
                 entry.id.as_str().as_bytes().to_vec(),
-                encode(entry),
+                encode(VALUE_FORMAT, entry),
             ),
             OutboxChange::Remove => {
                 batch.delete(Table::Outbox, followup.id.as_str().as_bytes().to_vec())
@@ -136,7 +222,7 @@ impl<'s> Book<'s> {
         batch.put(
             Table::Outbox,
             entry.id.as_str().as_bytes().to_vec(),
-            encode(entry),
+            encode(VALUE_FORMAT, entry),
         );
         self.store.apply(&batch)
     }
@@ -153,7 +239,7 @@ impl<'s> Book<'s> {
             batch.put(
                 Table::ReceivedHits,
                 hit_ref.to_string().into_bytes(),
-                encode(hit),
+                encode(FORMAT_WITH_SEARCH, hit),
             );
         }
         self.store.apply(&batch)
@@ -165,8 +251,9 @@ impl<'s> Book<'s> {
         let mut batch = Batch::new();
         for entry in self.store.scan_prefix(Table::ReceivedHits, b"") {
             let entry = entry?;
-            let expired = decode::<ReceivedHit>("received_hits", &entry.value)
-                .map_or(true, |hit| hit.expires_at <= now);
+            let expired =
+                decode_as::<ReceivedHit>("received_hits", FORMAT_WITH_SEARCH, &entry.value)
+                    .map_or(true, |hit| hit.expires_at <= now);
             if expired {
                 batch.delete(Table::ReceivedHits, entry.key);
             }
@@ -178,12 +265,17 @@ impl<'s> Book<'s> {
         Ok(pruned)
     }
 
-    /// A hit received in a search.
+    /// A hit received in a search. One received before hits kept their search's
+    /// reason (format 1) is not returned: its search must be run again.
     pub fn received_hit(&self, hit_ref: &HitRef) -> Result<Option<ReceivedHit>, StoreError> {
-        self.store
+        match self
+            .store
             .get(Table::ReceivedHits, hit_ref.to_string().as_bytes())?
-            .map(|v| decode("received_hits", &v))
-            .transpose()
+        {
+            Some(v) if v.first() == Some(&VALUE_FORMAT) => Ok(None),
+            Some(v) => decode_as("received_hits", FORMAT_WITH_SEARCH, &v).map(Some),
+            None => Ok(None),
+        }
     }
 }
 
@@ -193,4 +285,65 @@ pub fn backoff(attempts: u32, max: i64) -> i64 {
     1i64.checked_shl(attempts.min(30))
         .unwrap_or(i64::MAX)
         .min(max.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn a_follow_up_stored_before_search_ids_reads_without_one() {
+        let store = MemoryStore::new();
+        let hit = "ab".repeat(20).parse().expect("a hit reference");
+        let old = FollowUpV1 {
+            id: "c".repeat(32).parse().expect("an id"),
+            direction: Direction::Outgoing,
+            country: "DE".parse().expect("a country"),
+            hit_ref: hit,
+            state: super::super::State::Pending,
+            officer_id: "fr-officer".into(),
+            reason: crate::domain::reason::Reason::new(
+                "FR-1",
+                "0301 00",
+                Some(crate::domain::reason::PersonCategory::Suspect),
+                Some(crate::domain::reason::Aim::Identify),
+            )
+            .expect("a reason"),
+            justification: "Needed for the burglary case.".into(),
+            offence_description: "Burglary.".into(),
+            subject: crate::domain::identity::Identity::from_fields("Muller", "Hans", "1970", &[])
+                .expect("an identity"),
+            filed_at: 1,
+            deadline_at: 2,
+            expires_at: 3,
+            steps: Vec::new(),
+            decision_reason: String::new(),
+            core_data: std::collections::BTreeMap::new(),
+            record: None,
+            quality: None,
+        };
+        let mut batch = Batch::new();
+        batch.put(
+            Table::FollowUps,
+            key(Direction::Outgoing, &old.id),
+            encode(VALUE_FORMAT, &old),
+        );
+        store.apply(&batch).expect("store");
+        let book = Book::new(&store);
+        let read = book
+            .get(Direction::Outgoing, &"c".repeat(32).parse().expect("an id"))
+            .expect("decodes")
+            .expect("stored");
+        assert_eq!(read.search_request_id, "");
+        assert_eq!(read.officer_id, "fr-officer");
+        // It still holds its hit; saved again, it is written in the new format.
+        let country = "DE".parse().expect("a country");
+        assert!(
+            book.holding_hit(Direction::Outgoing, country, &hit)
+                .expect("read")
+                .is_some()
+        );
+        assert_eq!(encode_followup(&read)[0], FORMAT_WITH_SEARCH);
+    }
 }

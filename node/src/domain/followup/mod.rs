@@ -6,8 +6,8 @@
 //! back through the owner's durable outbox, which holds the released core data until
 //! the requesting node acknowledges it, and then forgets it.
 //!
-//! States: `pending → approved → delivered`, `pending → refused`, `pending → on_hold
-//! → approved | refused`, `pending | on_hold → expired | withdrawn`.
+//! States: `pending → approved → delivered`, `pending → refused`, `pending → on-hold
+//! → approved | refused`, `pending | on-hold → expired | withdrawn`.
 //!
 //! Every change of state is a method here that checks the change is allowed and
 //! returns its [`Effects`]: whether the follow-up is to be stored, what happens to its
@@ -36,6 +36,9 @@ use crate::domain::{
 
 /// Longest justification, in bytes.
 pub const MAX_JUSTIFICATION_BYTES: usize = 4000;
+/// Shortest justification, in characters (trimmed): a reviewer must be able to read
+/// why the record is needed.
+pub const MIN_JUSTIFICATION_CHARS: usize = 20;
 /// Longest offence description or decision reason, in bytes.
 pub const MAX_TEXT_BYTES: usize = 2000;
 /// Longest officer id, in bytes.
@@ -139,11 +142,22 @@ impl State {
         matches!(self, State::Pending | State::OnHold)
     }
 
-    /// The name used in the CLI and in JSON.
+    /// Whether a follow-up in this state keeps its hit from another request: one
+    /// open, approved or delivered does; a new request only after a refusal, a
+    /// withdrawal or an expiry.
+    pub fn holds_its_hit(self) -> bool {
+        matches!(
+            self,
+            State::Pending | State::OnHold | State::Approved | State::Delivered
+        )
+    }
+
+    /// The one spelling of a state: in the CLI's filters and output, its JSON, audit
+    /// events and the docs.
     pub fn name(self) -> &'static str {
         match self {
             State::Pending => "pending",
-            State::OnHold => "on_hold",
+            State::OnHold => "on-hold",
             State::Approved => "approved",
             State::Delivered => "delivered",
             State::Refused => "refused",
@@ -208,6 +222,9 @@ pub struct FollowUp {
     pub country: Country,
     /// The hit reference the request is for.
     pub hit_ref: HitRef,
+    /// The request id of the search that produced the hit (empty for a follow-up
+    /// stored before they were recorded).
+    pub search_request_id: String,
     /// Where it stands. Changed only by the methods of [`FollowUp`].
     state: State,
     /// The requesting officer's id.
@@ -352,6 +369,8 @@ pub struct ReceivedHit {
     pub subject: Identity,
     /// The search's request id.
     pub request_id: String,
+    /// The search's reason, which a follow-up of this hit inherits.
+    pub reason: Reason,
 }
 
 /// What [`Book::batch`] does to a follow-up's outbox entry.
@@ -450,6 +469,9 @@ impl FollowUp {
         if let Some(map) = fields.as_object_mut() {
             map.insert("followup".into(), self.id.as_str().into());
             map.insert("peer".into(), self.country.as_str().into());
+            if !self.search_request_id.is_empty() {
+                map.insert("search".into(), self.search_request_id.as_str().into());
+            }
         }
         Some(Event { kind, fields })
     }
@@ -480,11 +502,12 @@ mod tests {
             direction: Direction::Incoming,
             country: "FR".parse().expect("a country"),
             hit_ref: "0".repeat(40).parse().expect("a hit reference"),
+            search_request_id: "search-1".into(),
             state: State::Pending,
             officer_id: "officer-1".into(),
             reason: Reason {
                 case_reference: "C-1".into(),
-                offence_category: "0101".into(),
+                offence_category: "0101 00".into(),
                 person_category: PersonCategory::Suspect,
                 aim: Aim::Identify,
             },
@@ -601,6 +624,7 @@ mod tests {
             expires_at,
             subject: incoming().subject,
             request_id: "r".into(),
+            reason: incoming().reason,
         };
         let a: HitRef = "a".repeat(40).parse().expect("a hit reference");
         let b: HitRef = "b".repeat(40).parse().expect("a hit reference");

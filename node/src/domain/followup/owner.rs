@@ -30,6 +30,7 @@ impl FollowUp {
             direction: Direction::Incoming,
             country: peer,
             hit_ref: filing.hit_ref,
+            search_request_id: issued.request_id.clone(),
             state: State::Pending,
             officer_id: filing.officer_id,
             reason: filing.reason,

@@ -3,24 +3,28 @@
 
 use std::collections::BTreeMap;
 
-use super::{DecisionNotice, Direction, Effects, Filing, FollowUp, OutboxChange, Receipt, State};
-use crate::domain::{audit::Checkpoint, principals::Country, pseudonymise::Quality};
+use super::{
+    Decision, DecisionNotice, Direction, Effects, Filing, FollowUp, OutboxChange, Receipt,
+    ReceivedHit, State, Step,
+};
+use crate::domain::audit::Checkpoint;
 
 impl FollowUp {
-    /// A request this node's officer filed (`filing`, for a hit of `quality`) and
-    /// the owner acknowledged with `receipt`: a new outgoing follow-up.
+    /// A request this node's officer filed (`filing`, for `hit`, received in one of
+    /// this node's searches) and the owner acknowledged with `receipt`: a new
+    /// outgoing follow-up.
     pub fn requested(
         filing: Filing,
-        owner: Country,
-        quality: Quality,
+        hit: &ReceivedHit,
         receipt: Receipt,
         now: i64,
     ) -> (FollowUp, Effects) {
         let f = FollowUp {
             id: filing.id,
             direction: Direction::Outgoing,
-            country: owner,
+            country: hit.country,
             hit_ref: filing.hit_ref,
+            search_request_id: hit.request_id.clone(),
             state: receipt.state,
             officer_id: filing.officer_id,
             reason: filing.reason,
@@ -34,7 +38,7 @@ impl FollowUp {
             decision_reason: String::new(),
             core_data: BTreeMap::new(),
             record: None,
-            quality: Some(quality),
+            quality: Some(hit.quality),
         };
         let event = f.event(
             "followup.requested",
@@ -70,9 +74,23 @@ impl FollowUp {
                 State::Approved => State::Delivered,
                 other => other,
             };
+            // The owner's final decision, as its one step: who (the owner; its
+            // reviewer's id stays there), what, why and when.
+            self.steps = match notice.state {
+                State::Approved => Some(Decision::Approve),
+                State::Refused => Some(Decision::Refuse),
+                _ => None,
+            }
+            .map(|decision| Step {
+                reviewer: String::new(),
+                decision,
+                reason: notice.reason.clone(),
+                at: notice.decided_at,
+            })
+            .into_iter()
+            .collect();
             self.decision_reason = notice.reason;
             self.core_data = notice.core_data;
-            self.steps.clear();
         }
         let event = self.event(
             "followup.decision_received",

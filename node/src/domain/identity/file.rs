@@ -411,7 +411,19 @@ fn record_from_fields<'a>(
                 if value.contains('\0') {
                     return Err(err(name, Problem::Invalid("holds a NUL character")));
                 }
-                if !value.is_empty() {
+                // The offence category column, when a file has one, holds a code of the
+                // ECRIS common table as searches and follow-ups do.
+                if name == "offence_category" && !value.trim().is_empty() {
+                    let code = crate::domain::reason::offence_category(value).ok_or_else(|| {
+                        err(
+                            name,
+                            Problem::Invalid(
+                                "is not an ECRIS offence category code such as `0301 00`",
+                            ),
+                        )
+                    })?;
+                    payload.insert(name.to_owned(), code);
+                } else if !value.is_empty() {
                     payload.insert(name.to_owned(), value.to_owned());
                 }
             }

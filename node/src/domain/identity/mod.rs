@@ -177,6 +177,16 @@ impl DateOfBirth {
         }
     }
 
+    /// Whether every day this date may stand for is after `today` (year, month,
+    /// day): a birth that has not happened yet.
+    pub fn is_after(&self, today: (u16, u8, u8)) -> bool {
+        match *self {
+            DateOfBirth::Full { year, month, day } => (year, month, day) > today,
+            DateOfBirth::YearMonth { year, month } => (year, month) > (today.0, today.1),
+            DateOfBirth::Year { year } => year > today.0,
+        }
+    }
+
     /// The year, always known.
     pub fn year(&self) -> u16 {
         match *self {
@@ -572,6 +582,28 @@ mod tests {
         assert_eq!(
             errors[0].to_string(),
             "line 2: field `offence` is invalid: holds a NUL character"
+        );
+
+        let offences = "record_id,family_name,given_names,date_of_birth,offence_category\n\
+                        r1,Doe,John,1970-01-01,030100\n\
+                        r2,Doe,Jane,1970-01-01,banana\n";
+        let Err(FileError::BadRows { errors, .. }) = csv(offences, OnBadRow::Fail) else {
+            panic!("an offence category outside the table's form is refused");
+        };
+        assert_eq!(
+            errors[0].to_string(),
+            "line 3: field `offence_category` is invalid: is not an ECRIS offence category code such as `0301 00`"
+        );
+        let Ok(read) = csv(offences, OnBadRow::Skip) else {
+            panic!("read, skipping the bad row");
+        };
+        assert_eq!(
+            read.records[0]
+                .payload
+                .get("offence_category")
+                .map(String::as_str),
+            Some("0301 00"),
+            "kept in the table's spelling"
         );
 
         let punctuation = csv(

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use adep_proto::v1;
 
-use super::{Invalid, checkpoint, followup_id, hit_ref, identity_of, quality, reason, state, text};
+use super::{
+    Invalid, checkpoint, followup_id, hit_ref, identity_of, justification, quality, reason, state,
+    text,
+};
 use crate::{
     app::{
         answer::{IssuedHitRef, MatchCall},
@@ -14,10 +17,7 @@ use crate::{
         peers::{EvaluateQuery, MatchQuery, PeerHit},
     },
     domain::{
-        followup::{
-            DecisionNotice, Filing, MAX_JUSTIFICATION_BYTES, MAX_OFFICER_ID_BYTES, MAX_TEXT_BYTES,
-            Receipt, State,
-        },
+        followup::{DecisionNotice, Filing, MAX_OFFICER_ID_BYTES, MAX_TEXT_BYTES, Receipt, State},
         identity,
         principals::Country,
         pseudonymise::{
@@ -206,12 +206,7 @@ impl TryFrom<v1::FollowUpFiling> for Filing {
             id: followup_id("request_id", &f.request_id)?,
             hit_ref: hit_ref(&f.hit_ref)?,
             reason: reason(f.reason.as_ref())?,
-            justification: text(
-                "justification",
-                &f.justification,
-                MAX_JUSTIFICATION_BYTES,
-                true,
-            )?,
+            justification: justification(&f.justification)?,
             offence_description: text(
                 "offence_description",
                 &f.offence_description,

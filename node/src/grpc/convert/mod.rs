@@ -14,7 +14,7 @@ use tonic::Status;
 
 use crate::domain::{
     audit::Checkpoint,
-    followup::{Decision, FollowUpId, State},
+    followup::{Decision, FollowUpId, MAX_JUSTIFICATION_BYTES, MIN_JUSTIFICATION_CHARS, State},
     hitref::HitRef,
     identity::{self, Identity, Record, RecordId, limits},
     pseudonymise::Quality,
@@ -205,6 +205,20 @@ pub fn text(field: &str, value: &str, max: usize, required: bool) -> Result<Stri
     Ok(value.to_owned())
 }
 
+/// A follow-up's justification: required free text of at least
+/// [`MIN_JUSTIFICATION_CHARS`] characters, with letters, for its reviewer.
+pub fn justification(value: &str) -> Result<String, Invalid> {
+    let value = text("justification", value, MAX_JUSTIFICATION_BYTES, true)?;
+    if value.chars().count() < MIN_JUSTIFICATION_CHARS
+        || value.chars().filter(|c| c.is_alphabetic()).count() < MIN_JUSTIFICATION_CHARS / 2
+    {
+        return Err(Invalid(format!(
+            "field `justification` must say in at least {MIN_JUSTIFICATION_CHARS} characters, most of them letters, why the record is needed: a reviewer reads it"
+        )));
+    }
+    Ok(value)
+}
+
 /// A single identity field (`field`), which is required.
 pub fn identity_of(field: &str, identity: Option<&v1::Identity>) -> Result<Identity, Invalid> {
     let identity = identity.ok_or_else(|| Invalid(format!("field `{field}` is required")))?;
@@ -311,7 +325,15 @@ pub fn record(i: usize, data: v1::RecordData) -> Result<Record, Invalid> {
         if value.contains('\0') {
             return Err(bad("payload", "has a value holding a NUL character".into()));
         }
-        if !value.is_empty() {
+        if name == "offence_category" && !value.trim().is_empty() {
+            let code = crate::domain::reason::offence_category(&value).ok_or_else(|| {
+                bad(
+                    "payload.offence_category",
+                    "is not an ECRIS offence category code such as `0301 00`".into(),
+                )
+            })?;
+            payload.insert(name, code);
+        } else if !value.is_empty() {
             payload.insert(name, value);
         }
     }

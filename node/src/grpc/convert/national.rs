@@ -3,7 +3,9 @@
 
 use adep_proto::v1;
 
-use super::{Invalid, checkpoint, followup_id, hit_ref, identity, reason, state, text};
+use super::{
+    Invalid, checkpoint, followup_id, hit_ref, identity, justification, reason, state, text,
+};
 use crate::{
     app::{
         listing::{Filter, Page},
@@ -16,9 +18,7 @@ use crate::{
     domain::{
         audit::{Broken, Checkpoint, Entry, Verified},
         epochs::EpochStatus,
-        followup::{
-            Decision, Direction, FollowUp, FollowUpId, MAX_JUSTIFICATION_BYTES, MAX_TEXT_BYTES,
-        },
+        followup::{Decision, Direction, FollowUp, FollowUpId, MAX_TEXT_BYTES},
         identity::{Record, RecordId},
         index::{Counts, ImportMode, Progress},
         principals::Role,
@@ -195,13 +195,7 @@ impl TryFrom<v1::RequestFollowUpRequest> for Request {
     fn try_from(r: v1::RequestFollowUpRequest) -> Result<Request, Invalid> {
         Ok(Request {
             hit_ref: hit_ref(&r.hit_ref)?,
-            reason: reason(r.reason.as_ref())?,
-            justification: text(
-                "justification",
-                &r.justification,
-                MAX_JUSTIFICATION_BYTES,
-                true,
-            )?,
+            justification: justification(&r.justification)?,
             offence_description: text(
                 "offence_description",
                 &r.offence_description,
@@ -284,6 +278,7 @@ pub fn followup(f: &FollowUp, record: Option<&Record>, now: i64) -> v1::FollowUp
         quality: f
             .quality
             .map_or(v1::Quality::Unspecified, v1::Quality::from) as i32,
+        search_request_id: f.search_request_id.clone(),
     }
 }
 
