@@ -335,12 +335,43 @@ async fn story(
     let incoming = show(&reviewer, &filed.id).await?;
     let subject = incoming.subject.clone().unwrap_or_default();
     println!(
-        "   asked by officer {} of FR about {}, {} ({})",
-        incoming.officer_id, subject.family_name, subject.given_names, subject.date_of_birth
+        "   asked by officer {} of FR for search {}:",
+        incoming.officer_id, incoming.search_request_id
     );
-    if let Some(r) = &incoming.record {
-        println!("   local record {}", r.record_id);
+    // The request and the local record side by side, field by field.
+    let Some(record) = &incoming.record else {
+        bail!("the reviewer does not see the local record");
+    };
+    let local = record.identity.clone().unwrap_or_default();
+    println!(
+        "     {:<22} {:<32} local record {}",
+        "", "request", record.record_id
+    );
+    for (field, asked, held) in [
+        ("family name", &subject.family_name, &local.family_name),
+        ("given names", &subject.given_names, &local.given_names),
+        (
+            "date of birth",
+            &subject.date_of_birth,
+            &local.date_of_birth,
+        ),
+    ] {
+        println!("     {field:<22} {asked:<32} {held}");
     }
+    let sorted: std::collections::BTreeMap<_, _> = record.payload.iter().collect();
+    for (k, v) in sorted {
+        println!("     {k:<22} {:<32} {v}", "");
+    }
+    if let Some(r) = &incoming.reason {
+        println!(
+            "     reason: case {}, offence {}, {}, {}",
+            r.case_reference,
+            r.offence_category,
+            output::names::person_category(r.person_category),
+            output::names::aim(r.aim)
+        );
+    }
+    println!("     justification: {}", incoming.justification);
 
     step(
         6,
@@ -374,7 +405,7 @@ async fn story(
         7,
         "The audit trail so far, as each node's auditor exports and verifies it",
     );
-    for cc in ["FR", "DE"] {
+    for cc in COUNTRIES {
         let auditor = profile(cc, Role::Auditor)?;
         let exported = audit::entries(&auditor, 0, 0).await?;
         for e in exported.iter().filter(|e| e.checkpoint.is_none()) {

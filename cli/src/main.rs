@@ -219,14 +219,32 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            let message = causes(&e);
             if json {
-                json_error("error", &format!("{e:#}"));
+                json_error("error", &message);
             } else {
-                eprintln!("adep: {e:#}");
+                eprintln!("adep: {message}");
             }
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: a message that already
+/// holds its cause's text (`cannot read the profile: No such file ...`) is not
+/// followed by that cause again.
+fn causes(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// The one shape of an error under --json, on stdout: `{"error": {"kind", "message"}}`,

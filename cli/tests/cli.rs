@@ -567,9 +567,17 @@ fn demo_tells_the_whole_exchange_and_exits_zero() {
             "missing {expected:?} in:\n{stdout}"
         );
     }
-    // The release policy's fields only: the record's payload stays in DE.
-    assert!(!stdout.contains("Bundeskriminalamt"), "{stdout}");
-    assert!(!stdout.contains("Convicted 2019"), "{stdout}");
+    // DE's reviewer sees the local record's payload beside the request ...
+    assert!(stdout.contains("Bundeskriminalamt"), "{stdout}");
+    // ... and FR receives the release policy's fields only.
+    let released = stdout
+        .split("released core data, as the FR officer sees it:")
+        .nth(1)
+        .and_then(|rest| rest.split("== 7.").next())
+        .expect("the released core data");
+    assert!(released.contains("family_name: Müller"), "{released}");
+    assert!(!released.contains("Bundeskriminalamt"), "{released}");
+    assert!(!released.contains("Convicted 2019"), "{released}");
 }
 
 /// Kills the demo's network when the test ends, however it ends.
@@ -749,4 +757,47 @@ fn followup_commands_for_officers_and_reviewers() {
     let (code, _, err) = adep("DE/officer.toml", &["audit", "verify"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("the node refused the call"), "{err}");
+}
+
+#[test]
+fn a_missing_profile_or_a_node_configuration_as_profile_says_so_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = |profile: &std::path::Path| {
+        let out = Command::new(BIN)
+            .arg("--profile")
+            .arg(profile)
+            .arg("status")
+            .output()
+            .expect("run adep");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&dir.path().join("missing.toml"));
+    assert_eq!(code, Some(2));
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let net = dir.path().join("net");
+    let out = Command::new(BIN)
+        .args([
+            "pki",
+            "init",
+            "--countries",
+            "FR",
+            "--base-port",
+            "7400",
+            "--out",
+        ])
+        .arg(&net)
+        .output()
+        .expect("pki init");
+    assert!(out.status.success());
+    let (code, err) = run(&net.join("FR/node.toml"));
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("this is a node configuration (for `adep-node --config`), not a CLI profile"),
+        "{err}"
+    );
 }

@@ -169,10 +169,33 @@ fn check_listeners(config: &Config) -> Vec<Check> {
                 Verdict::Failed,
                 format!("{addr} is also {other}"),
             )),
-            None => checks.push(Check::new(field, Verdict::Ok, addr.to_string())),
+            None => checks.push(match bind_check(*addr) {
+                Ok(()) => Check::new(field, Verdict::Ok, addr.to_string()),
+                Err((verdict, why)) => Check::new(field, verdict, format!("{addr} {why}")),
+            }),
         }
     }
     checks
+}
+
+/// Whether a node could listen on `addr` now: a port in use most often means a node
+/// already runs with this configuration (and holds its data directory too).
+fn bind_check(addr: std::net::SocketAddr) -> Result<(), (Verdict, String)> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err((
+            Verdict::Failed,
+            "is in use: is a node already running with this configuration? It would also hold data_dir".into(),
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Err((
+            Verdict::Failed,
+            "is not an address of this machine".into(),
+        )),
+        Err(e) => Err((Verdict::Warning, format!("cannot be tried here: {e}"))),
+    }
 }
 
 /// A certificate and its key: readable, matching, chaining to `ca`, carrying

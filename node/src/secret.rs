@@ -17,14 +17,14 @@ impl std::fmt::Debug for KeySeed {
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The file cannot be read.
-    #[error("{path}: cannot read the {what}: {source}")]
+    #[error("{path}: cannot read the {what}: {cause}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Which secret.
         what: &'static str,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not hexadecimal text of the required length.
     #[error("{path}: the {what} must be hexadecimal text of {length}")]
@@ -48,7 +48,7 @@ fn read_hex(
     let text = std::fs::read_to_string(path).map_err(|source| SecretError::Read {
         path: path.to_owned(),
         what,
-        source,
+        cause: source,
     })?;
     let hex = text.trim();
     let bad = || SecretError::Format {

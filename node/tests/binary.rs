@@ -90,11 +90,15 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
     adep_node::install_crypto_provider();
     let dir = tempfile::tempdir().expect("tmp");
     one_node_pki(dir.path());
+    // The log goes to a file, as under systemd or docker: plain text, no colour.
+    let log_path = dir.path().join("node.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(dir.path().join("FR/node.toml"))
+        .env_remove("NO_COLOR")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("start adep-node");
 
@@ -110,6 +114,36 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
     }
     let status = answered.expect("the node answers its operator");
     assert_eq!(status.country, "FR");
+
+    // While it runs, check-config says its ports are taken, and a second node on the
+    // same configuration says why it stops, once.
+    let check = Command::new(BIN)
+        .arg("check-config")
+        .arg(dir.path().join("FR/node.toml"))
+        .output()
+        .expect("check-config");
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("is in use: is a node already running"),
+        "{said}"
+    );
+    let second = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("FR/node.toml"))
+        .output()
+        .expect("a second node");
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(
+        stderr.matches("cannot listen on").count(),
+        1,
+        "one line per error: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour off a terminal: {stderr}"
+    );
     // The container probe: the health service, over TLS, without a client certificate.
     let probe = |listener: &str| {
         Command::new(BIN)
@@ -219,6 +253,16 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
         let _ = child.kill();
     }
     assert_eq!(code, Some(0), "adep-node exits 0 after SIGTERM");
+    let logged = std::fs::read_to_string(&log_path).expect("the node's log");
+    assert!(logged.contains("node serving"), "{logged}");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "no terminal escapes in a file: {logged}"
+    );
+    assert!(
+        !logged.contains("Some("),
+        "values as plain fields: {logged}"
+    );
     let down = probe("national");
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stdout).starts_with("not serving: "));

@@ -131,7 +131,8 @@ async fn refused_calls_and_connections_are_audit_events() {
     assert!(
         refused[0]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("reviewer role cannot make this call")),
+            .is_some_and(|m| m
+                .contains("the reviewer role cannot make this call; it needs the officer role")),
         "{refused:?}"
     );
 

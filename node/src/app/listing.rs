@@ -60,7 +60,7 @@ pub async fn list(
         }
         _ => {
             return Err(AppError::PermissionDenied(format!(
-                "the {role} role cannot list incoming follow-ups"
+                "the {role} role cannot list follow-ups; it needs the officer role (its own requests) or the reviewer role (--incoming)"
             )));
         }
     };

@@ -420,9 +420,11 @@ mod tests {
             "{refused:?}"
         );
         // Once refused by DE, the hit may be followed up again.
-        let mut refusal = approval(&f.id);
-        refusal.state = State::Refused;
-        refusal.core_data.clear();
+        let refusal = DecisionNotice {
+            state: State::Refused,
+            core_data: BTreeMap::new(),
+            ..approval(&f.id)
+        };
         receive_decision(&node.state, cc("DE"), refusal)
             .await
             .expect("received");

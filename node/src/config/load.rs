@@ -12,12 +12,12 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("{path}: cannot read the configuration file: {source}")]
+    #[error("{path}: cannot read the configuration file: {cause}")]
     Read {
         /// The configuration file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or does not fit the configuration's shape.
     #[error("{path}: {message}")]
@@ -67,7 +67,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause: source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_toml(&text, path, base)

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::principals::{Country, Role};
 
+pub mod duration;
 mod load;
 pub use load::{ConfigError, Endpoint, parse_endpoint};
 
@@ -72,11 +73,11 @@ pub struct AuditConfig {
     /// `adep pki init`). Keep it: entries signed with it verify only under it.
     pub signing_key: PathBuf,
     /// How long entries are kept. Default 1096d (three years).
-    #[serde(default = "default_retention", with = "humantime_serde")]
+    #[serde(default = "default_retention", with = "crate::config::duration")]
     pub retention: Duration,
     /// How often entries past their retention (and expired hit references) are
     /// deleted, besides at start-up. Default 1h.
-    #[serde(default = "default_prune_interval", with = "humantime_serde")]
+    #[serde(default = "default_prune_interval", with = "crate::config::duration")]
     pub prune_interval: Duration,
 }
 
@@ -88,17 +89,20 @@ fn default_retention() -> Duration {
     Duration::from_secs(1096 * 24 * 3600)
 }
 
-/// Follow-up requests (DESIGN section 7). Durations are written like `48h`, `30d`,
-/// `5m` or `90s`.
+/// Follow-up requests (DESIGN section 7). Durations as [`duration`] reads and writes
+/// them.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FollowUpConfig {
     /// How long a reviewer has before an undecided request is listed as overdue.
-    /// Default 48h.
-    #[serde(default = "default_decision_deadline", with = "humantime_serde")]
+    /// Default 2d.
+    #[serde(
+        default = "default_decision_deadline",
+        with = "crate::config::duration"
+    )]
     pub decision_deadline: Duration,
     /// After how long an undecided request closes as expired. Default 30d.
-    #[serde(default = "default_expiry", with = "humantime_serde")]
+    #[serde(default = "default_expiry", with = "crate::config::duration")]
     pub expiry: Duration,
     /// Whether an approval needs two different reviewers. Default false.
     #[serde(default)]
@@ -108,7 +112,7 @@ pub struct FollowUpConfig {
     #[serde(default = "default_release_fields")]
     pub release_fields: Vec<String>,
     /// Longest wait between two attempts to deliver a decision. Default 5m.
-    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    #[serde(default = "default_retry_max", with = "crate::config::duration")]
     pub retry_max: Duration,
 }
 
@@ -195,11 +199,14 @@ pub struct MatchingConfig {
     pub key_epoch: u32,
     /// How long a hit reference issued to a peer stays valid, like `7d` or `12h`.
     /// Default 7d.
-    #[serde(default = "default_hit_ref_ttl", with = "humantime_serde")]
+    #[serde(default = "default_hit_ref_ttl", with = "crate::config::duration")]
     pub hit_ref_ttl: Duration,
     /// After a rotation switches, how long a Match under the previous epoch is still
     /// answered (searches evaluated just before the switch), like `10m`. Default 10m.
-    #[serde(default = "default_previous_epoch_grace", with = "humantime_serde")]
+    #[serde(
+        default = "default_previous_epoch_grace",
+        with = "crate::config::duration"
+    )]
     pub previous_epoch_grace: Duration,
 }
 

@@ -419,34 +419,28 @@ impl AuditLog {
             })
     }
 
-    /// Deletes entries older than `before` (seconds since the epoch), oldest first in
-    /// batches of at most [`PRUNE_BATCH`], always keeping the newest entry. Each batch
-    /// is one atomic write with its own `audit.pruned` entry (time `now`, the count
-    /// and `before`) and the signed base (a checkpoint of the last entry it removed):
-    /// what remains still verifies, also after a crash between two batches, a removal
-    /// beyond the base is named, and no entry is ever deleted without the entry that
-    /// says so. Returns the entries deleted.
+    /// Deletes entries older than `before`, oldest first in batches of [`PRUNE_BATCH`],
+    /// keeping the newest. Each batch is one write with its [`PRUNED`] entry and the
+    /// signed base: what remains verifies (also after a crash between batches), a
+    /// removal beyond the base is named, and nothing is deleted unrecorded.
     pub fn prune(&self, store: &dyn Store, before: i64, now: i64) -> Result<u64, AppendError> {
         let _one_at_a_time = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         let mut pruned = 0;
         let mut batch = Batch::new();
         let mut entries = store.scan_prefix(Table::Audit, b"").peekable();
         let mut last: Option<Entry> = None;
+        // One write: the deletions, the signed base (the last entry removed), the event.
         let flush = |batch: &mut Batch, last: &Entry| {
             let base = self.sign_as(BASE_DOMAIN, last.seq, last.hash, last.time);
+            let entries = batch.ops().len();
             batch.put(
                 Table::Meta,
                 META_BASE,
                 postcard::to_allocvec(&base).unwrap_or_default(),
             );
-            let entries = batch.ops().len() - 1;
-            self.apply_with(
-                store,
-                now,
-                std::mem::take(batch),
-                PRUNED,
-                &serde_json::json!({ "entries": entries, "before": before }),
-            )?;
+            let fields = serde_json::json!({ "entries": entries, "before": before });
+            let batch = std::mem::take(batch);
+            self.apply_with(store, now, batch, PRUNED, &fields)?;
             Ok::<_, AppendError>(entries as u64)
         };
         while let Some(e) = entries.next() {
@@ -461,15 +455,11 @@ impl AuditLog {
             }
             batch.delete(Table::Audit, e.key);
             last = Some(entry);
-            if batch.ops().len() == PRUNE_BATCH
-                && let Some(l) = &last
-            {
+            if let Some(l) = last.as_ref().filter(|_| batch.ops().len() == PRUNE_BATCH) {
                 pruned += flush(&mut batch, l)?;
             }
         }
-        if let Some(l) = &last
-            && !batch.is_empty()
-        {
+        if let Some(l) = last.as_ref().filter(|_| !batch.is_empty()) {
             pruned += flush(&mut batch, l)?;
         }
         Ok(pruned)

@@ -66,9 +66,13 @@ pub fn principal<T>(req: &Request<T>) -> Result<&Principal, Status> {
 pub fn user_with_role<T>(req: &Request<T>, roles: &[Role]) -> Result<(String, Role), Status> {
     match principal(req)? {
         Principal::User { id, role } if roles.contains(role) => Ok((id.clone(), *role)),
-        Principal::User { role, .. } => Err(Status::permission_denied(format!(
-            "the {role} role cannot make this call"
-        ))),
+        Principal::User { role, .. } => {
+            let needed: Vec<String> = roles.iter().map(|r| format!("{r}")).collect();
+            Err(Status::permission_denied(format!(
+                "the {role} role cannot make this call; it needs the {} role",
+                needed.join(" or ")
+            )))
+        }
         Principal::Peer(_) => Err(Status::permission_denied(
             "a peer node cannot call the national API",
         )),

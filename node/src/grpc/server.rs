@@ -69,14 +69,14 @@ pub enum NodeError {
     #[error("matching: {0}")]
     Epochs(String),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr} ({listener} listener): {source}")]
+    #[error("cannot listen on {addr} ({listener} listener): {cause}")]
     Bind {
         /// Which listener.
         listener: &'static str,
         /// The address.
         addr: SocketAddr,
         /// The I/O error.
-        source: io::Error,
+        cause: io::Error,
     },
     /// A server failed while running.
     #[error("{listener} listener failed: {message}")]
@@ -108,7 +108,7 @@ impl Listeners {
                 .map_err(|source| NodeError::Bind {
                     listener,
                     addr,
-                    source,
+                    cause: source,
                 })
         };
         Ok(Listeners {

@@ -43,12 +43,12 @@ pub struct Profile {
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     /// The file cannot be read.
-    #[error("{path}: cannot read the profile: {source}")]
+    #[error("{path}: cannot read the profile: {cause}")]
     Read {
         /// The profile.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is malformed or a field is invalid.
     #[error("{path}: {message}")]
@@ -68,14 +68,29 @@ impl Profile {
     pub fn load(path: &Path) -> Result<Profile, ProfileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
             path: path.to_owned(),
-            source,
+            cause: source,
         })?;
         let invalid = |message: String| ProfileError::Invalid {
             path: path.to_owned(),
             message,
         };
-        let mut p: Profile =
-            toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_owned()))?;
+        let mut p: Profile = toml::from_str(&text).map_err(|e| {
+            // A node's configuration given as a profile: say so, not which field.
+            let node_config = toml::from_str::<toml::Table>(&text).is_ok_and(|t| {
+                ["federation", "national", "data_dir", "audit"]
+                    .iter()
+                    .any(|k| t.contains_key(*k))
+            });
+            if node_config {
+                invalid(
+                    "this is a node configuration (for `adep-node --config`), not a CLI profile; \
+                     the profiles are the <role>.toml files `adep pki init` wrote beside it"
+                        .into(),
+                )
+            } else {
+                invalid(e.to_string().trim_end().to_owned())
+            }
+        })?;
         parse_endpoint(&p.node).map_err(|m| invalid(format!("field `node`: {m}")))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for f in [&mut p.national_ca, &mut p.cert, &mut p.key] {

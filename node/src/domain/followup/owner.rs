@@ -188,10 +188,18 @@ impl FollowUp {
         if self.direction == Direction::Incoming && self.state == State::Approved {
             self.state = State::Delivered;
         }
+        // The follow-up's own event form, so it names the search as every other does.
+        let event = self.event(
+            "followup.delivered",
+            serde_json::json!({
+                "state": entry.state.name(),
+                "released_fields": entry.core_data.keys().collect::<Vec<_>>(),
+            }),
+        );
         Effects {
             save: true,
             outbox: OutboxChange::Remove,
-            event: delivered_event(entry),
+            event,
         }
     }
 
@@ -210,7 +218,8 @@ impl FollowUp {
     }
 }
 
-/// The audit event of a delivered decision.
+/// The audit event of a delivered decision whose follow-up is gone (erased with its
+/// record); one still stored records [`FollowUp::delivered`]'s.
 pub fn delivered_event(entry: &OutboxEntry) -> Option<Event> {
     Some(Event {
         kind: "followup.delivered",

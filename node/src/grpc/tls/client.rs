@@ -31,13 +31,13 @@ pub fn checked_client_config(
         .build()
         .map_err(|e| TlsError::Rustls {
             context: "server verifier".into(),
-            source: rustls::Error::General(e.to_string()),
+            cause: rustls::Error::General(e.to_string()),
         })?;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Rustls {
             context: "TLS 1.3".into(),
-            source: e,
+            cause: e,
         })?
         .with_webpki_verifier(verifier);
     let mut config = match identity {
@@ -46,7 +46,7 @@ pub fn checked_client_config(
                 .with_client_auth_cert(certs, key)
                 .map_err(|e| TlsError::Rustls {
                     context: "client certificate and key".into(),
-                    source: e,
+                    cause: e,
                 })?
         }
         None => builder.with_no_client_auth(),

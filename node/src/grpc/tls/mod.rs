@@ -39,12 +39,12 @@ pub enum TlsError {
         message: String,
     },
     /// rustls refused the combination (for instance a key that does not match its certificate).
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Rustls {
         /// What was being set up.
         context: String,
         /// rustls' reason.
-        source: rustls::Error,
+        cause: rustls::Error,
     },
 }
 
@@ -215,7 +215,7 @@ pub fn root_store(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     for cert in load_certs(path)? {
         roots.add(cert).map_err(|e| TlsError::Rustls {
             context: format!("{}: CA certificate", path.display()),
-            source: e,
+            cause: e,
         })?;
     }
     Ok(Arc::new(roots))

@@ -104,13 +104,13 @@ impl ServerTls {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Rustls {
                 context: "TLS 1.3".into(),
-                source: e,
+                cause: e,
             })?
             .with_client_cert_verifier(verifier)
             .with_single_cert(load_certs(cert)?, load_key(key)?)
             .map_err(|e| TlsError::Rustls {
                 context: format!("{} with {}", cert.display(), key.display()),
-                source: e,
+                cause: e,
             })?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(ServerState {

@@ -39,12 +39,12 @@ pub enum PkiError {
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     /// A file could not be written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Write {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The output directory already holds a PKI.
     #[error("{0} already holds a PKI (network-ca.pem); choose another directory")]
@@ -528,7 +528,7 @@ fn write_bytes(path: &Path, contents: &[u8]) -> Result<(), PkiError> {
 fn write_file(path: &Path, contents: &[u8], private: bool) -> Result<(), PkiError> {
     let err = |source| PkiError::Write {
         path: path.to_owned(),
-        source,
+        cause: source,
     };
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(err)?;

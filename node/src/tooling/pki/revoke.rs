@@ -135,7 +135,7 @@ pub fn revoke(
     write(&partial, &list.pem()?, false)?;
     fs::rename(&partial, crl).map_err(|source| PkiError::Write {
         path: crl.to_owned(),
-        source,
+        cause: source,
     })?;
     Ok(Revocation {
         serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
