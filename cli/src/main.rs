@@ -28,10 +28,12 @@ use adep_node::{domain::principals::Country, tooling::pki, tooling::profile::Pro
 /// adep: hit/no-hit police-record exchange between European states.
 ///
 /// Officers search and file follow-up requests, reviewers decide on incoming requests,
-/// operators run the node, auditors verify its audit log. `status`, `search` and
-/// `records` talk to a node's national API as the user of a CLI profile (`--profile` or
-/// ADEP_PROFILE), over mutual TLS with that user's certificate; `pki`, `network`,
-/// `match-test` and `bench` need no profile.
+/// operators run the node, auditors verify its audit log. `status`, `search`,
+/// `followup`, `records`, `certs`, `keys` and `audit` talk to a node's national API as
+/// the user of a CLI profile (`--profile` or ADEP_PROFILE), over mutual TLS with that
+/// user's certificate; `demo`, `pki`, `network`, `offence-categories`, `match-test` and
+/// `bench` need no profile. Exit status: 0 success, 1 a negative answer where a command
+/// defines one (no hit, a peer not answering), 2 an error.
 #[derive(Debug, Parser)]
 #[command(name = "adep", version, propagate_version = true)]
 struct Cli {
@@ -69,10 +71,13 @@ enum Command {
     Status(StatusArgs),
     /// Officer: ask every peer whether it holds a record on a person (hit / no hit).
     ///
-    /// Your node turns the identity into keyed digests and sends only those; each peer
-    /// answers automatically with hit references and a match quality, never record data.
-    /// All four reason fields are mandatory and recorded. Exit status: 0 at least one hit,
-    /// 1 no hit, 2 error (including when no peer answered).
+    /// Your node derives the identity's match keys and sends them blinded: each peer
+    /// evaluates them under its own key (RFC 9497 OPRF), your node unblinds the result
+    /// and asks for matches with it. A peer answers automatically with hit references and
+    /// a match quality, never record data. All four reason fields are mandatory, recorded
+    /// by every node asked, and carried by each follow-up of the search's hits; after a
+    /// hit the output gives the `adep followup request` command to run next. Exit status:
+    /// 0 at least one hit, 1 no hit, 2 error (including when no peer answered).
     Search(search::SearchArgs),
     /// The offence categories a search's reason names: codes of the ECRIS common table
     /// (Directive (EU) 2019/884, Annex), four digits, a space and two digits, such as
