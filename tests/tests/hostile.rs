@@ -119,21 +119,10 @@ async fn idle_connections_without_a_certificate_lock_nobody_out() {
 
     // Meanwhile an officer in FR searches (FR → DE over the federation listener) and
     // DE's operator asks for its status on the national listener.
-    let answer = net
-        .national("FR", Role::Officer)
-        .search(SearchRequest {
-            reason: Some(reason()),
-            subjects: vec![ProtoIdentity {
-                family_name: "Müller".into(),
-                given_names: "Hans".into(),
-                date_of_birth: "1970-05-12".into(),
-                ..ProtoIdentity::default()
-            }],
-        })
-        .await
-        .expect("the search is served")
-        .into_inner();
-    assert!(answer.hits.iter().any(|h| h.country == "DE"), "{answer:?}");
+    assert!(
+        officer_search_hits_de(&net).await,
+        "the search is served, with DE's hit"
+    );
     net.national("DE", Role::Operator)
         .status(StatusRequest::default())
         .await
@@ -198,21 +187,10 @@ async fn a_stranger_filling_the_whole_unverified_pool_locks_nobody_out() {
         .status(StatusRequest::default())
         .await
         .expect("the operator is served");
-    let answer = net
-        .national("FR", Role::Officer)
-        .search(SearchRequest {
-            reason: Some(reason()),
-            subjects: vec![ProtoIdentity {
-                family_name: "Müller".into(),
-                given_names: "Hans".into(),
-                date_of_birth: "1970-05-12".into(),
-                ..ProtoIdentity::default()
-            }],
-        })
-        .await
-        .expect("the search is served")
-        .into_inner();
-    assert!(answer.hits.iter().any(|h| h.country == "DE"), "{answer:?}");
+    assert!(
+        officer_search_hits_de(&net).await,
+        "the search is served, with DE's hit"
+    );
     // A peer's new connection, whether or not FR's node reused one above.
     let fr = dir.join("FR");
     tls_from(
