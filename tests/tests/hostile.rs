@@ -55,6 +55,25 @@ async fn tls_from(
     }
 }
 
+/// A started network whose DE holds Müller (de-1), DE configured by `configure`.
+async fn network_with_mueller_in_de(
+    countries: &[&str],
+    configure: impl FnOnce(&mut adep_node::config::Config),
+) -> TestNetwork {
+    let mut net = TestNetwork::new(countries).await;
+    net.edit_config("DE", configure);
+    net.start_all().await;
+    net.import(
+        "DE",
+        vec![record("de-1", "Müller", "Hans", "1970-05-12")],
+        adep_proto::v1::ImportMode::Import,
+        10,
+    )
+    .await
+    .expect("import");
+    net
+}
+
 /// Whether the server has closed `stream`, waiting at most `within`.
 async fn closed_within(stream: &mut TlsStream<TcpStream>, within: Duration) -> bool {
     let mut buf = [0u8; 64];
@@ -74,22 +93,13 @@ async fn closed_within(stream: &mut TlsStream<TcpStream>, within: Duration) -> b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_without_a_certificate_lock_nobody_out() {
-    let mut net = TestNetwork::new(&["FR", "DE", "ES"]).await;
-    net.edit_config("DE", |c| {
+    let net = network_with_mueller_in_de(&["FR", "DE", "ES"], |c| {
         c.limits.max_connections = 16;
         c.limits.max_unverified_connections = 32;
         c.limits.max_unverified_per_address = 4;
         c.limits.unverified_lifetime_ms = 1_500;
-    });
-    net.start_all().await;
-    net.import(
-        "DE",
-        vec![record("de-1", "Müller", "Hans", "1970-05-12")],
-        adep_proto::v1::ImportMode::Import,
-        10,
-    )
-    .await
-    .expect("import");
+    })
+    .await;
 
     // A stranger on 127.0.0.2 opens far more connections than max_connections, on
     // both listeners, completes each handshake without a certificate and goes idle.
@@ -148,22 +158,13 @@ async fn idle_connections_without_a_certificate_lock_nobody_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_filling_the_whole_unverified_pool_locks_nobody_out() {
-    let mut net = TestNetwork::new(&["FR", "DE"]).await;
     // One stranger may fill the pool here; with the defaults it takes 32 addresses.
-    net.edit_config("DE", |c| {
+    let net = network_with_mueller_in_de(&["FR", "DE"], |c| {
         c.limits.max_unverified_connections = 6;
         c.limits.max_unverified_per_address = 6;
         c.limits.unverified_lifetime_ms = 120_000;
-    });
-    net.start_all().await;
-    net.import(
-        "DE",
-        vec![record("de-1", "Müller", "Hans", "1970-05-12")],
-        adep_proto::v1::ImportMode::Import,
-        10,
-    )
-    .await
-    .expect("import");
+    })
+    .await;
     let dir = net.dir().to_owned();
     let listeners = [
         (
@@ -329,17 +330,9 @@ async fn campaign() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(200);
-    let mut net = TestNetwork::new(&["FR", "DE"]).await;
-    net.edit_config("DE", |c| c.limits.unverified_lifetime_ms = 600_000);
-    net.start_all().await;
-    net.import(
-        "DE",
-        vec![record("de-1", "Müller", "Hans", "1970-05-12")],
-        adep_proto::v1::ImportMode::Import,
-        10,
-    )
-    .await
-    .expect("import");
+    let net =
+        network_with_mueller_in_de(&["FR", "DE"], |c| c.limits.unverified_lifetime_ms = 600_000)
+            .await;
     let before = resident_mib();
 
     // Idle certificate-less connections from 127.0.0.2, kept open for the campaign.
@@ -561,16 +554,7 @@ async fn officer_search_hits_de(net: &TestNetwork) -> bool {
 /// and keeps serving the officer's search meanwhile and after. The campaign runs
 /// `ADEP_HOSTILE_STREAMS` streams (30,000 in docs/reliability.md); CI runs 2,000.
 async fn stream_flood(n: u32) {
-    let mut net = TestNetwork::new(&["FR", "DE"]).await;
-    net.start_all().await;
-    net.import(
-        "DE",
-        vec![record("de-1", "Müller", "Hans", "1970-05-12")],
-        adep_proto::v1::ImportMode::Import,
-        10,
-    )
-    .await
-    .expect("import");
+    let net = network_with_mueller_in_de(&["FR", "DE"], |_| {}).await;
     let before = resident_mib();
     let (flood, served) = flood_streams(&net, n, async {
         tokio::time::sleep(Duration::from_millis(50)).await;
