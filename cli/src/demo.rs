@@ -172,13 +172,19 @@ async fn demo(args: &DemoArgs, dir: PathBuf) -> Result<ExitCode> {
         for cc in COUNTRIES {
             for role in [Role::Officer, Role::Reviewer, Role::Operator] {
                 println!(
-                    "  adep --profile {} {}",
-                    dir.join(cc).join(format!("{role}.toml")).display(),
+                    "  {} {} --profile {}",
+                    output::program(),
                     match role {
                         Role::Officer => "followup list",
                         Role::Reviewer => "followup list --incoming",
                         _ => "status",
-                    }
+                    },
+                    output::shell_word(
+                        &dir.join(cc)
+                            .join(format!("{role}.toml"))
+                            .display()
+                            .to_string()
+                    ),
                 );
             }
         }

@@ -37,17 +37,54 @@ use adep_node::{domain::principals::Country, tooling::pki, tooling::profile::Pro
 #[derive(Debug, Parser)]
 #[command(name = "adep", version, propagate_version = true)]
 struct Cli {
-    /// CLI profile: node address, national CA, your certificate and key (from `adep pki init`).
-    #[arg(long, global = true, env = "ADEP_PROFILE", value_name = "FILE")]
+    /// Still read before the command, as earlier versions took it (hidden).
+    #[arg(long, hide = true, env = "ADEP_PROFILE", value_name = "FILE")]
     profile: Option<PathBuf>,
 
-    /// Print machine-readable JSON instead of text; errors too, as
-    /// `{"error": {"kind": "usage" | "error", "message": ..}}` on stdout (exit 2).
-    #[arg(long, global = true)]
+    /// Still read before the command, as earlier versions took it (hidden).
+    #[arg(long, hide = true)]
     json: bool,
 
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--profile` and `--json`, on the commands that talk to a node (and their
+/// subcommands).
+#[derive(Debug, Args)]
+struct NodeFlags {
+    /// CLI profile: node address, national CA, your certificate and key (from `adep pki init`).
+    #[arg(long, global = true, env = "ADEP_PROFILE", value_name = "FILE")]
+    profile: Option<PathBuf>,
+    #[command(flatten)]
+    json: JsonFlag,
+}
+
+/// `--json`, on the commands that print JSON.
+#[derive(Debug, Args)]
+struct JsonFlag {
+    /// Print machine-readable JSON instead of text; errors too, as
+    /// `{"error": {"kind": "usage" | "error", "message": ..}}` on stdout (exit 2).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// A command's own arguments with the flags it takes.
+#[derive(Debug, Args)]
+struct With<A: Args, F: Args> {
+    #[command(flatten)]
+    args: A,
+    #[command(flatten)]
+    flags: F,
+}
+
+/// A command's subcommands with the flags they take.
+#[derive(Debug, Args)]
+struct Sub<C: Subcommand, F: Args> {
+    #[command(subcommand)]
+    cmd: C,
+    #[command(flatten)]
+    flags: F,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,16 +96,14 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Development PKI: certificates, each node's keys and key seed, node
     /// configurations and CLI profiles (`init`), and revocation (`revoke`).
-    #[command(subcommand)]
-    Pki(PkiCommand),
+    Pki(Sub<PkiCommand, JsonFlag>),
     /// Run a whole test network on this machine (development and demonstrations).
-    #[command(subcommand)]
-    Network(network::NetworkCommand),
+    Network(Sub<network::NetworkCommand, JsonFlag>),
     /// Show the node, your identity and role, its store, and whether each peer answers.
     ///
     /// Exit status: 0 when every peer answers (or with --no-peers), 1 when one does
     /// not, 2 on an error.
-    Status(StatusArgs),
+    Status(With<StatusArgs, NodeFlags>),
     /// Officer: ask every peer whether it holds a record on a person (hit / no hit).
     ///
     /// Your node derives the identity's match keys and sends them blinded: each peer
@@ -78,27 +113,22 @@ enum Command {
     /// by every node asked, and carried by each follow-up of the search's hits; after a
     /// hit the output gives the `adep followup request` command to run next. Exit status:
     /// 0 at least one hit, 1 no hit, 2 error (including when no peer answered).
-    Search(search::SearchArgs),
+    Search(With<search::SearchArgs, NodeFlags>),
     /// The offence categories a search's reason names: codes of the ECRIS common table
     /// (Directive (EU) 2019/884, Annex), four digits, a space and two digits, such as
     /// `0301 00`. Lists the table shipped with adep and its source. Needs no profile.
-    OffenceCategories,
+    OffenceCategories(JsonFlag),
     /// Auditor: verify the node's audit log, or export a period of it as JSON Lines.
-    #[command(subcommand)]
-    Audit(audit::AuditCommand),
+    Audit(Sub<audit::AuditCommand, NodeFlags>),
     /// Step 2: follow-up requests for hits. Officers request, list, show and
     /// withdraw; reviewers list --incoming, show, approve, refuse and hold.
-    #[command(subcommand)]
-    Followup(followup::FollowUpCommand),
+    Followup(Sub<followup::FollowUpCommand, NodeFlags>),
     /// Operator: import, sync, erase and count the national records.
-    #[command(subcommand)]
-    Records(records::RecordsCommand),
+    Records(Sub<records::RecordsCommand, NodeFlags>),
     /// Operator: reload the node's certificates after renewing them.
-    #[command(subcommand)]
-    Certs(certs::CertsCommand),
+    Certs(Sub<certs::CertsCommand, NodeFlags>),
     /// Operator: rotate this node's own match key (no other node takes part).
-    #[command(subcommand)]
-    Keys(keys::KeysCommand),
+    Keys(Sub<keys::KeysCommand, NodeFlags>),
     /// Match two record files offline with the node's own code and a throwaway key.
     ///
     /// Runs the same normalisation, match keys and lookup as a node, and writes one CSV
@@ -108,7 +138,7 @@ enum Command {
     /// a hundred times more. With --truth it
     /// prints recall and precision for exact hits, exact and strong hits, and all hits.
     /// Needs no node and no profile.
-    MatchTest(matchtest::MatchTestArgs),
+    MatchTest(With<matchtest::MatchTestArgs, JsonFlag>),
     /// Measure matching on this machine: OPRF evaluation, import, index build, restart,
     /// Evaluate and Match over mTLS, search latency and memory, each next to its limit.
     ///
@@ -118,7 +148,7 @@ enum Command {
     /// loopback with a synthetic national file in DE (DE as its own adep-node process when
     /// that binary is next to this one). Build with --release for meaningful figures:
     /// `cargo run --release --bin adep -- bench`. Needs no profile.
-    Bench(bench::BenchArgs),
+    Bench(With<bench::BenchArgs, JsonFlag>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,7 +250,8 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     adep_node::install_crypto_provider();
-    let json = cli.json;
+    // Wherever --json stands, errors follow it.
+    let json = std::env::args_os().any(|a| a == "--json");
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -262,45 +293,57 @@ fn json_error(kind: &str, message: &str) {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    // A flag after the command, or before it as earlier versions took it.
+    let json = |f: &JsonFlag| f.json || cli.json;
+    let profile = |f: &NodeFlags| f.profile.clone().or_else(|| cli.profile.clone());
+    let node = |f: &NodeFlags| -> Result<(Profile, PathBuf, bool)> {
+        let path = profile(f);
+        Ok((
+            load_profile(path.as_deref())?,
+            path.unwrap_or_default(),
+            json(&f.json),
+        ))
+    };
     match cli.command {
-        Command::Pki(PkiCommand::Init(args)) => pki_init(&args, cli.json),
-        Command::Pki(PkiCommand::Revoke(args)) => pki_revoke(&args, cli.json),
-        Command::Network(cmd) => network::run(cmd, cli.json),
-        Command::MatchTest(args) => matchtest::run(&args, cli.json),
-        Command::Bench(args) => bench::run(&args, cli.json),
+        Command::Pki(Sub { cmd, flags }) => match cmd {
+            PkiCommand::Init(args) => pki_init(&args, json(&flags)),
+            PkiCommand::Revoke(args) => pki_revoke(&args, json(&flags)),
+        },
+        Command::Network(Sub { cmd, flags }) => network::run(cmd, json(&flags)),
+        Command::MatchTest(With { args, flags }) => matchtest::run(&args, json(&flags)),
+        Command::Bench(With { args, flags }) => bench::run(&args, json(&flags)),
         Command::Demo(args) => demo::run(&args),
-        Command::OffenceCategories => {
-            offence_categories(cli.json);
+        Command::OffenceCategories(flags) => {
+            offence_categories(json(&flags));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Search(args) => {
-            let profile = load_profile(cli.profile.as_deref())?;
-            let path = cli.profile.clone().unwrap_or_default();
-            runtime()?.block_on(search::run(&args, &profile, &path, cli.json))
+        Command::Search(With { args, flags }) => {
+            let (profile, path, json) = node(&flags)?;
+            runtime()?.block_on(search::run(&args, &profile, &path, json))
         }
-        Command::Audit(cmd) => {
-            let profile = load_profile(cli.profile.as_deref())?;
-            runtime()?.block_on(audit::run(cmd, &profile, cli.json))
+        Command::Audit(Sub { cmd, flags }) => {
+            let (profile, _, json) = node(&flags)?;
+            runtime()?.block_on(audit::run(cmd, &profile, json))
         }
-        Command::Followup(cmd) => {
-            let profile = load_profile(cli.profile.as_deref())?;
-            runtime()?.block_on(followup::run(cmd, &profile, cli.json))
+        Command::Followup(Sub { cmd, flags }) => {
+            let (profile, _, json) = node(&flags)?;
+            runtime()?.block_on(followup::run(cmd, &profile, json))
         }
-        Command::Records(cmd) => {
-            let profile = load_profile(cli.profile.as_deref())?;
-            runtime()?.block_on(records::run(cmd, &profile, cli.json))
+        Command::Records(Sub { cmd, flags }) => {
+            let (profile, _, json) = node(&flags)?;
+            runtime()?.block_on(records::run(cmd, &profile, json))
         }
-        Command::Certs(cmd) => {
-            let profile = load_profile(cli.profile.as_deref())?;
-            runtime()?.block_on(certs::run(cmd, &profile, cli.json))
+        Command::Certs(Sub { cmd, flags }) => {
+            let (profile, _, json) = node(&flags)?;
+            runtime()?.block_on(certs::run(cmd, &profile, json))
         }
-        Command::Keys(cmd) => {
-            let profile = load_profile(cli.profile.as_deref())?;
-            runtime()?.block_on(keys::run(cmd, &profile, cli.json))
+        Command::Keys(Sub { cmd, flags }) => {
+            let (profile, _, json) = node(&flags)?;
+            runtime()?.block_on(keys::run(cmd, &profile, json))
         }
-        Command::Status(args) => {
-            let profile = load_profile(cli.profile.as_deref())?;
-            runtime()?.block_on(status(&profile, &args, cli.json))
+        Command::Status(With { args, flags }) => {
+            let (profile, _, json) = node(&flags)?;
+            runtime()?.block_on(status(&profile, &args, json))
         }
     }
 }

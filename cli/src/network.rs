@@ -108,7 +108,7 @@ async fn up(args: UpArgs, json: bool) -> Result<ExitCode> {
             for role in Role::ALL {
                 let profile = d.join(format!("{role}.toml"));
                 println!(
-                    "    {:<9} {program} --profile {} status",
+                    "    {:<9} {program} status --profile {}",
                     role.as_str(),
                     crate::output::shell_word(&profile.display().to_string())
                 );

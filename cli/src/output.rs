@@ -50,7 +50,7 @@ pub fn pki_summary(out: &Path, summary: &PkiSummary, json: bool) {
         println!("  {}: adep-node --config {}", n.country, n.config.display());
         for (role, p) in &n.profiles {
             println!(
-                "      {role:<9} {} --profile {} status",
+                "      {role:<9} {} status --profile {}",
                 program(),
                 shell_word(&p.display().to_string())
             );

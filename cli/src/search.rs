@@ -281,7 +281,7 @@ pub async fn run(
             first.country
         );
         println!(
-            "  {} --profile {} followup request --hit {} --justification '<why you need the record, for the reviewer>' --offence-description '<the offence, in your words>'",
+            "  {} followup request --profile {} --hit {} --justification '<why you need the record, for the reviewer>' --offence-description '<the offence, in your words>'",
             output::program(),
             output::shell_word(&profile_path.display().to_string()),
             first.hit_ref

@@ -432,16 +432,17 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
         text.contains(&format!(
-            "--profile {} followup request --hit ",
+            "followup request --profile {} --hit ",
             officer.display()
         )),
         "{text}"
     );
+    // The flags after the command, where its help shows them.
     let status = |profile: &std::path::Path| {
         Command::new(BIN)
+            .arg("status")
             .arg("--profile")
             .arg(profile)
-            .arg("status")
             .output()
             .expect("status")
             .status
@@ -470,6 +471,14 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
             .expect("error")
             .contains("date_of_birth")
     );
+    // A command that takes no --json refuses it, in JSON since it was asked for.
+    let demo = Command::new(BIN)
+        .args(["demo", "--json"])
+        .output()
+        .expect("run adep");
+    assert_eq!(demo.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&demo.stdout).expect("json");
+    assert_eq!(json["error"]["kind"], "usage", "{json}");
     // Argument errors are JSON too, in the same shape.
     let usage = search_cmd(&officer, &["--no-such-flag"]);
     assert_eq!(usage.status.code(), Some(2));
