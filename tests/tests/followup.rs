@@ -145,13 +145,18 @@ async fn refusal_hold_and_withdrawal_reach_the_officer() {
     let delivered = until_state(&net, &held.id, FollowUpState::Delivered).await;
     assert_eq!(delivered.core_data["record_id"], "de-2");
 
-    // Withdrawn before a decision: DE can no longer decide it.
-    let withdrawn = request(
+    // Delivered, the record is not requested again, even through a new search's hit.
+    let again = request(
         &net,
         &hit_in_de(&net, "Schmidt", "Karl", "1955-01-01").await,
     )
     .await
-    .expect("filed");
+    .expect_err("one request per record");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+
+    // Withdrawn before a decision (Müller's was refused, so he may be asked for
+    // again): DE can no longer decide it.
+    let withdrawn = filed_for_mueller(&net).await;
     let w = net
         .national("FR", Role::Officer)
         .withdraw_follow_up(WithdrawFollowUpRequest {

@@ -141,9 +141,15 @@ async fn data_directories_hold_no_cleartext_name_or_payload() {
     logs::capture("trace");
     let mut net = network().await;
     let delivered = full_exchange(&net).await;
-    // A second request stays pending, so DE's store holds an open follow-up (with
-    // FR's subject) and FR's a remembered hit, as well as the delivered one.
-    filed_for_mueller(&net).await;
+    // A request for another record stays pending, so DE's store holds an open
+    // follow-up (with FR's subject) and FR's a remembered hit, as well as the delivered
+    // one (Müller may not be asked for again while that one stands).
+    request(
+        &net,
+        &hit_in_de(&net, "Schmidt", "Karl", "1955-01-01").await,
+    )
+    .await
+    .expect("filed");
     for cc in ["FR", "DE", "ES"] {
         net.stop(cc).await;
     }

@@ -51,7 +51,11 @@ pub async fn file(
             Some(reason) if *reason != filing.reason => return Ok(Err(Refusal::OtherReason)),
             Some(_) => {}
         }
-        if let Some(holding) = book.holding_hit(Direction::Incoming, peer, &filing.hit_ref)? {
+        // One request per record and peer: a new search's fresh reference to the same
+        // record does not open a second one.
+        let same =
+            |f: &FollowUp| f.hit_ref == filing.hit_ref || f.record.as_ref() == Some(&issued.record);
+        if let Some(holding) = book.holding(Direction::Incoming, peer, same)? {
             return Ok(Err(Refusal::Held(Box::new(holding))));
         }
         let (f, effects) = FollowUp::filed(filing, peer, &issued, now, deadlines);
@@ -437,6 +441,26 @@ mod tests {
         let refused = file(&node.state, cc("FR"), second.clone()).await;
         assert!(
             matches!(&refused, Err(AppError::FailedPrecondition(m)) if m.contains("pending")),
+            "{refused:?}"
+        );
+        // A new search's fresh reference to the same record opens no second request.
+        let now = unix_now();
+        let fresh = hitref::issue(
+            node.state.store.as_ref(),
+            &[(mueller("de-1").id, Quality::Exact)],
+            cc("FR"),
+            now,
+            now + 3600,
+            "search-2",
+            &reason(),
+        )
+        .expect("issued")[0];
+        let mut again = filing.clone();
+        again.id = FollowUpId::random().expect("an id");
+        again.hit_ref = fresh;
+        let refused = file(&node.state, cc("FR"), again).await;
+        assert!(
+            matches!(&refused, Err(AppError::FailedPrecondition(m)) if m.contains("same record")),
             "{refused:?}"
         );
         // Refused by a reviewer: the hit may be followed up again.

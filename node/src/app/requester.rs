@@ -44,7 +44,7 @@ pub async fn request(
         let Some(hit) = book.received_hit(&hit_ref)? else {
             return Ok(None);
         };
-        let holding = book.holding_hit(Direction::Outgoing, hit.country, &hit_ref)?;
+        let holding = book.holding(Direction::Outgoing, hit.country, |f| f.hit_ref == hit_ref)?;
         Ok(Some((hit, holding)))
     })
     .await?
@@ -105,7 +105,7 @@ pub async fn request(
 /// The refusal of a second request for a hit that `f` holds.
 pub fn already_requested(f: &FollowUp) -> AppError {
     AppError::FailedPrecondition(format!(
-        "field `hit_ref`: follow-up {} for this hit is {}; another request only after a refusal, a withdrawal or an expiry",
+        "field `hit_ref`: follow-up {} for this hit (or another hit on the same record) is {}; another request only after a refusal, a withdrawal or an expiry",
         f.id,
         f.state().name()
     ))

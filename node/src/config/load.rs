@@ -283,9 +283,9 @@ impl Config {
                     field.to_owned(),
                     format!(
                         "{} is out of range ({} to {})",
-                        humantime::format_duration(d),
-                        humantime::format_duration(lo),
-                        humantime::format_duration(hi)
+                        duration::text(d),
+                        duration::text(lo),
+                        duration::text(hi)
                     ),
                 ))
             } else {
@@ -300,6 +300,15 @@ impl Config {
             SECOND,
             YEAR,
         )?;
+        // The audit retention the docs state, and a pruning period from 1s (tests) to
+        // a day.
+        span("audit.retention", self.audit.retention, SECOND, 31 * YEAR)?;
+        span(
+            "audit.prune_interval",
+            self.audit.prune_interval,
+            SECOND,
+            Duration::from_secs(86_400),
+        )?;
         let f = &self.followup;
         span(
             "followup.decision_deadline",
@@ -313,8 +322,8 @@ impl Config {
                 "followup.expiry".into(),
                 format!(
                     "{} is shorter than followup.decision_deadline ({})",
-                    humantime::format_duration(f.expiry),
-                    humantime::format_duration(f.decision_deadline)
+                    duration::text(f.expiry),
+                    duration::text(f.decision_deadline)
                 ),
             ));
         }

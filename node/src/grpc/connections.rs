@@ -135,9 +135,10 @@ pub struct UnverifiedSlot {
 
 impl UnverifiedSlot {
     /// Resolves when the pool closes this connection to admit a newer one. Taken
-    /// once; the connection's task waits on it beside its handshake and lifetime.
-    pub fn eviction(&mut self) -> oneshot::Receiver<()> {
-        self.evicted.take().unwrap_or_else(|| oneshot::channel().1)
+    /// once, when the connection is accepted; the connection's task waits on it beside
+    /// its handshake and lifetime. None when taken already.
+    pub fn eviction(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.evicted.take()
     }
 }
 
@@ -264,7 +265,7 @@ mod tests {
         );
         assert!(text.contains("remote=\"192.0.2.1\"} 2"), "{text}");
         // Full: a newcomer closes the oldest connection of the biggest holder.
-        let mut evicted = a1.eviction();
+        let mut evicted = a1.eviction().expect("not taken yet");
         assert_eq!(evicted.try_recv(), Err(oneshot::error::TryRecvError::Empty));
         let c1 = pool
             .admit(at("192.0.2.3", 1))

@@ -452,6 +452,14 @@ fn incoming(
         );
     };
     let accept = tokio::spawn(async move {
+        // The five addresses holding the most unverified connections, for the events.
+        let holders = |unverified: &UnverifiedPool| -> Vec<serde_json::Value> {
+            unverified
+                .holders(5)
+                .into_iter()
+                .map(|(ip, n)| serde_json::json!({ "remote": ip.to_string(), "connections": n }))
+                .collect()
+        };
         loop {
             let accepted = tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
@@ -466,15 +474,6 @@ fn incoming(
                 }
             };
             // Until its handshake proves a certificate, a connection is unverified.
-            let holders = |unverified: &UnverifiedPool| -> Vec<serde_json::Value> {
-                unverified
-                    .holders(5)
-                    .into_iter()
-                    .map(
-                        |(ip, n)| serde_json::json!({ "remote": ip.to_string(), "connections": n }),
-                    )
-                    .collect()
-            };
             let mut slot = match unverified.admit(remote) {
                 Ok(admitted) => {
                     if let Some(evicted) = admitted.evicted {
@@ -503,7 +502,10 @@ fn incoming(
                     continue;
                 }
             };
-            let mut evicted = slot.eviction();
+            // Taken here, once: admission just made the slot.
+            let Some(mut evicted) = slot.eviction() else {
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let tls = tls.clone();
             let tx = tx.clone();

@@ -136,18 +136,24 @@ impl<'s> Book<'s> {
             .transpose()
     }
 
-    /// The follow-up of `direction` with `country` for `hit_ref` that keeps the hit
+    /// A follow-up of `direction` with `country` that `concerns` and that keeps its hit
     /// from another request ([`super::State::holds_its_hit`]), if there is one.
-    pub fn holding_hit(
+    pub fn holding(
         &self,
         direction: Direction,
         country: crate::domain::principals::Country,
-        hit_ref: &HitRef,
+        concerns: impl Fn(&FollowUp) -> bool,
     ) -> Result<Option<FollowUp>, StoreError> {
-        Ok(self
-            .list(direction)?
-            .into_iter()
-            .find(|f| f.country == country && f.hit_ref == *hit_ref && f.state().holds_its_hit()))
+        for entry in self
+            .store
+            .scan_prefix(Table::FollowUps, &[prefix(direction)])
+        {
+            let f = decode_followup(&entry?.value)?;
+            if f.country == country && f.state().holds_its_hit() && concerns(&f) {
+                return Ok(Some(f));
+            }
+        }
+        Ok(None)
     }
 
     /// Every follow-up of one direction, oldest first.
@@ -339,11 +345,8 @@ mod tests {
         assert_eq!(read.officer_id, "fr-officer");
         // It still holds its hit; saved again, it is written in the new format.
         let country = "DE".parse().expect("a country");
-        assert!(
-            book.holding_hit(Direction::Outgoing, country, &hit)
-                .expect("read")
-                .is_some()
-        );
+        let held = book.holding(Direction::Outgoing, country, |f| f.hit_ref == hit);
+        assert!(held.expect("read").is_some());
         assert_eq!(encode_followup(&read)[0], FORMAT_WITH_SEARCH);
     }
 }

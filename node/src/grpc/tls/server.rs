@@ -232,7 +232,8 @@ pub struct AuthedStream {
 /// pool gives its slot to a newer connection.
 struct Closing {
     lifetime: Pin<Box<tokio::time::Sleep>>,
-    evicted: tokio::sync::oneshot::Receiver<()>,
+    /// None once it has resolved: a resolved receiver must not be polled again.
+    evicted: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl std::fmt::Debug for AuthedStream {
@@ -270,7 +271,7 @@ impl AuthedStream {
     ) -> AuthedStream {
         self.deadline = Some(Closing {
             lifetime: Box::pin(tokio::time::sleep(after)),
-            evicted,
+            evicted: Some(evicted),
         });
         self
     }
@@ -284,7 +285,12 @@ impl AuthedStream {
                 "the connection's unverified lifetime is over",
             ));
         }
-        Pin::new(&mut closing.evicted).poll(cx).is_ready().then(|| {
+        let evicted = match closing.evicted.as_mut() {
+            Some(rx) => Pin::new(rx).poll(cx).is_ready(),
+            None => true,
+        };
+        evicted.then(|| {
+            closing.evicted = None;
             io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "the connection's unverified slot was given to a newer connection",
