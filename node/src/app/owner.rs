@@ -243,6 +243,21 @@ mod tests {
         domain::{followup::State, index::ImportMode, pseudonymise::Quality},
     };
 
+    /// A hit reference for Müller (de-1) issued to FR by `search`, valid an hour.
+    fn issue_mueller_to_fr(node: &TestNode, search: &str) -> hitref::HitRef {
+        let now = unix_now();
+        hitref::issue(
+            node.state.store.as_ref(),
+            &[(mueller("de-1").id, Quality::Exact)],
+            cc("FR"),
+            now,
+            now + 3600,
+            search,
+            &reason(),
+        )
+        .expect("issued")[0]
+    }
+
     /// DE holds Müller (de-1) and issued FR a hit reference for it; FR answers
     /// every delivery.
     fn owner(four_eyes: bool) -> (TestNode, Filing) {
@@ -265,17 +280,7 @@ mod tests {
             &mut |_| {},
         )
         .expect("imported");
-        let now = unix_now();
-        let hit_ref = hitref::issue(
-            node.state.store.as_ref(),
-            &[(mueller("de-1").id, Quality::Exact)],
-            cc("FR"),
-            now,
-            now + 3600,
-            "search-1",
-            &reason(),
-        )
-        .expect("issued")[0];
+        let hit_ref = issue_mueller_to_fr(&node, "search-1");
         let filing = Filing {
             id: FollowUpId::random().expect("an id"),
             hit_ref,
@@ -444,17 +449,7 @@ mod tests {
             "{refused:?}"
         );
         // A new search's fresh reference to the same record opens no second request.
-        let now = unix_now();
-        let fresh = hitref::issue(
-            node.state.store.as_ref(),
-            &[(mueller("de-1").id, Quality::Exact)],
-            cc("FR"),
-            now,
-            now + 3600,
-            "search-2",
-            &reason(),
-        )
-        .expect("issued")[0];
+        let fresh = issue_mueller_to_fr(&node, "search-2");
         let mut again = filing.clone();
         again.id = FollowUpId::random().expect("an id");
         again.hit_ref = fresh;
