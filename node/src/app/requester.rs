@@ -10,11 +10,14 @@ use crate::{
         peers::{PeerFailure, Rejection},
     },
     domain::{
-        followup::{Book, DecisionNotice, Direction, Filing, FollowUp, FollowUpId},
+        followup::{
+            Book, DecisionNotice, Direction, Filing, FollowUp, FollowUpId, Receipt, ReceivedHit,
+            UnansweredFiling,
+        },
         hitref::HitRef,
         principals::Country,
     },
-    store::unix_now,
+    store::{Batch, unix_now},
 };
 
 /// An officer's follow-up request. Its reason is the reason of the search that
@@ -33,19 +36,25 @@ pub struct Request {
 /// the search that received it; the owner stores it durably and acknowledges it
 /// before it is stored here. One request per hit at a time: another only once the
 /// last was refused, withdrawn or expired.
+///
+/// A filing is remembered before it is sent until its answer is stored. If the
+/// answer was lost (the owner may hold the request), the next request for the hit
+/// asks the owner about that filing first: one the owner holds is stored here as it
+/// was filed; one it never received is replaced by this request.
 pub async fn request(
     state: &Arc<NodeState>,
     officer: String,
     request: Request,
 ) -> Result<FollowUp, AppError> {
     let hit_ref = request.hit_ref;
-    let (hit, holding) = events::followup_work(state, move |state| {
+    let (hit, holding, unanswered) = events::followup_work(state, move |state| {
         let book = Book::new(state.store.as_ref());
         let Some(hit) = book.received_hit(&hit_ref)? else {
             return Ok(None);
         };
         let holding = book.holding(Direction::Outgoing, hit.country, |f| f.hit_ref == hit_ref)?;
-        Ok(Some((hit, holding)))
+        let unanswered = book.unanswered(&hit_ref)?;
+        Ok(Some((hit, holding, unanswered)))
     })
     .await?
     .ok_or_else(|| {
@@ -64,41 +73,130 @@ pub async fn request(
     }
     let owner = hit.country;
     configured(state, owner)?;
+    if let Some(earlier) = unanswered
+        && let Some(f) = filed_after_all(state, hit_ref, &hit, earlier).await?
+        && f.state().holds_its_hit()
+    {
+        let same = f.justification == request.justification
+            && f.offence_description == request.offence_description
+            && f.officer_id == officer;
+        return if same {
+            Ok(f)
+        } else {
+            Err(AppError::FailedPrecondition(format!(
+                "field `hit_ref`: an earlier request for this hit reached {owner} after all (its answer had been lost): follow-up {} is {}; withdraw it to file another text",
+                f.id,
+                f.state().name()
+            )))
+        };
+    }
     let id = FollowUpId::random()
         .ok_or_else(|| AppError::Internal("the system random generator failed".into()))?;
-    let filing = Filing {
+    let unanswered = UnansweredFiling {
         id,
-        hit_ref,
-        reason: hit.reason.clone(),
         justification: request.justification,
         offence_description: request.offence_description,
-        subject: hit.subject.clone(),
         officer_id: officer,
-        audit_head: Some(state.audit.checkpoint(now)),
+        expires_at: hit.expires_at,
     };
-    let receipt =
-        state
-            .peers
-            .file(owner, filing.clone())
-            .await
-            .map_err(|failure| match failure {
-                PeerFailure::TimedOut => AppError::Unavailable(format!(
-                    "{owner} did not answer in time; the request may not be filed, try again"
-                )),
-                PeerFailure::Unavailable(_) => AppError::Unavailable(format!(
-                    "{owner} is unreachable; nothing was filed, try again"
-                )),
-                other => refused_by(owner, "refused the follow-up", other),
-            })?;
+    let remembered = unanswered.clone();
+    events::followup_work(state, move |state| {
+        Ok(Book::new(state.store.as_ref()).remember_unanswered(&hit_ref, &remembered)?)
+    })
+    .await?;
+    let filing = Filing {
+        audit_head: Some(state.audit.checkpoint(now)),
+        ..unanswered.filing(hit_ref, &hit)
+    };
+    let receipt = match state.peers.file(owner, filing.clone()).await {
+        Ok(receipt) => receipt,
+        Err(PeerFailure::TimedOut) => {
+            return Err(AppError::Unavailable(format!(
+                "{owner} did not answer in time; the request may be filed: run the same request again to find out"
+            )));
+        }
+        Err(PeerFailure::Unavailable(_)) => {
+            return Err(AppError::Unavailable(format!(
+                "{owner} is unreachable; try again"
+            )));
+        }
+        Err(other) => {
+            // The owner refused it: nothing is filed there.
+            events::followup_work(state, move |state| {
+                let mut batch = Batch::new();
+                Book::forget_unanswered(&mut batch, &hit_ref);
+                Ok(state.store.apply(&batch)?)
+            })
+            .await?;
+            return Err(refused_by(owner, "refused the follow-up", other));
+        }
+    };
     if receipt.id != filing.id {
         return Err(AppError::Unavailable(format!(
             "{owner} acknowledged another request than the one filed; try again"
         )));
     }
+    let f = store_answered(state, filing, hit, receipt, now).await?;
+    tracing::info!(followup = %f.id, peer = %owner, "follow-up requested");
+    Ok(f)
+}
+
+/// Asks the owner about a filing whose answer was lost; stores it here if the owner
+/// holds it. None if the owner never received it.
+async fn filed_after_all(
+    state: &Arc<NodeState>,
+    hit_ref: HitRef,
+    hit: &ReceivedHit,
+    earlier: UnansweredFiling,
+) -> Result<Option<FollowUp>, AppError> {
+    let owner = hit.country;
+    let receipts = state
+        .peers
+        .poll(owner, vec![earlier.id.clone()])
+        .await
+        .map_err(|failure| match failure {
+            PeerFailure::TimedOut | PeerFailure::Unavailable(_) => AppError::Unavailable(format!(
+                "{owner} did not answer whether an earlier request for this hit, whose answer was lost, is filed; try again"
+            )),
+            other => refused_by(owner, "refused to say whether an earlier request is filed", other),
+        })?;
+    let Some(receipt) = receipts.into_iter().find(|r| r.id == earlier.id) else {
+        return Ok(None);
+    };
+    let f = store_answered(
+        state,
+        earlier.filing(hit_ref, hit),
+        hit.clone(),
+        receipt,
+        unix_now(),
+    )
+    .await?;
+    tracing::info!(followup = %f.id, peer = %owner, "follow-up requested (answer recovered)");
+    Ok(Some(f))
+}
+
+/// Stores a filing the owner acknowledged with `receipt`, and forgets it as
+/// unanswered, in one durable write with its audit event.
+async fn store_answered(
+    state: &Arc<NodeState>,
+    filing: Filing,
+    hit: ReceivedHit,
+    receipt: Receipt,
+    now: i64,
+) -> Result<FollowUp, AppError> {
+    let hit_ref = filing.hit_ref;
     let (f, effects) = FollowUp::requested(filing, &hit, receipt, now);
     let stored = f.clone();
-    events::followup_work(state, move |state| Ok(commit(state, &stored, &effects)?)).await?;
-    tracing::info!(followup = %f.id, peer = %owner, "follow-up requested");
+    events::followup_work(state, move |state| {
+        let mut batch = Book::batch(&stored, &effects);
+        Book::forget_unanswered(&mut batch, &hit_ref);
+        match &effects.event {
+            Some(event) => events::commit(state, batch, event)?,
+            None => state.store.apply(&batch)?,
+        }
+        Ok(())
+    })
+    .await?;
     Ok(f)
 }
 
@@ -231,19 +329,9 @@ mod tests {
         },
     };
 
-    /// FR, whose officer received a hit in DE and filed a follow-up for it.
-    async fn requested() -> (TestNode, FollowUp) {
-        let node = node_with(
-            "FR",
-            FakePeers::new(&[(
-                "DE",
-                Behaviour::Answers {
-                    hits: Vec::new(),
-                    state: State::Pending,
-                },
-            )]),
-            |_| {},
-        );
+    /// FR, whose officer received a hit in DE, with DE behaving as given.
+    fn with_hit(de: Behaviour) -> (TestNode, HitRef) {
+        let node = node_with("FR", FakePeers::new(&[("DE", de)]), |_| {});
         let hit_ref: HitRef = "12".repeat(20).parse().expect("a hit reference");
         Book::new(node.state.store.as_ref())
             .remember_hits(&[(
@@ -258,18 +346,137 @@ mod tests {
                 },
             )])
             .expect("remembered");
-        let f = request(
-            &node.state,
-            "officer-1".into(),
-            Request {
-                hit_ref,
-                justification: "Suspect in case FR-2026-1.".into(),
-                offence_description: "Burglary.".into(),
-            },
-        )
-        .await
-        .expect("filed");
+        (node, hit_ref)
+    }
+
+    fn burglary(hit_ref: HitRef) -> Request {
+        Request {
+            hit_ref,
+            justification: "Suspect in case FR-2026-1.".into(),
+            offence_description: "Burglary.".into(),
+        }
+    }
+
+    /// FR, whose officer received a hit in DE and filed a follow-up for it.
+    async fn requested() -> (TestNode, FollowUp) {
+        let (node, hit_ref) = with_hit(Behaviour::Answers {
+            hits: Vec::new(),
+            state: State::Pending,
+        });
+        let f = request(&node.state, "officer-1".into(), burglary(hit_ref))
+            .await
+            .expect("filed");
         (node, f)
+    }
+
+    fn answering() -> Behaviour {
+        Behaviour::Answers {
+            hits: Vec::new(),
+            state: State::Pending,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filing_whose_answer_was_lost_is_found_by_the_retry_not_filed_twice() {
+        let (node, hit_ref) = with_hit(Behaviour::LosesFilingAnswers {
+            state: State::Pending,
+        });
+        let lost = request(&node.state, "officer-1".into(), burglary(hit_ref)).await;
+        assert!(
+            matches!(&lost, Err(AppError::Unavailable(m)) if m.contains("may be filed")),
+            "{lost:?}"
+        );
+        let book = || Book::new(node.state.store.as_ref());
+        assert!(book().unanswered(&hit_ref).expect("read").is_some());
+        assert!(book().list(Direction::Outgoing).expect("read").is_empty());
+
+        // Another text is not filed over it: the officer learns of the earlier one.
+        node.peers.set("DE", answering());
+        let other = Request {
+            justification: "Another text for the same burglary case.".into(),
+            ..burglary(hit_ref)
+        };
+        let refused = request(&node.state, "officer-1".into(), other).await;
+        let filed = node.peers.filings.lock().expect("lock").clone();
+        assert_eq!(filed.len(), 1, "no second filing reached DE");
+        assert!(
+            matches!(&refused, Err(AppError::FailedPrecondition(m))
+                if m.contains("after all") && m.contains(filed[0].1.id.as_str())),
+            "{refused:?}"
+        );
+        // The earlier request is stored here as it was filed, and listed.
+        let stored = book().list(Direction::Outgoing).expect("read");
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].id, filed[0].1.id);
+        assert_eq!(stored[0].justification, "Suspect in case FR-2026-1.");
+        assert!(book().unanswered(&hit_ref).expect("read").is_none());
+        assert_eq!(audit_kinds(&node), ["followup.requested"]);
+
+        // The same request again now finds it held.
+        let again = request(&node.state, "officer-1".into(), burglary(hit_ref)).await;
+        assert!(matches!(again, Err(AppError::FailedPrecondition(m)) if m.contains("pending")));
+    }
+
+    #[tokio::test]
+    async fn the_same_request_after_a_lost_answer_returns_the_filed_one() {
+        let (node, hit_ref) = with_hit(Behaviour::LosesFilingAnswers {
+            state: State::Pending,
+        });
+        assert!(
+            request(&node.state, "officer-1".into(), burglary(hit_ref))
+                .await
+                .is_err()
+        );
+        node.peers.set("DE", answering());
+        let f = request(&node.state, "officer-1".into(), burglary(hit_ref))
+            .await
+            .expect("found filed");
+        let filed = node.peers.filings.lock().expect("lock").clone();
+        assert_eq!(filed.len(), 1, "filed once");
+        assert_eq!(f.id, filed[0].1.id);
+        assert_eq!(f.search_request_id, "search-1");
+    }
+
+    #[tokio::test]
+    async fn a_filing_that_never_arrived_is_replaced_by_the_retry() {
+        let (node, hit_ref) = with_hit(Behaviour::Fails(PeerFailure::TimedOut));
+        assert!(
+            request(&node.state, "officer-1".into(), burglary(hit_ref))
+                .await
+                .is_err()
+        );
+        let first = Book::new(node.state.store.as_ref())
+            .unanswered(&hit_ref)
+            .expect("read")
+            .expect("remembered");
+        node.peers.set("DE", answering());
+        let f = request(&node.state, "officer-1".into(), burglary(hit_ref))
+            .await
+            .expect("filed");
+        assert_ne!(f.id, first.id, "a new filing: DE never had the first");
+        assert_eq!(node.peers.filings.lock().expect("lock").len(), 1);
+        assert!(
+            Book::new(node.state.store.as_ref())
+                .unanswered(&hit_ref)
+                .expect("read")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_filing_is_forgotten() {
+        let (node, hit_ref) = with_hit(Behaviour::Fails(PeerFailure::Rejected(
+            Rejection::Invalid,
+            "field `reason`: no".into(),
+        )));
+        let refused = request(&node.state, "officer-1".into(), burglary(hit_ref)).await;
+        assert!(matches!(refused, Err(AppError::Invalid(m)) if m.starts_with("DE refused")));
+        assert!(
+            Book::new(node.state.store.as_ref())
+                .unanswered(&hit_ref)
+                .expect("read")
+                .is_none()
+        );
     }
 
     fn approval(id: &FollowUpId) -> DecisionNotice {
@@ -383,9 +590,7 @@ mod tests {
             },
         )
         .await;
-        assert!(
-            matches!(refused, Err(AppError::Unavailable(m)) if m.contains("nothing was filed"))
-        );
+        assert!(matches!(refused, Err(AppError::Unavailable(m)) if m.contains("unreachable")));
         assert_eq!(
             Book::new(node.state.store.as_ref())
                 .list(Direction::Outgoing)

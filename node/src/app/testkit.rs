@@ -75,6 +75,12 @@ pub enum Behaviour {
     },
     /// Fails every call this way.
     Fails(PeerFailure),
+    /// Stores filings and answers polls about them, but every filing's answer is
+    /// lost (the call times out).
+    LosesFilingAnswers {
+        /// The state polls report.
+        state: State,
+    },
 }
 
 /// Peers that answer as told and remember what they were sent.
@@ -117,7 +123,7 @@ impl FakePeers {
 
     fn receipt(&self, peer: Country, id: FollowUpId) -> Result<Receipt, PeerFailure> {
         match self.behaviour(peer) {
-            Behaviour::Answers { state, .. } => {
+            Behaviour::Answers { state, .. } | Behaviour::LosesFilingAnswers { state } => {
                 let now = crate::store::unix_now();
                 Ok(Receipt {
                     id,
@@ -146,7 +152,7 @@ impl PeerNetwork for FakePeers {
 
     fn hello(&self, peer: Country) -> PeerCall<'_, ()> {
         let answer = match self.behaviour(peer) {
-            Behaviour::Answers { .. } => Ok(()),
+            Behaviour::Answers { .. } | Behaviour::LosesFilingAnswers { .. } => Ok(()),
             Behaviour::Fails(f) => Err(f),
         };
         Box::pin(async move { answer })
@@ -154,7 +160,7 @@ impl PeerNetwork for FakePeers {
 
     fn evaluate(&self, peer: Country, query: Arc<EvaluateQuery>) -> PeerCall<'_, Evaluation> {
         let answer = match self.behaviour(peer) {
-            Behaviour::Answers { .. } => {
+            Behaviour::Answers { .. } | Behaviour::LosesFilingAnswers { .. } => {
                 // Each fake peer has a key of its own.
                 let mut seed = [0u8; 32];
                 seed[..2].copy_from_slice(peer.as_str().as_bytes());
@@ -174,18 +180,22 @@ impl PeerNetwork for FakePeers {
     fn match_keys(&self, peer: Country, _query: Arc<MatchQuery>) -> PeerCall<'_, Vec<PeerHit>> {
         let answer = match self.behaviour(peer) {
             Behaviour::Answers { hits, .. } => Ok(hits),
+            Behaviour::LosesFilingAnswers { .. } => Ok(Vec::new()),
             Behaviour::Fails(f) => Err(f),
         };
         Box::pin(async move { answer })
     }
 
     fn file(&self, peer: Country, filing: Filing) -> PeerCall<'_, Receipt> {
-        let answer = self.receipt(peer, filing.id.clone());
+        let mut answer = self.receipt(peer, filing.id.clone());
         if answer.is_ok() {
             self.filings
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push((peer, filing));
+            if let Behaviour::LosesFilingAnswers { .. } = self.behaviour(peer) {
+                answer = Err(PeerFailure::TimedOut);
+            }
         }
         Box::pin(async move { answer })
     }
@@ -195,9 +205,19 @@ impl PeerNetwork for FakePeers {
         Box::pin(async move { answer })
     }
 
+    /// Receipts for the ids filed with `peer`; others are unknown there.
     fn poll(&self, peer: Country, ids: Vec<FollowUpId>) -> PeerCall<'_, Vec<Receipt>> {
+        let filed: Vec<FollowUpId> = self
+            .filings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(c, _)| *c == peer)
+            .map(|(_, f)| f.id.clone())
+            .collect();
         let answer = ids
             .into_iter()
+            .filter(|id| filed.contains(id))
             .map(|id| self.receipt(peer, id))
             .collect::<Result<Vec<_>, _>>();
         Box::pin(async move { answer })
@@ -205,7 +225,7 @@ impl PeerNetwork for FakePeers {
 
     fn deliver(&self, peer: Country, decision: DecisionNotice) -> PeerCall<'_, ()> {
         let answer = match self.behaviour(peer) {
-            Behaviour::Answers { .. } => {
+            Behaviour::Answers { .. } | Behaviour::LosesFilingAnswers { .. } => {
                 self.delivered
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)

@@ -50,11 +50,14 @@ pub enum Table {
     /// Each record's keyed digests per key epoch (epoch, big-endian, then record id), so
     /// a restart loads them instead of evaluating the PRF again.
     Digests,
+    /// Follow-up filings sent to their owner whose answer has not arrived, by hit
+    /// reference: a retry asks the owner about them before filing anew.
+    UnansweredFilings,
 }
 
 impl Table {
     /// Every table, so an engine can open them all up front.
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Meta,
         Table::Records,
         Table::HitRefs,
@@ -63,6 +66,7 @@ impl Table {
         Table::ReceivedHits,
         Table::Audit,
         Table::Digests,
+        Table::UnansweredFilings,
     ];
 
     /// The table's name inside the engine. Never change a published name.
@@ -76,6 +80,7 @@ impl Table {
             Table::ReceivedHits => "received_hits",
             Table::Audit => "audit",
             Table::Digests => "digests",
+            Table::UnansweredFilings => "unanswered_filings",
         }
     }
 }

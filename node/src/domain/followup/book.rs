@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Direction, Effects, FollowUp, FollowUpId, OutboxChange, OutboxEntry, ReceivedHit};
+use super::{
+    Direction, Effects, FollowUp, FollowUpId, OutboxChange, OutboxEntry, ReceivedHit,
+    UnansweredFiling,
+};
 use crate::{
     domain::hitref::HitRef,
     store::{Batch, Store, StoreError, Table},
@@ -252,7 +255,8 @@ impl<'s> Book<'s> {
     }
 
     /// Forgets the hits received in searches whose references have expired by `now`
-    /// (with the subjects they remember). Returns how many.
+    /// (with the subjects they remember), and the unanswered filings for them.
+    /// Returns how many hits.
     pub fn prune_received_hits(&self, now: i64) -> Result<usize, StoreError> {
         let mut batch = Batch::new();
         for entry in self.store.scan_prefix(Table::ReceivedHits, b"") {
@@ -265,10 +269,47 @@ impl<'s> Book<'s> {
             }
         }
         let pruned = batch.ops().len();
-        if pruned > 0 {
+        for entry in self.store.scan_prefix(Table::UnansweredFilings, b"") {
+            let entry = entry?;
+            let expired = decode::<UnansweredFiling>("unanswered_filings", &entry.value)
+                .map_or(true, |u| u.expires_at <= now);
+            if expired {
+                batch.delete(Table::UnansweredFilings, entry.key);
+            }
+        }
+        if !batch.ops().is_empty() {
             self.store.apply(&batch)?;
         }
         Ok(pruned)
+    }
+
+    /// The filing for `hit_ref` whose answer never arrived, if there is one.
+    pub fn unanswered(&self, hit_ref: &HitRef) -> Result<Option<UnansweredFiling>, StoreError> {
+        self.store
+            .get(Table::UnansweredFilings, hit_ref.to_string().as_bytes())?
+            .map(|v| decode("unanswered_filings", &v))
+            .transpose()
+    }
+
+    /// Remembers, durably, a filing about to be sent for `hit_ref`.
+    pub fn remember_unanswered(
+        &self,
+        hit_ref: &HitRef,
+        filing: &UnansweredFiling,
+    ) -> Result<(), StoreError> {
+        let mut batch = Batch::new();
+        batch.put(
+            Table::UnansweredFilings,
+            hit_ref.to_string().into_bytes(),
+            encode(VALUE_FORMAT, filing),
+        );
+        self.store.apply(&batch)
+    }
+
+    /// Adds to `batch` the removal of the unanswered filing for `hit_ref` (its answer
+    /// is stored, or the owner refused it).
+    pub fn forget_unanswered(batch: &mut Batch, hit_ref: &HitRef) {
+        batch.delete(Table::UnansweredFilings, hit_ref.to_string().into_bytes());
     }
 
     /// A hit received in a search. One received before hits kept their search's

@@ -355,6 +355,40 @@ impl OutboxEntry {
     }
 }
 
+/// A filing the requesting node sent whose answer it has not received: stored before
+/// it is sent, forgotten once the owner's answer is stored. If the answer was lost,
+/// the owner may hold the request; the next request for the hit asks the owner about
+/// this one first, instead of filing a second that the owner would refuse.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnansweredFiling {
+    /// The id the filing carried.
+    pub id: FollowUpId,
+    /// Why the officer needs the record.
+    pub justification: String,
+    /// The offence, in the officer's words.
+    pub offence_description: String,
+    /// The officer who filed it.
+    pub officer_id: String,
+    /// When the hit's reference expires (then this is forgotten with the hit).
+    pub expires_at: i64,
+}
+
+impl UnansweredFiling {
+    /// The filing it was, for `hit`.
+    pub fn filing(&self, hit_ref: HitRef, hit: &ReceivedHit) -> Filing {
+        Filing {
+            id: self.id.clone(),
+            hit_ref,
+            reason: hit.reason.clone(),
+            justification: self.justification.clone(),
+            offence_description: self.offence_description.clone(),
+            subject: hit.subject.clone(),
+            officer_id: self.officer_id.clone(),
+            audit_head: None,
+        }
+    }
+}
+
 /// What a requesting node remembers of a hit its officer received in a search, so
 /// a follow-up can name the subject as the requesting state knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
