@@ -259,9 +259,13 @@ pub async fn search(
     })
 }
 
-/// Today's date in UTC as (year, month, day).
+/// The latest date it is anywhere on Earth, as (year, month, day): today at UTC+14
+/// (Kiribati), so that a birth registered today in any time zone is not "in the
+/// future" here.
 fn today() -> (u16, u8, u8) {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    const EARLIEST_ZONE: std::time::Duration = std::time::Duration::from_secs(14 * 3600);
+    let now =
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + EARLIEST_ZONE).to_string();
     let part = |range: std::ops::Range<usize>| now.get(range).and_then(|p| p.parse().ok());
     match (part(0..4), part(5..7), part(8..10)) {
         (Some(y), Some(m), Some(d)) => (y, m as u8, d as u8),

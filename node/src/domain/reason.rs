@@ -150,8 +150,12 @@ impl Reason {
             }
             Ok(value.to_owned())
         };
-        let offence = text("offence_category", offence_category, OFFENCE_CATEGORY_BYTES)
-            .map_err(|_| err("offence_category", OFFENCE_CATEGORY_PROBLEM))?;
+        let offence = text("offence_category", offence_category, OFFENCE_CATEGORY_BYTES).map_err(
+            |e| match e.problem {
+                "is required" => e,
+                _ => err("offence_category", OFFENCE_CATEGORY_PROBLEM),
+            },
+        )?;
         Ok(Reason {
             case_reference: text("case_reference", case_reference, CASE_REFERENCE_BYTES)?,
             offence_category: self::offence_category(&offence)
@@ -213,6 +217,17 @@ mod tests {
             "{refused}"
         );
         assert!(!refused.to_string().contains("banana"), "no value echoed");
+        let missing = Reason::new(
+            "C-1",
+            " ",
+            Some(PersonCategory::Suspect),
+            Some(Aim::Identify),
+        )
+        .expect_err("missing");
+        assert_eq!(
+            missing.to_string(),
+            "field `reason.offence_category` is required"
+        );
     }
 
     #[test]
