@@ -240,8 +240,13 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            // One line, in the log's own format (the log is set up by now).
-            tracing::error!(error = %e, "node stopped on an error");
+            // One line, in the log's own format (the log is set up by now); on stderr
+            // as plain text if the configured log level hides errors.
+            if tracing::enabled!(tracing::Level::ERROR) {
+                tracing::error!(error = %e, "node stopped on an error");
+            } else {
+                eprintln!("adep-node: node stopped on an error: {e}");
+            }
             ExitCode::from(2)
         }
     }

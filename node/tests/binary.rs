@@ -144,6 +144,21 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
         !stderr.contains('\u{1b}'),
         "no colour off a terminal: {stderr}"
     );
+    // A log level that hides errors does not hide why the node stopped.
+    let silenced = Command::new(BIN)
+        .arg("--config")
+        .arg(dir.path().join("FR/node.toml"))
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("a second node, its log off");
+    assert_eq!(silenced.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&silenced.stderr);
+    assert_eq!(
+        stderr.matches("node stopped on an error").count(),
+        1,
+        "said once, log off: {stderr}"
+    );
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
     // The container probe: the health service, over TLS, without a client certificate.
     let probe = |listener: &str| {
         Command::new(BIN)
