@@ -10,9 +10,15 @@ use std::{
     net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{
+    Quota, RateLimiter,
+    clock::{Clock, DefaultClock, Reference as _},
+    middleware::NoOpMiddleware,
+    state::{InMemoryState, NotKeyed, keyed::DefaultKeyedStateStore},
+};
 
 use crate::{
     app::{NodeState, events},
@@ -26,6 +32,8 @@ pub const PER_NODE_PER_MINUTE: u32 = 600;
 /// Addresses the per-address limiter holds before it forgets those back at a full
 /// allowance.
 const TRIM_AT: usize = 10_000;
+/// The least time between two trims of the per-address limiter.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 /// What a refusal event says.
 #[derive(Clone, Debug)]
 pub struct Refused {
@@ -39,26 +47,57 @@ pub struct Refused {
     pub fields: serde_json::Map<String, serde_json::Value>,
 }
 
-/// The caps on refusal events and the counts of those left out.
+/// The caps on refusal events and the counts of those left out, on the system clock
+/// (tests give another).
 #[derive(Debug)]
-pub struct Refusals {
-    per_address: DefaultKeyedRateLimiter<IpAddr>,
-    per_node: DefaultDirectRateLimiter,
-    suppressed: Mutex<HashMap<IpAddr, u64>>,
+pub struct Refusals<C: Clock = DefaultClock> {
+    clock: C,
+    per_address: RateLimiter<
+        IpAddr,
+        DefaultKeyedStateStore<IpAddr>,
+        C,
+        NoOpMiddleware<<C as Clock>::Instant>,
+    >,
+    per_node: RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>,
+    suppressed: Mutex<Suppressed<C::Instant>>,
+}
+
+/// The refusals left out per address, and when the limiter was last trimmed.
+#[derive(Debug)]
+struct Suppressed<I> {
+    counts: HashMap<IpAddr, u64>,
+    trimmed_at: Option<I>,
 }
 
 impl Default for Refusals {
     fn default() -> Refusals {
-        let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        Refusals {
-            per_address: RateLimiter::keyed(per_minute(PER_ADDRESS_PER_MINUTE)),
-            per_node: RateLimiter::direct(per_minute(PER_NODE_PER_MINUTE)),
-            suppressed: Mutex::new(HashMap::new()),
-        }
+        Refusals::with_clock(DefaultClock::default())
     }
 }
 
-impl Refusals {
+impl<C: Clock + Clone> Refusals<C> {
+    /// Caps counted on `clock`.
+    fn with_clock(clock: C) -> Refusals<C> {
+        let per_minute = |n| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Refusals {
+            per_address: RateLimiter::new(
+                per_minute(PER_ADDRESS_PER_MINUTE),
+                DefaultKeyedStateStore::default(),
+                clock.clone(),
+            ),
+            per_node: RateLimiter::new(
+                per_minute(PER_NODE_PER_MINUTE),
+                InMemoryState::default(),
+                clock.clone(),
+            ),
+            clock,
+            suppressed: Mutex::new(Suppressed {
+                counts: HashMap::new(),
+                trimmed_at: None,
+            }),
+        }
+    }
+
     /// Whether to record a refusal from `ip` now; if so, how many were left out before.
     fn admit(&self, ip: IpAddr) -> Option<u64> {
         let mut suppressed = self
@@ -66,17 +105,25 @@ impl Refusals {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         // The keyed limiter keeps a state per address it has seen: forget those whose
-        // allowance is full again, so many addresses cannot grow it without bound.
-        if self.per_address.len() >= TRIM_AT {
+        // allowance is full again, so many addresses cannot grow it without bound. At
+        // most once a second: a scan of every address on each refusal would make a
+        // flood of them quadratic.
+        let now = self.clock.now();
+        if self.per_address.len() >= TRIM_AT
+            && suppressed
+                .trimmed_at
+                .is_none_or(|at| Duration::from(now.duration_since(at)) >= TRIM_EVERY)
+        {
             self.per_address.retain_recent();
             self.per_address.shrink_to_fit();
+            suppressed.trimmed_at = Some(now);
         }
         if self.per_address.check_key(&ip).is_ok() && self.per_node.check().is_ok() {
-            Some(suppressed.remove(&ip).unwrap_or(0))
+            Some(suppressed.counts.remove(&ip).unwrap_or(0))
         } else {
             // Bounded: an address is only kept while it is over its cap.
-            if suppressed.len() < 100_000 {
-                *suppressed.entry(ip).or_default() += 1;
+            if suppressed.counts.len() < 100_000 {
+                *suppressed.counts.entry(ip).or_default() += 1;
             }
             None
         }
@@ -125,7 +172,7 @@ mod tests {
         // Another address keeps its allowance.
         assert_eq!(r.admit(b), Some(0));
         assert_eq!(
-            r.suppressed.lock().unwrap().get(&a),
+            r.suppressed.lock().unwrap().counts.get(&a),
             Some(&5),
             "the refusals left out are counted"
         );
@@ -143,17 +190,30 @@ mod tests {
     }
 
     #[test]
-    fn forgets_addresses_back_at_a_full_allowance() {
-        let r = Refusals::default();
-        let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + i));
-        for i in 0..TRIM_AT as u32 {
-            r.admit(ip(i));
-        }
-        assert_eq!(r.per_address.len(), TRIM_AT);
-        // One event's worth of allowance comes back every 2 s (30 a minute); the
-        // limiter forgets a state one period after it is full again.
-        std::thread::sleep(std::time::Duration::from_millis(4_100));
-        r.admit(ip(TRIM_AT as u32));
-        assert_eq!(r.per_address.len(), 1, "only the newest address is kept");
+    fn forgets_addresses_back_at_a_full_allowance_at_most_once_a_second() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let r = Refusals::with_clock(clock.clone());
+        let mut next = 0u32;
+        let mut admit = |n: u32| {
+            for _ in 0..n {
+                r.admit(IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + next)));
+                next += 1;
+            }
+            r.per_address.len()
+        };
+        // An address's one event (30 a minute) is paid back 2 s later; the limiter
+        // forgets it one period after that, 4 s after the event.
+        assert_eq!(admit(TRIM_AT as u32), TRIM_AT);
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(admit(5_000), TRIM_AT + 5_000, "nothing to forget yet");
+        clock.advance(Duration::from_millis(3_600));
+        assert_eq!(admit(1), 5_001, "the first 10,000 forgotten");
+        assert_eq!(admit(5_000), TRIM_AT + 1);
+        clock.advance(Duration::from_millis(500));
+        // The 5,000 of 0.5 s could be forgotten now, but the last trim was half a
+        // second ago.
+        assert_eq!(admit(1), TRIM_AT + 2, "not trimmed within the second");
+        clock.advance(Duration::from_millis(600));
+        assert_eq!(admit(1), 5_003, "trimmed once the second is over");
     }
 }
