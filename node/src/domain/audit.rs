@@ -422,8 +422,14 @@ impl AuditLog {
     /// Deletes entries older than `before`, oldest first in batches of [`PRUNE_BATCH`],
     /// keeping the newest. Each batch is one write with its [`PRUNED`] entry and the
     /// signed base: what remains verifies (also after a crash between batches), a
-    /// removal beyond the base is named, and nothing is deleted unrecorded.
-    pub fn prune(&self, store: &dyn Store, before: i64, now: i64) -> Result<u64, AppendError> {
+    /// removal beyond the base is named, and nothing is deleted unrecorded. Each
+    /// [`PRUNED`] entry is stamped with `now()` as its batch is written.
+    pub fn prune(
+        &self,
+        store: &dyn Store,
+        before: i64,
+        now: &dyn Fn() -> i64,
+    ) -> Result<u64, AppendError> {
         let _one_at_a_time = self.maintenance.lock().unwrap_or_else(|e| e.into_inner());
         let mut pruned = 0;
         let mut batch = Batch::new();
@@ -440,7 +446,7 @@ impl AuditLog {
             );
             let fields = serde_json::json!({ "entries": entries, "before": before });
             let batch = std::mem::take(batch);
-            self.apply_with(store, now, batch, PRUNED, &fields)?;
+            self.apply_with(store, now(), batch, PRUNED, &fields)?;
             Ok::<_, AppendError>(entries as u64)
         };
         while let Some(e) = entries.next() {
@@ -780,7 +786,7 @@ mod tests {
     fn pruning_keeps_a_verifiable_log() {
         let (_dir, opened, log) = setup();
         let store = opened.store.as_ref();
-        assert_eq!(log.prune(store, 250, 300).expect("prune"), 2);
+        assert_eq!(log.prune(store, 250, &|| 300).expect("prune"), 2);
         let ok = verify(store, log.public_key(), &[])
             .expect("store")
             .expect("verifies");
@@ -792,7 +798,7 @@ mod tests {
             json!({"entries": 2, "before": 250}).to_string()
         );
         // The newest entry is always kept, so the chain goes on from it.
-        assert_eq!(log.prune(store, 10_000, 10_000).expect("prune"), 1);
+        assert_eq!(log.prune(store, 10_000, &|| 10_000).expect("prune"), 1);
         log.append(store, 10_001, "followup.decided", &json!({}))
             .expect("append");
         let ok = verify(store, log.public_key(), &[])
@@ -873,7 +879,7 @@ mod tests {
                 .expect("append");
         }
         // Pruning removes entries 1 and 2 and records where the log now starts.
-        assert_eq!(log.prune(store, 250, 300).expect("prune"), 2);
+        assert_eq!(log.prune(store, 250, &|| 300).expect("prune"), 2);
         assert!(verify(store, log.public_key(), &[]).expect("store").is_ok());
         // Someone removes entries 3 and 4 as well: the log still chains from 5.
         let mut b = Batch::new();

@@ -20,7 +20,9 @@ pub async fn prune(state: &Arc<NodeState>, now: i64) {
     let pruned = tokio::task::spawn_blocking(move || {
         let issued = hitref::prune(store.as_ref(), now, ttl)?;
         let received = Book::new(store.as_ref()).prune_received_hits(now)?;
-        let audit = s.audit.prune(store.as_ref(), before, now)?;
+        let audit = s
+            .audit
+            .prune(store.as_ref(), before, &crate::store::unix_now)?;
         Ok::<_, StoreError>((issued, received, audit))
     })
     .await;
