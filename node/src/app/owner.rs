@@ -53,9 +53,12 @@ pub async fn file(
         }
         // One request per record and peer: a new search's fresh reference to the same
         // record does not open a second one.
-        let same =
-            |f: &FollowUp| f.hit_ref == filing.hit_ref || f.record.as_ref() == Some(&issued.record);
-        if let Some(holding) = book.holding(Direction::Incoming, peer, same)? {
+        if let Some(holding) = book.holding(
+            Direction::Incoming,
+            peer,
+            &filing.hit_ref,
+            Some(&issued.record),
+        )? {
             return Ok(Err(Refusal::Held(Box::new(holding))));
         }
         let (f, effects) = FollowUp::filed(filing, peer, &issued, now, deadlines);

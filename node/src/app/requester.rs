@@ -52,7 +52,7 @@ pub async fn request(
         let Some(hit) = book.received_hit(&hit_ref)? else {
             return Ok(None);
         };
-        let holding = book.holding(Direction::Outgoing, hit.country, |f| f.hit_ref == hit_ref)?;
+        let holding = book.holding(Direction::Outgoing, hit.country, &hit_ref, None)?;
         let unanswered = book.unanswered(&hit_ref)?;
         Ok(Some((hit, holding, unanswered)))
     })

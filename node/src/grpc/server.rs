@@ -23,6 +23,7 @@ use crate::{
     domain::{
         audit::AuditLog,
         epochs::{self, Indexes, StoredEpochs},
+        followup::Book,
         index::{IndexError, NationalIndex},
         pseudonymise::{KeyEpoch, oprf::NodeKey},
     },
@@ -151,6 +152,13 @@ pub fn prepare(config: Config) -> Result<Prepared, NodeError> {
     let audit =
         AuditLog::open(opened.store.as_ref(), &key).map_err(|e| audit_error(e.to_string()))?;
     drop(key);
+    let indexed = Book::new(opened.store.as_ref()).index_holds()?;
+    if indexed > 0 {
+        tracing::info!(
+            followups = indexed,
+            "indexed the open follow-ups (once, after an upgrade)"
+        );
+    }
     let stored = StoredEpochs::read(opened.store.as_ref())?;
     let epoch = KeyEpoch(stored.active.unwrap_or(config.matching.key_epoch));
     if epoch.0 != config.matching.key_epoch {

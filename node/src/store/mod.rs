@@ -53,11 +53,15 @@ pub enum Table {
     /// Follow-up filings sent to their owner whose answer has not arrived, by hit
     /// reference: a retry asks the owner about them before filing anew.
     UnansweredFilings,
+    /// The follow-ups that hold their hit (see `State::holds_its_hit`), by direction,
+    /// country and hit reference or record: keys only, so that one request per hit is
+    /// checked without reading every follow-up.
+    FollowUpHolds,
 }
 
 impl Table {
     /// Every table, so an engine can open them all up front.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 10] = [
         Table::Meta,
         Table::Records,
         Table::HitRefs,
@@ -67,6 +71,7 @@ impl Table {
         Table::Audit,
         Table::Digests,
         Table::UnansweredFilings,
+        Table::FollowUpHolds,
     ];
 
     /// The table's name inside the engine. Never change a published name.
@@ -81,6 +86,7 @@ impl Table {
             Table::Audit => "audit",
             Table::Digests => "digests",
             Table::UnansweredFilings => "unanswered_filings",
+            Table::FollowUpHolds => "follow_up_holds",
         }
     }
 }

@@ -8,7 +8,7 @@ use super::{
     UnansweredFiling,
 };
 use crate::{
-    domain::hitref::HitRef,
+    domain::{hitref::HitRef, identity::RecordId, principals::Country},
     store::{Batch, Store, StoreError, Table},
 };
 
@@ -58,7 +58,7 @@ fn decode_followup(bytes: &[u8]) -> Result<FollowUp, StoreError> {
 struct FollowUpV1 {
     id: FollowUpId,
     direction: Direction,
-    country: crate::domain::principals::Country,
+    country: Country,
     hit_ref: HitRef,
     state: super::State,
     officer_id: String,
@@ -72,7 +72,7 @@ struct FollowUpV1 {
     steps: Vec<super::Step>,
     decision_reason: String,
     core_data: std::collections::BTreeMap<String, String>,
-    record: Option<crate::domain::identity::RecordId>,
+    record: Option<RecordId>,
     quality: Option<crate::domain::pseudonymise::Quality>,
 }
 
@@ -115,6 +115,56 @@ fn key(direction: Direction, id: &FollowUpId) -> Vec<u8> {
     k
 }
 
+/// The meta key marking a store whose holds index is built.
+const META_HOLDS_INDEXED: &[u8] = b"follow_up_holds_indexed";
+
+/// What a follow-up holds from another request: its hit reference, and at the owner
+/// its record.
+enum Held<'a> {
+    Hit(&'a HitRef),
+    Record(&'a RecordId),
+}
+
+/// The key prefix of the holds of `held` by follow-ups of `direction` with `country`:
+/// the direction, the country, then the hit reference or the record id (its length
+/// first, so that no id is a prefix of another).
+fn hold_prefix(direction: Direction, country: Country, held: &Held<'_>) -> Vec<u8> {
+    let mut k = vec![prefix(direction)];
+    k.extend_from_slice(country.as_str().as_bytes());
+    match held {
+        Held::Hit(hit_ref) => {
+            k.push(b'h');
+            k.extend_from_slice(hit_ref.to_string().as_bytes());
+        }
+        Held::Record(record) => {
+            let id = record.as_str().as_bytes();
+            k.push(b'r');
+            k.extend_from_slice(&(id.len() as u32).to_be_bytes());
+            k.extend_from_slice(id);
+        }
+    }
+    k.push(b'/');
+    k
+}
+
+/// Adds to `batch` the holds index entries of `f`: present while it holds its hit,
+/// removed once it does not.
+fn put_holds(batch: &mut Batch, f: &FollowUp) {
+    let mut held = vec![Held::Hit(&f.hit_ref)];
+    if let Some(record) = &f.record {
+        held.push(Held::Record(record));
+    }
+    for h in held {
+        let mut k = hold_prefix(f.direction, f.country, &h);
+        k.extend_from_slice(f.id.as_str().as_bytes());
+        if f.state().holds_its_hit() {
+            batch.put(Table::FollowUpHolds, k, Vec::new());
+        } else {
+            batch.delete(Table::FollowUpHolds, k);
+        }
+    }
+}
+
 /// The follow-ups of a node, in its store.
 #[derive(Debug)]
 pub struct Book<'s> {
@@ -139,24 +189,61 @@ impl<'s> Book<'s> {
             .transpose()
     }
 
-    /// A follow-up of `direction` with `country` that `concerns` and that keeps its hit
-    /// from another request ([`super::State::holds_its_hit`]), if there is one.
+    /// A follow-up of `direction` with `country`, for `hit_ref` or (if given) for
+    /// `record`, that keeps its hit from another request
+    /// ([`super::State::holds_its_hit`]), if there is one. Read through the holds
+    /// index: only the follow-ups it names are read.
     pub fn holding(
         &self,
         direction: Direction,
-        country: crate::domain::principals::Country,
-        concerns: impl Fn(&FollowUp) -> bool,
+        country: Country,
+        hit_ref: &HitRef,
+        record: Option<&RecordId>,
     ) -> Result<Option<FollowUp>, StoreError> {
-        for entry in self
-            .store
-            .scan_prefix(Table::FollowUps, &[prefix(direction)])
-        {
-            let f = decode_followup(&entry?.value)?;
-            if f.country == country && f.state().holds_its_hit() && concerns(&f) {
-                return Ok(Some(f));
+        let mut prefixes = vec![hold_prefix(direction, country, &Held::Hit(hit_ref))];
+        if let Some(record) = record {
+            prefixes.push(hold_prefix(direction, country, &Held::Record(record)));
+        }
+        for prefix in prefixes {
+            for entry in self.store.scan_prefix(Table::FollowUpHolds, &prefix) {
+                let entry = entry?;
+                let id = std::str::from_utf8(&entry.key[prefix.len()..])
+                    .ok()
+                    .and_then(|id| id.parse::<FollowUpId>().ok())
+                    .ok_or(StoreError::Corrupt {
+                        key: "follow_up_holds",
+                    })?;
+                // The index may name one that no longer holds (a write it missed is
+                // not possible, but a stale name costs only this read).
+                if let Some(f) = self.get(direction, &id)?
+                    && f.country == country
+                    && f.state().holds_its_hit()
+                {
+                    return Ok(Some(f));
+                }
             }
         }
         Ok(None)
+    }
+
+    /// Builds the holds index from the stored follow-ups, once per store (stores
+    /// written before the index have none). Returns how many follow-ups it indexed.
+    pub fn index_holds(&self) -> Result<usize, StoreError> {
+        if self.store.get(Table::Meta, META_HOLDS_INDEXED)?.is_some() {
+            return Ok(0);
+        }
+        let mut batch = Batch::new();
+        let mut indexed = 0;
+        for entry in self.store.scan_prefix(Table::FollowUps, b"") {
+            let f = decode_followup(&entry?.value)?;
+            if f.state().holds_its_hit() {
+                indexed += 1;
+            }
+            put_holds(&mut batch, &f);
+        }
+        batch.put(Table::Meta, META_HOLDS_INDEXED, [1u8]);
+        self.store.apply(&batch)?;
+        Ok(indexed)
     }
 
     /// Every follow-up of one direction, oldest first.
@@ -181,6 +268,7 @@ impl<'s> Book<'s> {
                 key(followup.direction, &followup.id),
                 encode_followup(followup),
             );
+            put_holds(&mut batch, followup);
         }
         match &effects.outbox {
             OutboxChange::Keep => {}
@@ -384,10 +472,26 @@ mod tests {
             .expect("stored");
         assert_eq!(read.search_request_id, "");
         assert_eq!(read.officer_id, "fr-officer");
-        // It still holds its hit; saved again, it is written in the new format.
+        // Indexed on opening, it still holds its hit; saved again, it is written in
+        // the new format.
         let country = "DE".parse().expect("a country");
-        let held = book.holding(Direction::Outgoing, country, |f| f.hit_ref == hit);
-        assert!(held.expect("read").is_some());
+        let held = || book.holding(Direction::Outgoing, country, &hit, None);
+        assert!(held().expect("read").is_none(), "not indexed yet");
+        assert_eq!(book.index_holds().expect("indexed"), 1);
+        assert_eq!(book.index_holds().expect("once"), 0);
+        assert!(held().expect("read").is_some());
         assert_eq!(encode_followup(&read)[0], FORMAT_WITH_SEARCH);
+
+        // Closed, it leaves the index in the same write.
+        let mut closed = read;
+        closed.state = super::super::State::Withdrawn;
+        let effects = Effects {
+            save: true,
+            outbox: OutboxChange::Keep,
+            event: None,
+        };
+        book.save(&closed, &effects).expect("saved");
+        assert!(held().expect("read").is_none());
+        assert_eq!(store.scan_prefix(Table::FollowUpHolds, b"").count(), 0);
     }
 }
