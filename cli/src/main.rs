@@ -238,18 +238,23 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         // Under --json an argument error is JSON too; help and version print as usual.
         Err(e) if e.use_stderr() && std::env::args_os().any(|a| a == "--json") => {
+            // The error's first paragraph, on one line: the message and what it
+            // names (the missing flags), without the usage and the hint.
             let text = e.render().to_string();
             let message = text
                 .lines()
-                .next()
-                .unwrap_or_default()
-                .trim_start_matches("error: ");
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = message.trim_start_matches("error: ");
             json_error("usage", message);
             return ExitCode::from(2);
         }
         Err(e) => e.exit(),
     };
     adep_node::install_crypto_provider();
+    adep_node::end_quietly_on_closed_output();
     // Wherever --json stands, errors follow it.
     let json = std::env::args_os().any(|a| a == "--json");
     match run(cli) {
@@ -479,11 +484,13 @@ async fn status(profile: &Profile, args: &StatusArgs, json: bool) -> Result<Exit
         .map_err(|s| output::call_error(&profile.node, s))?
         .into_inner();
     output::status(&resp, json);
-    // Like `search`: 0 every peer answers, 1 one does not, 2 an error (above).
-    let all_ok = resp
-        .peers
-        .iter()
-        .all(|p| p.state == adep_proto::v1::PeerState::Ok as i32);
+    // Like `search`: 0 every peer answers (or none was asked), 1 one does not, 2 an
+    // error (above).
+    let all_ok = args.no_peers
+        || resp
+            .peers
+            .iter()
+            .all(|p| p.state == adep_proto::v1::PeerState::Ok as i32);
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {

@@ -95,7 +95,8 @@ pub fn status(resp: &StatusResponse, json: bool) {
                     "endpoint": p.endpoint,
                     "status": peer_state(p.state),
                     "detail": p.detail,
-                    "latency_ms": p.latency_ms,
+                    "latency_ms": (p.state != PeerState::Unchecked as i32)
+                        .then_some(p.latency_ms),
                 })
             })
             .collect();
@@ -134,11 +135,16 @@ pub fn status(resp: &StatusResponse, json: bool) {
         } else {
             format!(": {}", p.detail)
         };
+        // A peer not called has no latency to show.
+        let latency = if p.state == PeerState::Unchecked as i32 {
+            "   -   ".to_owned()
+        } else {
+            format!("{:>4} ms", p.latency_ms)
+        };
         println!(
-            "peer      {} {:<11} {:>4} ms  {}{}",
+            "peer      {} {:<11} {latency}  {}{}",
             p.country,
             peer_state(p.state),
-            p.latency_ms,
             p.endpoint,
             detail
         );

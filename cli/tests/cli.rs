@@ -490,6 +490,17 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
             .expect("message")
             .contains("--no-such-flag")
     );
+    // A missing flag is named.
+    let missing = search_cmd(&officer, &["--family-name", "Nobody"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&missing.stdout).expect("json");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("--dob"),
+        "{json}"
+    );
     // A birth that has not happened is refused.
     let future = search_cmd(
         &officer,
@@ -525,6 +536,17 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
 
     net.stop("DE").await;
     assert_eq!(status(&officer), Some(1), "DE does not answer");
+    let unasked = Command::new(BIN)
+        .args(["status", "--no-peers", "--profile"])
+        .arg(&officer)
+        .output()
+        .expect("status --no-peers");
+    let said = String::from_utf8_lossy(&unasked.stdout);
+    assert_eq!(unasked.status.code(), Some(0), "no peer asked: {said}");
+    assert!(
+        said.contains("unchecked") && !said.contains(" ms "),
+        "{said}"
+    );
     let down = search_cmd(
         &officer,
         &[
@@ -809,4 +831,40 @@ fn a_missing_profile_or_a_node_configuration_as_profile_says_so_once() {
         err.contains("this is a node configuration (for `adep-node --config`), not a CLI profile"),
         "{err}"
     );
+
+    // A record export given as the profile: where the parser stopped, never its text.
+    let export = dir.path().join("records.jsonl");
+    std::fs::write(
+        &export,
+        "{\"record_id\":\"DE-9\",\"family_name\":\"Kowalski\",\"date_of_birth\":\"1977-03-04\"}\n",
+    )
+    .expect("write");
+    let (code, err) = run(&export);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("invalid TOML at line 1, column 1"), "{err}");
+    assert!(!err.contains("Kowalski") && !err.contains("1977"), "{err}");
+}
+
+#[test]
+fn the_offence_table_lists_its_source_and_a_closed_output_ends_quietly() {
+    let out = Command::new(BIN)
+        .arg("offence-categories")
+        .output()
+        .expect("run adep");
+    assert_eq!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("0301 00"), "{said}");
+    assert!(said.contains("2019/884"), "the source is named: {said}");
+
+    // `adep offence-categories | head -0`: the reader is gone before the first line.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(BIN)
+        .arg("offence-categories")
+        .stdout(writer)
+        .output()
+        .expect("run adep");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "no panic, no message: {err}");
 }

@@ -30,3 +30,25 @@ pub mod tooling;
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
+
+/// For the binaries' short commands: a closed standard output (`adep audit export |
+/// head -1`) ends the process quietly with status 0, as it ends `cat`, instead of a
+/// panic naming the source and status 101. Print macros panic on a broken pipe
+/// because the Rust runtime ignores SIGPIPE; this hook recognises that panic only.
+pub fn end_quietly_on_closed_output() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied());
+        let broken_pipe = message.is_some_and(|m| {
+            m.starts_with("failed printing to stdout") && m.contains("Broken pipe")
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}

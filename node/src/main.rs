@@ -189,6 +189,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.command.is_some() {
+        adep_node::end_quietly_on_closed_output();
+    }
     let path = match (args.command, args.config) {
         (Some(Command::CheckConfig { file, json }), _) => return check_config(&file, json),
         (

@@ -24,7 +24,7 @@ pub enum ConfigError {
     Parse {
         /// The configuration file.
         path: PathBuf,
-        /// What the parser said, with line and column.
+        /// What the parser said, with line and column (never the file's text).
         message: String,
     },
     /// A field holds a value that is well formed but not acceptable.
@@ -41,6 +41,20 @@ pub enum ConfigError {
 
 /// Fields of scheme v1 that no longer exist, each refused with what replaces it
 /// rather than the parser's bare "unknown field".
+/// A TOML error as its line, column and what is wrong, without the file's text: the
+/// file given by mistake (a record export as a profile, say) may hold personal data.
+pub fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span().and_then(|span| text.get(..span.start)) {
+        Some(before) => {
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("invalid TOML at line {line}, column {column}: {message}")
+        }
+        None => format!("invalid TOML: {message}"),
+    }
+}
+
 fn retired_fields(text: &str) -> Result<(), (String, String)> {
     let Ok(value) = text.parse::<toml::Table>() else {
         return Ok(()); // the parser says what is wrong
@@ -83,7 +97,7 @@ impl Config {
         })?;
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: toml_error(text, &e),
         })?;
         config.resolve_paths(base);
         config

@@ -12,7 +12,7 @@ use crate::domain::principals::{Country, Role};
 
 pub mod duration;
 mod load;
-pub use load::{ConfigError, Endpoint, parse_endpoint};
+pub use load::{ConfigError, Endpoint, parse_endpoint, toml_error};
 
 /// The whole node configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -492,6 +492,17 @@ role = "officer"
     fn refuses_out_of_range_limits() {
         let e = load(&format!("{GOOD}[limits]\npeer_timeout_ms = 1\n")).unwrap_err();
         assert!(e.to_string().contains("limits.peer_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn a_parse_error_names_line_and_column_never_the_text() {
+        let record = "\n{\"record_id\":\"DE-9\",\"family_name\":\"Kowalski\",\"date_of_birth\":\"1977-03-04\"}\n";
+        let e = load(record).expect_err("not TOML").to_string();
+        assert!(
+            e.starts_with("node.toml: invalid TOML at line 2, column 1: "),
+            "{e}"
+        );
+        assert!(!e.contains("Kowalski") && !e.contains("1977"), "{e}");
     }
 
     #[test]

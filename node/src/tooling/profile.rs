@@ -88,7 +88,7 @@ impl Profile {
                         .into(),
                 )
             } else {
-                invalid(e.to_string().trim_end().to_owned())
+                invalid(crate::config::toml_error(&text, &e))
             }
         })?;
         parse_endpoint(&p.node).map_err(|m| invalid(format!("field `node`: {m}")))?;
