@@ -200,8 +200,32 @@ fn identity_json(i: &pb::Identity) -> Value {
         "family_name": i.family_name,
         "given_names": i.given_names,
         "date_of_birth": i.date_of_birth,
+        "sex": i.sex,
+        "place_of_birth": i.place_of_birth,
+        "nationalities": i.nationalities,
         "aliases": i.aliases.iter().map(|a| json!({"family_name": a.family_name, "given_names": a.given_names})).collect::<Vec<_>>(),
     })
+}
+
+/// An identity as lines of text: the name and birth, then whatever else it has.
+fn identity_lines(i: &pb::Identity) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{}, {} (born {})",
+        i.family_name, i.given_names, i.date_of_birth
+    )];
+    for a in &i.aliases {
+        lines.push(format!("alias {}, {}", a.family_name, a.given_names));
+    }
+    if !i.sex.is_empty() {
+        lines.push(format!("sex {}", i.sex));
+    }
+    if !i.place_of_birth.is_empty() {
+        lines.push(format!("born in {}", i.place_of_birth));
+    }
+    if !i.nationalities.is_empty() {
+        lines.push(format!("nationality {}", i.nationalities.join(", ")));
+    }
+    lines
 }
 
 /// The JSON form of a follow-up.
@@ -324,58 +348,51 @@ fn print_one(f: &pb::FollowUp) {
     }
     field("justification", &f.justification);
     field("offence", &f.offence_description);
+    // A label, then more lines under it.
+    let fields = |label: &str, values: Vec<String>| {
+        for (i, v) in values.iter().enumerate() {
+            field(if i == 0 { label } else { "" }, v);
+        }
+    };
     if let Some(s) = &f.subject {
-        field(
-            "subject",
-            &format!(
-                "{}, {} (born {})",
-                s.family_name, s.given_names, s.date_of_birth
-            ),
-        );
+        fields("subject", identity_lines(s));
     }
     field("filed", &time(f.filed_at));
     field("overdue from", &time(f.deadline_at));
     field("expires", &time(f.expires_at));
-    // Each decision once: who, what, when and why.
+    // Each decision once: what, who, when and why.
     for s in &f.steps {
         let by = if s.reviewer.is_empty() {
             format!("{}'s reviewer", f.country)
         } else {
             s.reviewer.clone()
         };
-        field(
-            "decided",
-            &format!(
-                "{} by {by} on {}: {}",
-                decision_name(s.decision),
-                time(s.at),
-                s.reason
-            ),
-        );
+        let what = match Decision::try_from(s.decision) {
+            Ok(Decision::Hold) => "held",
+            Ok(Decision::Approve) => "approved",
+            Ok(Decision::Refuse) => "refused",
+            _ => "decided",
+        };
+        field(what, &format!("by {by} on {}: {}", time(s.at), s.reason));
     }
     if f.steps.is_empty() && !f.decision_reason.is_empty() {
         field("decision", &f.decision_reason);
     }
+    // Maps in a stable order.
+    let pairs = |map: &std::collections::HashMap<String, String>| {
+        let sorted: std::collections::BTreeMap<_, _> = map.iter().collect();
+        sorted
+            .into_iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+    };
     if let Some(r) = &f.record {
-        field("local record", &r.record_id);
-        if let Some(i) = &r.identity {
-            field(
-                "",
-                &format!(
-                    "{}, {} (born {})",
-                    i.family_name, i.given_names, i.date_of_birth
-                ),
-            );
-        }
-        for (k, v) in &r.payload {
-            field("", &format!("{k}: {v}"));
-        }
+        let mut lines = vec![r.record_id.clone()];
+        lines.extend(r.identity.iter().flat_map(identity_lines));
+        lines.extend(pairs(&r.payload));
+        fields("local record", lines);
     }
     if !f.core_data.is_empty() {
-        field("released", "");
-        let sorted: std::collections::BTreeMap<_, _> = f.core_data.iter().collect();
-        for (k, v) in sorted {
-            field("", &format!("{k}: {v}"));
-        }
+        fields("released", pairs(&f.core_data));
     }
 }

@@ -672,10 +672,14 @@ fn followup_commands_for_officers_and_reviewers() {
     // Text for people.
     let (code, out, _) = adep("FR/officer.toml", &["followup", "show", &id]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("  released "), "{out}");
-    assert!(out.contains("family_name: Müller"), "{out}");
     assert!(
-        out.contains("  decided        approve by DE's reviewer on "),
+        out.contains("  released       date_of_birth: 1970-05-12"),
+        "{out}"
+    );
+    assert!(out.contains("family_name: Müller"), "{out}");
+    assert!(out.contains("nationality: DE"), "{out}");
+    assert!(
+        out.contains("  approved       by DE's reviewer on "),
         "{out}"
     );
     assert_eq!(
@@ -715,6 +719,30 @@ fn followup_commands_for_officers_and_reviewers() {
     assert_eq!(code, Some(0));
     let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(shown["record"]["record_id"], "DE-BKA-2019-004711");
+    // The reviewer sees everything an approval may release.
+    let local = &shown["record"]["identity"];
+    assert_eq!(
+        (
+            &local["sex"],
+            &local["place_of_birth"],
+            &local["nationalities"][0]
+        ),
+        (&"M".into(), &"Köln".into(), &"DE".into()),
+        "{out}"
+    );
+    let (code, out, _) = adep("DE/reviewer.toml", &["followup", "show", &id]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("  local record   DE-BKA-2019-004711"), "{out}");
+    for line in ["sex M", "born in Köln", "nationality DE"] {
+        assert!(
+            out.contains(&format!("                 {line}\n")),
+            "{line}: {out}"
+        );
+    }
+    // The payload in one order, whatever the map's.
+    let authority = out.find("authority:").expect("authority");
+    let notes = out.find("notes:").expect("notes");
+    assert!(authority < notes, "{out}");
 
     // Refusals a user sees: deciding twice, deciding as an officer, deciding one's
     // own node's request.

@@ -139,6 +139,26 @@ async fn refusal_hold_and_withdrawal_reach_the_officer() {
         .await
         .expect("hold");
     assert_eq!(on_hold.state, FollowUpState::OnHold as i32);
+    // The officer learns of the hold and why, before any decision (a poll may show
+    // the state first; the reason comes with the hold's news).
+    let mut seen = until_state(&net, &held.id, FollowUpState::OnHold).await;
+    for _ in 0..150 {
+        if !seen.steps.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = show(&net, "FR", Role::Officer, &held.id).await;
+    }
+    let steps: Vec<_> = seen
+        .steps
+        .iter()
+        .map(|s| (s.decision, s.reason.as_str(), s.reviewer.as_str()))
+        .collect();
+    assert_eq!(
+        steps,
+        [(Decision::Hold as i32, "Checked against the local file.", "")],
+        "the hold and its reason, not DE's reviewer"
+    );
     decide(&net, "DE", Role::Reviewer, &held.id, Decision::Approve)
         .await
         .expect("approve after hold");

@@ -143,7 +143,7 @@ fn default_release_fields() -> Vec<String> {
         "given_names",
         "date_of_birth",
         "sex",
-        "nationalities",
+        "nationality",
     ]
     .map(String::from)
     .to_vec()

@@ -1,6 +1,8 @@
-//! The owner's outbox: each decision is sent to its requesting node and removed (the
-//! follow-up marked delivered when approved) once that node acknowledges it; a failed
-//! attempt is retried after a doubling wait.
+//! The owner's outbox: each decision (and each hold) is sent to its requesting node
+//! and removed (the follow-up marked delivered when approved) once that node
+//! acknowledges it; a failed attempt is retried after a doubling wait. News replaced
+//! while it was on its way (a decision after a hold) is neither removed nor
+//! rescheduled by the older delivery.
 
 use std::sync::Arc;
 
@@ -36,7 +38,15 @@ pub async fn deliver_due(state: &Arc<NodeState>, now: i64, max_wait: i64) -> i64
                 next = next.min(entry.next_attempt);
                 tracing::warn!(followup = %entry.id, peer = %entry.country, attempts = entry.attempts, error = %why, "decision not delivered; will retry");
                 events::followup_work(state, move |state| {
-                    Ok(Book::new(state.store.as_ref()).reschedule(&entry)?)
+                    let book = Book::new(state.store.as_ref());
+                    // Newer news (a decision after a hold) keeps its own schedule.
+                    if book
+                        .outbox_entry(&entry.id)?
+                        .is_some_and(|current| current.same_news(&entry))
+                    {
+                        book.reschedule(&entry)?;
+                    }
+                    Ok(())
                 })
                 .await
             }
@@ -53,9 +63,12 @@ pub async fn deliver_due(state: &Arc<NodeState>, now: i64, max_wait: i64) -> i64
 async fn acknowledged(state: &Arc<NodeState>, entry: OutboxEntry) -> Result<(), AppError> {
     events::followup_work(state, move |state| {
         let book = Book::new(state.store.as_ref());
+        let superseded = book
+            .outbox_entry(&entry.id)?
+            .is_some_and(|current| !current.same_news(&entry));
         match book.get(Direction::Incoming, &entry.id)? {
             Some(mut f) => {
-                let effects = f.delivered(&entry);
+                let effects = f.delivered(&entry, superseded);
                 commit(state, &f, &effects)?;
             }
             None => {

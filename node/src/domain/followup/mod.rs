@@ -315,7 +315,7 @@ pub struct OutboxEntry {
     pub id: FollowUpId,
     /// The requesting node.
     pub country: Country,
-    /// Approved, refused or expired.
+    /// On hold, approved, refused or expired.
     pub state: State,
     /// The decision's reason.
     pub reason: String,
@@ -352,6 +352,11 @@ impl OutboxEntry {
     /// Due at once (a poll asked for it).
     pub fn due_now(&mut self, now: i64) {
         self.next_attempt = now;
+    }
+
+    /// Whether `other` is the same news (not a newer decision that replaced it).
+    pub fn same_news(&self, other: &OutboxEntry) -> bool {
+        self.id == other.id && self.state == other.state && self.decided_at == other.decided_at
     }
 }
 
@@ -583,7 +588,14 @@ mod tests {
             .decide("r1", Decision::Hold, "judge", 150, Some(&r), POLICY)
             .expect("held");
         assert_eq!(f.state(), State::OnHold);
-        assert_eq!(held.outbox, OutboxChange::Keep, "a hold is not final");
+        // Not final, but its news goes to the requesting node with its reason.
+        match &held.outbox {
+            OutboxChange::Put(news) => {
+                assert_eq!((news.state, news.reason.as_str()), (State::OnHold, "judge"));
+                assert!(news.core_data.is_empty());
+            }
+            other => panic!("the hold's news: {other:?}"),
+        }
         assert!(f.overdue(250));
         let refused = f
             .decide("r1", Decision::Refuse, "no", 151, None, POLICY)
@@ -629,6 +641,74 @@ mod tests {
             "decisions come by the outbox"
         );
         assert_eq!(f.state(), State::OnHold);
+    }
+
+    #[test]
+    fn release_names_fields_by_their_interchange_columns() {
+        let mut r = record();
+        r.nationalities = vec!["DE".into(), "AT".into()];
+        r.payload
+            .insert("offence_category".into(), "0401 00".into());
+        r.payload.insert("notes".into(), "not released".into());
+        let fields = [
+            "record_id",
+            "nationality",
+            "nationalities",
+            "sex",
+            "offence_category",
+        ]
+        .map(String::from);
+        let released = release(&r, &fields);
+        assert_eq!(
+            released,
+            BTreeMap::from([
+                ("record_id".to_owned(), "de-1".to_owned()),
+                ("nationality".to_owned(), "DE;AT".to_owned()),
+                ("nationalities".to_owned(), "DE;AT".to_owned()),
+                ("offence_category".to_owned(), "0401 00".to_owned()),
+            ]),
+            "an empty sex is left out; unnamed columns stay"
+        );
+    }
+
+    #[test]
+    fn a_requester_learns_of_a_hold_once_then_of_the_decision() {
+        let mut f = incoming();
+        f.direction = Direction::Outgoing;
+        let id = f.id.clone();
+        let notice = |state, reason: &str, at| DecisionNotice {
+            id: id.clone(),
+            state,
+            reason: reason.into(),
+            core_data: BTreeMap::new(),
+            decided_at: at,
+            audit_head: None,
+        };
+        let hold = notice(State::OnHold, "Awaiting the prosecutor.", 150);
+        assert!(f.receive_decision(hold.clone()).save);
+        assert_eq!(f.state(), State::OnHold);
+        assert!(!f.receive_decision(hold).save, "the same hold twice");
+        let mut approval = notice(State::Approved, "Checked.", 160);
+        approval.core_data = BTreeMap::from([("family_name".to_owned(), "Muller".to_owned())]);
+        assert!(f.receive_decision(approval).save);
+        assert_eq!(f.state(), State::Delivered);
+        let steps: Vec<_> = f
+            .steps
+            .iter()
+            .map(|s| (s.decision, s.reason.as_str(), s.at))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (Decision::Hold, "Awaiting the prosecutor.", 150),
+                (Decision::Approve, "Checked.", 160)
+            ]
+        );
+        assert_eq!(f.decision_reason, "Checked.");
+        // A hold arriving after the decision changes nothing.
+        let late = f.receive_decision(notice(State::OnHold, "Late.", 155));
+        assert!(!late.save);
+        assert_eq!(f.state(), State::Delivered);
     }
 
     #[test]

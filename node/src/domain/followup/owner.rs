@@ -126,7 +126,11 @@ impl FollowUp {
                 (State::Approved, Some(r)) => release(r, release_fields),
                 _ => BTreeMap::new(),
             };
-            OutboxChange::Put(self.news(core_data, now))
+            OutboxChange::Put(self.news(reason, core_data, now))
+        } else if decision == Decision::Hold {
+            // The requesting officer learns of the hold and its reason at once; a
+            // final decision replaces the news if it is not delivered yet.
+            OutboxChange::Put(self.news(reason, BTreeMap::new(), now))
         } else {
             OutboxChange::Keep
         };
@@ -150,13 +154,14 @@ impl FollowUp {
         })
     }
 
-    /// The outbox entry that tells the requesting node where its request ended.
-    fn news(&self, core_data: BTreeMap<String, String>, now: i64) -> OutboxEntry {
+    /// The outbox entry that tells the requesting node where its request stands: on
+    /// hold, or where it ended.
+    fn news(&self, reason: &str, core_data: BTreeMap<String, String>, now: i64) -> OutboxEntry {
         OutboxEntry {
             id: self.id.clone(),
             country: self.country,
             state: self.state,
-            reason: self.decision_reason.clone(),
+            reason: reason.to_owned(),
             core_data,
             decided_at: now,
             attempts: 0,
@@ -182,23 +187,31 @@ impl FollowUp {
         }
     }
 
-    /// The requesting node acknowledged the decision of `entry`: an approval is now
-    /// delivered, and the released data leaves the outbox.
-    pub fn delivered(&mut self, entry: &OutboxEntry) -> Effects {
-        if self.direction == Direction::Incoming && self.state == State::Approved {
+    /// The requesting node acknowledged the news of `entry`: an approval is now
+    /// delivered, and the released data leaves the outbox. With `superseded`, newer
+    /// news (a decision after a hold) took the entry's place meanwhile: it stays.
+    pub fn delivered(&mut self, entry: &OutboxEntry, superseded: bool) -> Effects {
+        if self.direction == Direction::Incoming
+            && entry.state == State::Approved
+            && self.state == State::Approved
+        {
             self.state = State::Delivered;
         }
         // The follow-up's own event form, so it names the search as every other does.
         let event = self.event(
             "followup.delivered",
             serde_json::json!({
-                "state": entry.state.name(),
+                "state": delivered_state(entry.state).name(),
                 "released_fields": entry.core_data.keys().collect::<Vec<_>>(),
             }),
         );
         Effects {
             save: true,
-            outbox: OutboxChange::Remove,
+            outbox: if superseded {
+                OutboxChange::Keep
+            } else {
+                OutboxChange::Remove
+            },
             event,
         }
     }
@@ -212,7 +225,7 @@ impl FollowUp {
         self.state = State::Expired;
         Some(Effects {
             save: true,
-            outbox: OutboxChange::Put(self.news(BTreeMap::new(), now)),
+            outbox: OutboxChange::Put(self.news("", BTreeMap::new(), now)),
             event: None,
         })
     }
@@ -226,10 +239,19 @@ pub fn delivered_event(entry: &OutboxEntry) -> Option<Event> {
         fields: serde_json::json!({
             "followup": entry.id.as_str(),
             "peer": entry.country.as_str(),
-            "state": entry.state.name(),
+            "state": delivered_state(entry.state).name(),
             "released_fields": entry.core_data.keys().collect::<Vec<_>>(),
         }),
     })
+}
+
+/// The state a follow-up is in once the news of `sent` is acknowledged: an approval
+/// is delivered; a hold, a refusal or an expiry stays what it is.
+fn delivered_state(sent: State) -> State {
+    match sent {
+        State::Approved => State::Delivered,
+        other => other,
+    }
 }
 
 /// The core data of a record under a release policy: the named fields that the
@@ -244,7 +266,11 @@ pub fn release(record: &Record, fields: &[String]) -> BTreeMap<String, String> {
             "date_of_birth" => Some(record.identity.date_of_birth.to_string()),
             "sex" => record.sex.map(|s| s.code().to_owned()),
             "place_of_birth" => record.place_of_birth.clone(),
-            "nationalities" => Some(record.nationalities.join(";")).filter(|s| !s.is_empty()),
+            // The interchange column; `nationalities` is still read from older
+            // configurations.
+            "nationality" | "nationalities" => {
+                Some(record.nationalities.join(";")).filter(|s| !s.is_empty())
+            }
             "aliases" => Some(
                 record
                     .identity

@@ -55,42 +55,51 @@ impl FollowUp {
         (f, effects)
     }
 
-    /// The owner's decision arrives. It stands over what this node concluded alone
-    /// (a withdrawal the owner had not yet seen, or an expiry while it was
-    /// unreachable); a decision sent again (its acknowledgement was lost) changes
-    /// nothing and is recorded again.
+    /// The owner's decision arrives, or its hold. A final decision stands over what
+    /// this node concluded alone (a withdrawal the owner had not yet seen, or an
+    /// expiry while it was unreachable); a hold applies to an open request. News
+    /// sent again (its acknowledgement was lost) changes nothing and is recorded
+    /// again.
     pub fn receive_decision(&mut self, notice: DecisionNotice) -> Effects {
         let peer_head = notice.audit_head.as_ref().map(Checkpoint::fields);
         let concluded_alone = self.state == State::Withdrawn
             || (self.state == State::Expired && notice.state != State::Expired);
-        let applies = self.direction == Direction::Outgoing
-            && matches!(
-                notice.state,
-                State::Approved | State::Refused | State::Expired
-            )
-            && (self.state.is_open() || concluded_alone);
+        let outgoing = self.direction == Direction::Outgoing;
+        let decision = match notice.state {
+            State::OnHold => Some(Decision::Hold),
+            State::Approved => Some(Decision::Approve),
+            State::Refused => Some(Decision::Refuse),
+            _ => None,
+        };
+        // The owner's steps as this node learns them: who (the owner; its reviewer's
+        // id stays there), what, why and when.
+        let step = decision.map(|decision| Step {
+            reviewer: String::new(),
+            decision,
+            reason: notice.reason.clone(),
+            at: notice.decided_at,
+        });
+        let applies = match notice.state {
+            State::OnHold => {
+                outgoing
+                    && self.state.is_open()
+                    && !step.as_ref().is_some_and(|s| self.steps.contains(s))
+            }
+            State::Approved | State::Refused | State::Expired => {
+                outgoing && (self.state.is_open() || concluded_alone)
+            }
+            _ => false,
+        };
         if applies {
             self.state = match notice.state {
                 State::Approved => State::Delivered,
                 other => other,
             };
-            // The owner's final decision, as its one step: who (the owner; its
-            // reviewer's id stays there), what, why and when.
-            self.steps = match notice.state {
-                State::Approved => Some(Decision::Approve),
-                State::Refused => Some(Decision::Refuse),
-                _ => None,
+            self.steps.extend(step);
+            if notice.state != State::OnHold {
+                self.decision_reason = notice.reason;
+                self.core_data = notice.core_data;
             }
-            .map(|decision| Step {
-                reviewer: String::new(),
-                decision,
-                reason: notice.reason.clone(),
-                at: notice.decided_at,
-            })
-            .into_iter()
-            .collect();
-            self.decision_reason = notice.reason;
-            self.core_data = notice.core_data;
         }
         let event = self.event(
             "followup.decision_received",

@@ -237,10 +237,10 @@ impl TryFrom<v1::FollowUpDecision> for DecisionNotice {
     fn try_from(d: v1::FollowUpDecision) -> Result<DecisionNotice, Invalid> {
         let id = followup_id("request_id", &d.request_id)?;
         let new_state = match state(d.state) {
-            Some(s @ (State::Approved | State::Refused | State::Expired)) => s,
+            Some(s @ (State::OnHold | State::Approved | State::Refused | State::Expired)) => s,
             _ => {
                 return Err(Invalid(
-                    "field `state` must be APPROVED, REFUSED or EXPIRED".into(),
+                    "field `state` must be ON_HOLD, APPROVED, REFUSED or EXPIRED".into(),
                 ));
             }
         };
