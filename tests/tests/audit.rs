@@ -294,6 +294,41 @@ async fn a_restart_records_nothing_and_a_replaced_key_seed_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_head_a_node_gives_out_covers_its_searches_a_moment_later() {
+    let net = searched_network().await;
+    // FR records its searches without waiting for the disk. The head its next Match
+    // carries must cover the first search a moment later (not at the next job run,
+    // minutes away): DE's log witnesses what FR did.
+    let head_seq = |entry: &serde_json::Value| entry["peer_audit_head"]["seq"].as_u64();
+    let first = head_seq(&net.audit_entries_of("DE", "match.received").await[0]);
+    let search = || async {
+        net.national("FR", Role::Officer)
+            .search(SearchRequest {
+                reason: Some(reason()),
+                subjects: vec![ProtoIdentity {
+                    family_name: "Schmidt".into(),
+                    given_names: "Karl".into(),
+                    date_of_birth: "1955-01-01".into(),
+                    ..ProtoIdentity::default()
+                }],
+            })
+            .await
+            .expect("search");
+    };
+    let mut latest = first;
+    for _ in 0..100 {
+        search().await;
+        let received = net.audit_entries_of("DE", "match.received").await;
+        latest = received.last().and_then(head_seq);
+        if latest > first {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("FR's head stayed at {latest:?}, before its first search ({first:?})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_tail_is_named_against_the_auditors_export_and_the_peers_log() {
     let mut net = searched_network().await;
     // The auditor exports DE's log: it ends with DE's signed head. And FR's Match to

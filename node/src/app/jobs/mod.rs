@@ -14,8 +14,13 @@ use crate::{
     store::unix_now,
 };
 
+/// How often entries written without waiting for the disk are made durable, and so
+/// covered by the checkpoints the node gives out (sled flushes as often).
+const AUDIT_SYNC_EVERY: Duration = Duration::from_millis(500);
+
 /// Runs the jobs until `stop` turns true.
 pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(sync_audit(state.clone(), stop.clone()));
     let max_wait = state.config.followup.retry_max.as_secs() as i64;
     let mut last_poll: Option<i64> = None;
     let mut last_prune: Option<i64> = None;
@@ -42,14 +47,6 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
         // The rotation's own task ends the previous epoch's grace; this catches it
         // should that task have stopped.
         crate::app::rotation::end_grace(&state).await;
-        // Entries written without waiting for the disk become durable here, and so
-        // covered by the checkpoints this node gives out.
-        let s = state.clone();
-        if let Ok(Err(e)) =
-            tokio::task::spawn_blocking(move || s.audit.sync(s.store.as_ref())).await
-        {
-            tracing::error!(error = %e, "cannot make the audit log durable");
-        }
         let next = outbox::deliver_due(&state, now, max_wait).await;
         let next = next.min(last_prune.unwrap_or(now) + prune_every);
         let wait = Duration::from_secs((next - now).clamp(1, max_wait.max(1)) as u64);
@@ -57,6 +54,26 @@ pub async fn run(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<b
             _ = stop.wait_for(|s| *s) => return,
             _ = state.outbox_wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Makes the audit entries written without waiting for the disk (searches, Match
+/// calls, refusals) durable every [`AUDIT_SYNC_EVERY`], so that the head this node
+/// gives out with its next call covers them. Costs nothing while nothing was written.
+async fn sync_audit(state: Arc<NodeState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(AUDIT_SYNC_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let s = state.clone();
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || s.audit.sync(s.store.as_ref())).await
+        {
+            tracing::error!(error = %e, "cannot make the audit log durable");
         }
     }
 }
