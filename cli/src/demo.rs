@@ -61,12 +61,12 @@ fn wanted_person() -> Record {
         place_of_birth: Some("Köln".into()),
         nationalities: vec!["DE".into()],
         payload: [
-            ("offence_category", "0502 00"),
+            ("offence_category", "0202 00"),
             ("file_reference", "BKA-2019-004711"),
             ("authority", "Bundeskriminalamt, Wiesbaden"),
             (
                 "notes",
-                "Convicted 2019 of aggravated burglary; released 2023.",
+                "Convicted 2019 of aggravated burglary as a member of an organised gang; released 2023.",
             ),
         ]
         .into_iter()
@@ -244,7 +244,9 @@ async fn story(
     println!("   them into each node's own digests and sends those in a Match: hit or no hit.");
     let reason = pb::Reason {
         case_reference: "FR-PJ-2026-0815".into(),
-        offence_category: "0502 00".into(),
+        // 0202 00: knowingly taking part in the criminal activities of a criminal
+        // organisation (`adep offence-categories`).
+        offence_category: "0202 00".into(),
         person_category: PersonCategory::Suspect as i32,
         aim: Aim::LearnMore as i32,
     };
@@ -313,10 +315,11 @@ async fn story(
         .national_client()?
         .request_follow_up(pb::RequestFollowUpRequest {
             hit_ref: hit.hit_ref.clone(),
-            justification: "Suspected of a series of burglaries in Lyon in 2026; we need \
-                            his criminal record to decide on pre-trial detention."
+            justification: "Suspected of a series of burglaries by an organised gang in Lyon \
+                            in 2026; we need his criminal record to decide on pre-trial detention."
                 .into(),
-            offence_description: "Aggravated burglary of dwellings, 7 cases".into(),
+            offence_description: "Aggravated burglary of dwellings by an organised gang, 7 cases"
+                .into(),
         })
         .await
         .map_err(|s| output::call_error(&officer.node, s))?

@@ -26,7 +26,27 @@ pub fn call_error(node: &str, status: tonic::Status) -> anyhow::Error {
         detail = e.to_string();
         src = e.source();
     }
-    anyhow::anyhow!("{what} ({node}): {detail}")
+    anyhow::anyhow!("{what} ({node}): {}", with_flags(&detail))
+}
+
+/// The node names request fields as the protocol does; beside each, the flag that
+/// sets it, so that the user knows what to change.
+fn with_flags(detail: &str) -> String {
+    const FLAGS: &[(&str, &str)] = &[
+        ("hit_ref", "--hit"),
+        ("justification", "--justification"),
+        ("offence_description", "--offence-description"),
+        ("reason.case_reference", "--case-ref"),
+        ("reason.offence_category", "--offence-category"),
+        ("reason.person_category", "--person-category"),
+        ("reason.aim", "--aim"),
+    ];
+    let mut out = detail.to_owned();
+    for (field, flag) in FLAGS {
+        let named = format!("field `{field}`");
+        out = out.replacen(&named, &format!("{named} ({flag})"), 1);
+    }
+    out
 }
 
 pub fn pki_summary(out: &Path, summary: &PkiSummary, json: bool) {
@@ -244,6 +264,19 @@ pub fn shell_word(word: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn protocol_fields_are_shown_with_their_flags() {
+        assert_eq!(
+            super::with_flags("field `hit_ref`: the hit reference has expired; search again"),
+            "field `hit_ref` (--hit): the hit reference has expired; search again"
+        );
+        assert_eq!(
+            super::with_flags("field `reason.offence_category` is required"),
+            "field `reason.offence_category` (--offence-category) is required"
+        );
+        assert_eq!(super::with_flags("no field here"), "no field here");
+    }
+
     use adep_proto::v1;
     use clap::ValueEnum as _;
 

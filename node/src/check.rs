@@ -77,7 +77,19 @@ pub fn check_config(path: &Path) -> Vec<Check> {
             config.users.len()
         ),
     )];
-    checks.extend(check_listeners(&config));
+    // A node running with this configuration holds its ports and data directory:
+    // then the checks are of its files (before `adep certs reload`, say).
+    let running = crate::store::running_node(&config.data_dir);
+    if let Some(pid) = &running {
+        checks.push(Check::new(
+            RUNNING,
+            Verdict::Ok,
+            format!(
+                "a node is running with this configuration{pid}: its listeners and data_dir are in use by it"
+            ),
+        ));
+    }
+    checks.extend(check_listeners(&config, running.is_some()));
     let now = UnixTime::now();
     let network_ca = tls::root_store(&config.tls.network_ca).map_err(|e| e.to_string());
     let national_ca = tls::root_store(&config.tls.national_ca).map_err(|e| e.to_string());
@@ -150,7 +162,10 @@ pub fn check_config(path: &Path) -> Vec<Check> {
     checks
 }
 
-fn check_listeners(config: &Config) -> Vec<Check> {
+/// The field of the check that says a node runs with the configuration.
+pub const RUNNING: &str = "node";
+
+fn check_listeners(config: &Config, running: bool) -> Vec<Check> {
     let mut addrs = vec![
         ("federation.listen", config.federation.listen),
         ("national.listen", config.national.listen),
@@ -171,30 +186,52 @@ fn check_listeners(config: &Config) -> Vec<Check> {
             )),
             None => checks.push(match bind_check(*addr) {
                 Ok(()) => Check::new(field, Verdict::Ok, addr.to_string()),
-                Err((verdict, why)) => Check::new(field, verdict, format!("{addr} {why}")),
+                Err(Unbound::InUse) if running => Check::new(
+                    field,
+                    Verdict::Ok,
+                    format!("{addr} is served by the running node"),
+                ),
+                Err(Unbound::InUse) => Check::new(
+                    field,
+                    Verdict::Failed,
+                    format!("{addr} is in use: is a node already running with this configuration? It would also hold data_dir"),
+                ),
+                Err(Unbound::NotHere) => Check::new(
+                    field,
+                    Verdict::Failed,
+                    format!("{addr} is not an address of this machine"),
+                ),
+                Err(Unbound::Untried(e)) => Check::new(
+                    field,
+                    Verdict::Warning,
+                    format!("{addr} cannot be tried here: {e}"),
+                ),
             }),
         }
     }
     checks
 }
 
-/// Whether a node could listen on `addr` now: a port in use most often means a node
-/// already runs with this configuration (and holds its data directory too).
-fn bind_check(addr: std::net::SocketAddr) -> Result<(), (Verdict, String)> {
+/// Why a node could not listen on an address now.
+enum Unbound {
+    /// Another socket holds it: most often a node running with this configuration.
+    InUse,
+    /// Not an address of this machine.
+    NotHere,
+    /// Not tried (no permission for a low port, say).
+    Untried(std::io::Error),
+}
+
+/// Whether a node could listen on `addr` now.
+fn bind_check(addr: std::net::SocketAddr) -> Result<(), Unbound> {
     if addr.port() == 0 {
         return Ok(());
     }
     match std::net::TcpListener::bind(addr) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err((
-            Verdict::Failed,
-            "is in use: is a node already running with this configuration? It would also hold data_dir".into(),
-        )),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Err((
-            Verdict::Failed,
-            "is not an address of this machine".into(),
-        )),
-        Err(e) => Err((Verdict::Warning, format!("cannot be tried here: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Unbound::InUse),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => Err(Unbound::NotHere),
+        Err(e) => Err(Unbound::Untried(e)),
     }
 }
 

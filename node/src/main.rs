@@ -34,9 +34,11 @@ enum Command {
     /// Checks the TOML itself, certificates readable, matching their keys, chaining to
     /// their CAs and not about to expire,
     /// the node certificate carrying the node's identity, the key seed, data
-    /// key and audit key well formed, the data directory writable, listeners distinct.
-    /// Prints one line per check; exits 0 when all hold (warnings allowed), 1 when one
-    /// fails. Does not start the node or open its store.
+    /// key and audit key well formed, the data directory writable, listeners distinct
+    /// and free. With a node running on this configuration, checks its files (before
+    /// `adep certs reload`, say): its listeners and data directory count as in use by
+    /// it. Prints one line per check; exits 0 when all hold (warnings allowed), 1 when
+    /// one fails. Does not start the node or open its store.
     CheckConfig {
         /// The configuration file.
         #[arg(value_name = "FILE")]
@@ -164,7 +166,14 @@ fn check_config(file: &std::path::Path, json: bool) -> ExitCode {
             .iter()
             .filter(|c| c.verdict == Verdict::Failed)
             .count();
-        if ok {
+        let running = checks.iter().any(|c| c.field == check::RUNNING);
+        if ok && running {
+            println!(
+                "{} checks hold: the files of the node running with {} are valid (`adep certs reload` applies new certificates and lists)",
+                checks.len(),
+                file.display()
+            );
+        } else if ok {
             println!(
                 "{} checks hold: {} can start a node",
                 checks.len(),

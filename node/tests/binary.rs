@@ -115,11 +115,37 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
     let status = answered.expect("the node answers its operator");
     assert_eq!(status.country, "FR");
 
-    // While it runs, check-config says its ports are taken, and a second node on the
-    // same configuration says why it stops, once.
+    // While it runs, check-config checks its files and says the node holds its ports
+    // (an operator runs it before `adep certs reload`), and a second node on the same
+    // configuration says why it stops, once.
     let check = Command::new(BIN)
         .arg("check-config")
         .arg(dir.path().join("FR/node.toml"))
+        .output()
+        .expect("check-config");
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("a node is running with this configuration (pid ")
+            && said.contains("is served by the running node")
+            && said.contains("the files of the node running with"),
+        "{said}"
+    );
+    // Another data directory on the same ports: they are taken, not by its node.
+    let text = std::fs::read_to_string(dir.path().join("FR/node.toml")).expect("read");
+    let data_dir = text
+        .lines()
+        .find(|l| l.starts_with("data_dir = "))
+        .expect("a data_dir line");
+    let moved = text.replace(
+        data_dir,
+        &format!("data_dir = {:?}", dir.path().join("elsewhere")),
+    );
+    let moved_path = dir.path().join("FR/moved.toml");
+    std::fs::write(&moved_path, moved).expect("write");
+    let check = Command::new(BIN)
+        .arg("check-config")
+        .arg(&moved_path)
         .output()
         .expect("check-config");
     let said = String::from_utf8_lossy(&check.stdout);

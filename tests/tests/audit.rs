@@ -124,9 +124,12 @@ async fn refused_calls_and_connections_are_audit_events() {
         .expect_err("reviewers do not search");
     assert_eq!(by_reviewer.code(), Code::PermissionDenied);
     let refused = net.audit_entries_of("FR", "call.refused").await;
-    assert_eq!(refused[0]["rpc"], "/adep.v1.National/Search");
+    assert_eq!(refused[0]["rpc"], "Search");
     assert_eq!(refused[0]["caller"], "adep://user/FR/fr-reviewer");
-    assert_eq!(refused[0]["code"], "PermissionDenied");
+    assert_eq!(
+        refused[0]["code"], "PERMISSION_DENIED",
+        "as metrics name it"
+    );
     assert_eq!(refused[0]["listener"], "national");
     assert!(
         refused[0]["message"]

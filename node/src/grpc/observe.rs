@@ -243,12 +243,16 @@ where
             if let (tonic::Code::Unauthenticated | tonic::Code::PermissionDenied, Some(conn)) =
                 (code, conn)
             {
-                // The path comes from the network: kept, but cut like the message.
-                let rpc: String = path.chars().take(MESSAGE_CHARS).collect();
+                // Named as the metrics name them; the path comes from the network and
+                // is kept only when it names no RPC of this node, cut like the message.
                 let mut fields = serde_json::Map::new();
                 fields.insert("rpc".into(), rpc.into());
+                if rpc == "other" {
+                    let path: String = path.chars().take(MESSAGE_CHARS).collect();
+                    fields.insert("path".into(), path.into());
+                }
                 fields.insert("caller".into(), caller_audit(&conn.authn).into());
-                fields.insert("code".into(), format!("{code:?}").into());
+                fields.insert("code".into(), code_name(code).into());
                 fields.insert("message".into(), header_message(response.headers()).into());
                 refusals::record(
                     &layer.state,

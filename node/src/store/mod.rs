@@ -415,6 +415,24 @@ pub fn open(data_dir: &Path, country: Country, key: &DataKey) -> Result<OpenStor
     })
 }
 
+/// Whether a node process holds the data directory `data_dir` now: its pid as
+/// ` (pid N)` (empty when unknown), or None. Reads only: the lock is tried and let go
+/// at once.
+pub fn running_node(data_dir: &Path) -> Option<String> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = File::open(&path).ok()?;
+    match file.try_lock_shared() {
+        Err(std::fs::TryLockError::WouldBlock) => Some(
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+                .map(|pid| format!(" (pid {pid})"))
+                .unwrap_or_default(),
+        ),
+        _ => None,
+    }
+}
+
 /// Takes the advisory lock of a data directory and writes our pid into it.
 fn lock_dir(data_dir: &Path) -> Result<File, StoreError> {
     let path = data_dir.join(LOCK_FILE);
