@@ -66,7 +66,12 @@ async fn up(args: UpArgs, json: bool) -> Result<ExitCode> {
     for cc in &args.countries {
         let path = args.dir.join(cc.as_str()).join("node.toml");
         let config = Config::load(&path)?;
-        let listeners = server::Listeners::bind(&config).await?;
+        let listeners = server::Listeners::bind(&config).await.with_context(|| {
+            format!(
+                "node {cc}: is a network already running from {}? Stop it with Ctrl-C, or give another --dir and --base-port",
+                args.dir.display()
+            )
+        })?;
         let prepared = server::prepare(config).with_context(|| format!("node {cc}"))?;
         states.push((*cc, prepared.state()));
         let mut rx = stop_rx.clone();
@@ -130,7 +135,11 @@ async fn up(args: UpArgs, json: bool) -> Result<ExitCode> {
             Err(e) => eprintln!("node {cc}: {e}"),
         }
     }
-    if !args.check && !json {
+    if args.check && !json {
+        eprintln!(
+            "network stopped (--check): run `network up` without --check to use these profiles"
+        );
+    } else if !json {
         eprintln!("network stopped: every node shut down");
     }
     Ok(if all_ok.is_ok() {
@@ -140,14 +149,30 @@ async fn up(args: UpArgs, json: bool) -> Result<ExitCode> {
     })
 }
 
-/// The audit events `network up` counts, with how it names them.
-const ACTIVITY: [(&str, &str); 6] = [
-    ("search.sent", "searches"),
-    ("match.received", "Match calls answered"),
-    ("followup.requested", "follow-ups requested"),
-    ("followup.filed", "follow-ups received"),
-    ("followup.decided", "decisions"),
-    ("followup.decision_received", "decisions received"),
+/// The audit events `network up` counts, with how it names one and several.
+const ACTIVITY: [(&str, &str, &str); 6] = [
+    ("search.sent", "search", "searches"),
+    (
+        "match.received",
+        "Match call answered",
+        "Match calls answered",
+    ),
+    (
+        "followup.requested",
+        "follow-up requested",
+        "follow-ups requested",
+    ),
+    (
+        "followup.filed",
+        "follow-up received",
+        "follow-ups received",
+    ),
+    ("followup.decided", "decision", "decisions"),
+    (
+        "followup.decision_received",
+        "decision received",
+        "decisions received",
+    ),
 ];
 
 /// Every few seconds, one line per node whose activity changed: counts of searches,
@@ -163,7 +188,7 @@ async fn show_activity(states: Vec<(Country, std::sync::Arc<adep_node::app::Node
             let counts = tokio::task::spawn_blocking(move || {
                 let mut counts = vec![0usize; ACTIVITY.len()];
                 for entry in AuditLog::export(state.store.as_ref(), since, i64::MAX).flatten() {
-                    if let Some(i) = ACTIVITY.iter().position(|(k, _)| *k == entry.kind) {
+                    if let Some(i) = ACTIVITY.iter().position(|(k, ..)| *k == entry.kind) {
                         counts[i] += 1;
                     }
                 }
@@ -176,7 +201,9 @@ async fn show_activity(states: Vec<(Country, std::sync::Arc<adep_node::app::Node
                     .iter()
                     .zip(&counts)
                     .filter(|(_, n)| **n > 0)
-                    .map(|((_, name), n)| format!("{n} {name}"))
+                    .map(|((_, one, several), n)| {
+                        format!("{n} {}", if *n == 1 { one } else { several })
+                    })
                     .collect();
                 eprintln!("activity {cc}: {}", said.join(", "));
                 *last = counts;

@@ -254,6 +254,11 @@ impl NodePlan {
     /// Loopback plans from a base port: country i gets federation `base + 10 i`,
     /// national `base + 10 i + 1` and metrics `base + 10 i + 2`.
     pub fn loopback(countries: &[Country], base_port: u16) -> Result<Vec<NodePlan>, PkiError> {
+        if base_port < 1024 {
+            return Err(PkiError::Invalid(format!(
+                "--base-port {base_port}: use 1024 or above (lower ports need privileges, and 0 would name no port)"
+            )));
+        }
         countries
             .iter()
             .enumerate()
@@ -596,5 +601,7 @@ mod tests {
         assert_eq!(plans[1].federation.port(), 7110);
         assert_eq!(plans[1].national.port(), 7111);
         assert!(NodePlan::loopback(&cc, 65530).is_err());
+        let low = NodePlan::loopback(&cc, 0).expect_err("port 0");
+        assert!(low.to_string().contains("use 1024 or above"), "{low}");
     }
 }
