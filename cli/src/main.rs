@@ -254,7 +254,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     adep_node::install_crypto_provider();
-    adep_node::end_quietly_on_closed_output();
+    adep_node::on_closed_output(|| std::process::exit(0));
     // Wherever --json stands, errors follow it.
     let json = std::env::args_os().any(|a| a == "--json");
     match run(cli) {

@@ -32,10 +32,11 @@ pub fn install_crypto_provider() {
 }
 
 /// For the binaries' short commands: a closed standard output (`adep audit export |
-/// head -1`) ends the process quietly with status 0, as it ends `cat`, instead of a
-/// panic naming the source and status 101. Print macros panic on a broken pipe
-/// because the Rust runtime ignores SIGPIPE; this hook recognises that panic only.
-pub fn end_quietly_on_closed_output() {
+/// head -1`) calls `end` (the binary's quiet exit with status 0, as `cat` ends)
+/// instead of a panic naming the source and status 101. Print macros panic on a
+/// broken pipe because the Rust runtime ignores SIGPIPE; this hook recognises that
+/// panic only. How the process ends stays with the binary.
+pub fn on_closed_output(end: fn() -> !) {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let payload = info.payload();
@@ -47,7 +48,7 @@ pub fn end_quietly_on_closed_output() {
             m.starts_with("failed printing to stdout") && m.contains("Broken pipe")
         });
         if broken_pipe {
-            std::process::exit(0);
+            end();
         }
         default(info);
     }));

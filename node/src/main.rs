@@ -199,7 +199,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let args = Args::parse();
     if args.command.is_some() {
-        adep_node::end_quietly_on_closed_output();
+        adep_node::on_closed_output(|| std::process::exit(0));
     }
     let path = match (args.command, args.config) {
         (Some(Command::CheckConfig { file, json }), _) => return check_config(&file, json),
