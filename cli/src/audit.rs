@@ -18,7 +18,7 @@ pub enum AuditCommand {
     /// place, chained to the one before and signed with the node's audit key; and with
     /// --witness, that it still holds every checkpoint of this node kept elsewhere, so
     /// that removing the newest entries is caught. Exit 0 when it holds, 1 naming the
-    /// first bad entry or the cut.
+    /// first bad entry or the cut, or when no witness given is this node's.
     Verify(VerifyArgs),
     /// Write the entries of a period as JSON Lines, oldest first.
     Export(ExportArgs),
@@ -155,20 +155,37 @@ pub async fn run(cmd: AuditCommand, profile: &Profile, json: bool) -> Result<Exi
         AuditCommand::Verify(args) => {
             let mut given = Vec::new();
             for path in &args.witness {
-                given.extend(witnesses(path)?);
+                let found = witnesses(path)?;
+                if found.is_empty() {
+                    bail!(
+                        "{}: holds no checkpoint (an `adep audit export` of this node, or a peer's, ends with one)",
+                        path.display()
+                    );
+                }
+                given.extend(found);
             }
-            let v = profile
+            let mut v = profile
                 .national_client()?
                 .verify_audit(pb::VerifyAuditRequest { witnesses: given })
                 .await
                 .map_err(|s| output::call_error(&profile.node, s))?
                 .into_inner();
+            // Witnesses given, none of them this node's: nothing was checked against them,
+            // which must not read as a log that holds them.
+            let unwitnessed = v.ok && !args.witness.is_empty() && v.witnesses == 0;
+            if unwitnessed {
+                v.ok = false;
+                v.problem = format!(
+                    "none of the {} checkpoints in the witness files is signed by this node's audit key (another node's, or altered): the log was not checked against them",
+                    v.foreign_witnesses
+                );
+            }
             if json {
                 println!(
                     "{}",
                     json!({
                         "ok": v.ok, "entries": v.entries, "first": v.first, "last": v.last,
-                        "bad_entry": (!v.ok).then_some(v.bad_entry),
+                        "bad_entry": (!v.ok && !unwitnessed).then_some(v.bad_entry),
                         "problem": v.problem, "public_key": hex(&v.public_key),
                         "witnesses": v.witnesses, "foreign_witnesses": v.foreign_witnesses,
                     })
@@ -182,11 +199,21 @@ pub async fn run(cmd: AuditCommand, profile: &Profile, json: bool) -> Result<Exi
                     hex(&v.public_key)
                 );
                 if !args.witness.is_empty() {
+                    let held = if v.witnesses == 1 {
+                        "the one checkpoint".to_owned()
+                    } else {
+                        format!("every one of the {} checkpoints", v.witnesses)
+                    };
                     println!(
-                        "it holds every one of the {} checkpoints of this node in the witness files ({} of other nodes left out)",
-                        v.witnesses, v.foreign_witnesses
+                        "it holds {held} of this node in the witness files ({} of other nodes left out)",
+                        v.foreign_witnesses
                     );
                 }
+            } else if unwitnessed {
+                println!(
+                    "audit log NOT CHECKED against the witnesses: {}; it is chained and signed in itself ({} entries)",
+                    v.problem, v.entries
+                );
             } else {
                 println!("audit log BROKEN at entry {}: {}", v.bad_entry, v.problem);
             }

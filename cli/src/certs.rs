@@ -52,8 +52,8 @@ pub async fn run(cmd: CertsCommand, profile: &Profile, json: bool) -> Result<Exi
                     println!("  {:<9} valid until {}", c.name, output::utc(c.not_after));
                 }
                 println!(
-                    "  {} certificate(s) revoked by the lists in tls.crls",
-                    resp.revoked
+                    "  {} revoked by the lists in tls.crls",
+                    output::count(resp.revoked, "certificate", "certificates")
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -279,7 +279,7 @@ async fn story(
             if hits == 0 {
                 "no hit".to_owned()
             } else {
-                format!("{hits} hit(s)")
+                output::count(hits as u64, "hit", "hits")
             }
         );
     }

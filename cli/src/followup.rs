@@ -97,7 +97,8 @@ pub struct IdArgs {
 pub struct DecideArgs {
     /// The follow-up's id (32 hexadecimal digits).
     id: String,
-    /// Why: recorded with the decision and sent to the requesting node.
+    /// Why: recorded with the decision and sent to the requesting node. At least 10
+    /// characters, most of them letters.
     #[arg(long)]
     reason: String,
 }
@@ -167,7 +168,12 @@ pub async fn run(cmd: FollowUpCommand, profile: &Profile, json: bool) -> Result<
             .into_inner(),
     };
     if json {
-        println!("{}", to_json(&one));
+        let mut v = to_json(&one);
+        if one.direction == Direction::Incoming as i32 {
+            // Shown one at a time, an incoming request comes with its local record.
+            v["record_erased"] = json!(one.record.is_none());
+        }
+        println!("{v}");
     } else {
         print_one(&one);
     }
@@ -391,6 +397,19 @@ fn print_one(f: &pb::FollowUp) {
         lines.extend(r.identity.iter().flat_map(identity_lines));
         lines.extend(pairs(&r.payload));
         fields("local record", lines);
+    } else if incoming {
+        let then = if matches!(
+            FollowUpState::try_from(f.state),
+            Ok(FollowUpState::Pending | FollowUpState::OnHold)
+        ) {
+            ": there is nothing to release, so it can only be refused"
+        } else {
+            ""
+        };
+        field(
+            "local record",
+            &format!("erased from the index since the request was filed{then}"),
+        );
     }
     if !f.core_data.is_empty() {
         fields("released", pairs(&f.core_data));

@@ -21,8 +21,8 @@ pub enum KeysCommand {
     /// costs about one OPRF evaluation per match key (see docs/benchmarks.md). Then
     /// the next epoch becomes active by itself, and the previous one still answers a
     /// Match for matching.previous_epoch_grace (searches evaluated just before the
-    /// switch), then is retired. Imports and erasures wait during a rotation and its
-    /// grace. See the operator guide.
+    /// switch), then is retired. Imports and erasures are refused during a rotation
+    /// and its grace. See the operator guide.
     Rotate(RotateArgs),
 }
 

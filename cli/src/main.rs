@@ -165,8 +165,8 @@ enum PkiCommand {
     ///
     /// Writes the list (PEM) anew at --crl, signed by the CA and numbered after the list
     /// it replaces, or creates it. A node refuses the certificate once its
-    /// configuration names the list in `tls.crls` and it has re-read it (`adep certs
-    /// reload`, SIGHUP or a restart). For a user, pass DIR/CC/national-ca.pem; for a
+    /// configuration names the list in `tls.crls` (`adep pki init` names its CAs'
+    /// lists) and it has re-read it (`adep certs reload`, SIGHUP or a restart). For a user, pass DIR/CC/national-ca.pem; for a
     /// node, DIR/network-ca.pem. Development PKI only: a production CA revokes with its
     /// own tooling and publishes the list the same way.
     Revoke(PkiRevokeArgs),
@@ -461,14 +461,14 @@ fn pki_revoke(args: &PkiRevokeArgs, json: bool) -> Result<ExitCode> {
             "revoked"
         };
         println!(
-            "certificate {} {what}; {} lists {} certificate(s) (list number {})",
+            "certificate {} {what}; {} lists {} (list number {})",
             done.serial,
             crl.display(),
-            done.revoked,
+            output::count(done.revoked as u64, "certificate", "certificates"),
             done.number
         );
         println!(
-            "nodes refuse it once tls.crls names this list and they re-read it: adep certs reload"
+            "nodes whose tls.crls names this list (as `adep pki init` writes them) refuse it once they re-read it: adep certs reload"
         );
     }
     Ok(ExitCode::SUCCESS)

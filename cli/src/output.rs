@@ -6,12 +6,22 @@ use adep_node::tooling::pki::PkiSummary;
 use adep_proto::v1::{PeerState, Role, StatusResponse};
 use serde_json::json;
 
+/// `n` and the noun that goes with it: `1 record`, `2 records`.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Turns a failed call into an error that says what the node said, in words.
 pub fn call_error(node: &str, status: tonic::Status) -> anyhow::Error {
+    // A status with a source is the client's own transport failing; without one, the
+    // node answered with it (a peer it could not reach, a store that failed).
+    let transport = std::error::Error::source(&status).is_some();
     let what = match status.code() {
         tonic::Code::Unauthenticated => "the node did not accept your certificate",
         tonic::Code::PermissionDenied => "the node refused the call",
-        tonic::Code::Unavailable => "the node is not reachable",
+        tonic::Code::Unavailable if transport => "the node is not reachable",
+        tonic::Code::Unavailable => "the node answered that it cannot do it now",
         tonic::Code::InvalidArgument => "the node refused the request",
         tonic::Code::NotFound => "not found",
         tonic::Code::FailedPrecondition => "not possible now",
@@ -26,7 +36,15 @@ pub fn call_error(node: &str, status: tonic::Status) -> anyhow::Error {
         detail = e.to_string();
         src = e.source();
     }
-    anyhow::anyhow!("{what} ({node}): {}", with_flags(&detail))
+    anyhow::anyhow!("{what} ({node}): {}", with_flags(without_os_code(&detail)))
+}
+
+/// `Connection refused (os error 111)` without the code, which tells a user nothing.
+fn without_os_code(detail: &str) -> &str {
+    match detail.rfind(" (os error ") {
+        Some(at) if detail.ends_with(')') => &detail[..at],
+        _ => detail,
+    }
 }
 
 /// The node names request fields as the protocol does; beside each, the flag that
@@ -143,8 +161,10 @@ pub fn status(resp: &StatusResponse, json: bool) {
     );
     println!("you       {} ({})", caller.user_id, role(caller.role));
     println!(
-        "store     {} schema v{}, {} start(s)",
-        store.engine, store.schema_version, store.starts
+        "store     {} schema v{}, {}",
+        store.engine,
+        store.schema_version,
+        count(store.starts, "start", "starts")
     );
     if resp.peers.is_empty() {
         println!("peers     none configured");
@@ -275,6 +295,29 @@ mod tests {
             "field `reason.offence_category` (--offence-category) is required"
         );
         assert_eq!(super::with_flags("no field here"), "no field here");
+    }
+
+    #[test]
+    fn a_node_that_answers_unavailable_is_not_called_unreachable() {
+        let answered = super::call_error(
+            "https://fr.example:7300",
+            tonic::Status::unavailable("DE is unreachable; try again"),
+        )
+        .to_string();
+        assert_eq!(
+            answered,
+            "the node answered that it cannot do it now (https://fr.example:7300): DE is unreachable; try again"
+        );
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        let mut status = tonic::Status::unavailable("tcp connect error");
+        status.set_source(std::sync::Arc::new(refused));
+        assert_eq!(
+            super::call_error("https://fr.example:7300", status).to_string(),
+            "the node is not reachable (https://fr.example:7300): Connection refused"
+        );
     }
 
     use adep_proto::v1;

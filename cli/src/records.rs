@@ -34,9 +34,11 @@ pub enum RecordsCommand {
     /// Make the index equal to a file: import it and erase stored records it lacks.
     ///
     /// Use it with the daily full national export. Erased records' hit references stop
-    /// resolving.
-    Sync(FileArgs),
-    /// Erase records by id.
+    /// resolving. A file without a record is refused unless --allow-empty, since it
+    /// would erase the whole index.
+    Sync(SyncArgs),
+    /// Erase records by id. Exit 0 when every id was erased, 1 when some were not
+    /// stored (the others are erased).
     Delete(DeleteArgs),
     /// How many records and match keys the node holds, and its key epoch.
     Count,
@@ -50,6 +52,17 @@ pub struct FileArgs {
     /// Leave out bad rows (each is reported on stderr) instead of importing nothing.
     #[arg(long)]
     skip_invalid: bool,
+}
+
+/// A full national export.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    file: FileArgs,
+    /// Accept a file without a record (or whose every row was left out as bad), which
+    /// erases every stored record.
+    #[arg(long)]
+    allow_empty: bool,
 }
 
 /// Record ids.
@@ -81,10 +94,12 @@ fn read(path: &Path, skip_invalid: bool) -> Result<RecordFile> {
                     );
                 }
             }
-            anyhow::anyhow!(
-                "{}: {e}; nothing was imported (--skip-invalid leaves bad rows out)",
-                path.display()
-            )
+            let hint = if matches!(e, identity::FileError::BadRows { .. }) {
+                " (--skip-invalid leaves bad rows out)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("{}: {e}; nothing was imported{hint}", path.display())
         })?;
     for error in &records.skipped {
         eprintln!("adep: {}: skipped {error}", path.display());
@@ -102,20 +117,46 @@ fn read(path: &Path, skip_invalid: bool) -> Result<RecordFile> {
 /// Runs a records command.
 pub async fn run(cmd: RecordsCommand, profile: &Profile, json: bool) -> Result<ExitCode> {
     match cmd {
-        RecordsCommand::Import(args) => import(profile, &args, ImportMode::Import, json).await,
-        RecordsCommand::Sync(args) => import(profile, &args, ImportMode::Sync, json).await,
+        RecordsCommand::Import(args) => import(profile, &args, Sync::No, json).await,
+        RecordsCommand::Sync(args) => {
+            let mode = if args.allow_empty {
+                Sync::EmptyAllowed
+            } else {
+                Sync::NonEmpty
+            };
+            import(profile, &args.file, mode, json).await
+        }
         RecordsCommand::Delete(args) => delete(profile, &args, json).await,
         RecordsCommand::Count => count(profile, json).await,
     }
 }
 
-async fn import(
-    profile: &Profile,
-    args: &FileArgs,
-    mode: ImportMode,
-    json: bool,
-) -> Result<ExitCode> {
+/// Whether an import makes the index equal to its file, and whether it may empty it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    No,
+    NonEmpty,
+    EmptyAllowed,
+}
+
+async fn import(profile: &Profile, args: &FileArgs, sync: Sync, json: bool) -> Result<ExitCode> {
+    let mode = if sync == Sync::No {
+        ImportMode::Import
+    } else {
+        ImportMode::Sync
+    };
     let file = read(&args.file, args.skip_invalid)?;
+    if sync == Sync::NonEmpty && file.records.is_empty() {
+        let why = if file.skipped_total > 0 {
+            "every row of it was left out as bad"
+        } else {
+            "it holds no record"
+        };
+        bail!(
+            "{}: {why}, so a sync would erase every stored record; nothing was changed (--allow-empty does erase them)",
+            args.file.display()
+        );
+    }
     let total = file.records.len();
     let skipped = file.skipped_total;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
@@ -220,12 +261,20 @@ async fn delete(profile: &Profile, args: &DeleteArgs, json: bool) -> Result<Exit
             json!({ "erased": resp.erased, "unknown": resp.unknown })
         );
     } else {
-        println!("erased {} record(s)", resp.erased.len());
+        println!(
+            "erased {}",
+            output::count(resp.erased.len() as u64, "record", "records")
+        );
         for id in &resp.unknown {
             println!("not stored: {id}");
         }
     }
-    Ok(ExitCode::SUCCESS)
+    // Like rm: an id that was not there is a failure a script should see.
+    Ok(if resp.unknown.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn count(profile: &Profile, json: bool) -> Result<ExitCode> {

@@ -160,6 +160,10 @@ pub fn quality(q: i32) -> &'static str {
     }
 }
 
+/// What a search in which no peer answered established.
+const NO_ANSWER: &str =
+    "no peer answered, so whether any holds the person is not known; `adep status` shows each peer";
+
 /// Runs the search. Exit 0: at least one hit; 1: no hit; 2: error (also when no peer
 /// answered, since "no hit" could not be established).
 pub async fn run(
@@ -231,20 +235,22 @@ pub async fn run(
                 })
             })
             .collect();
-        println!(
-            "{}",
-            json!({
-                "request_ids": request_ids,
-                "subjects": subjects.len(),
-                "peers": peers,
-                "hits": hits,
-            })
-        );
+        let mut out = json!({
+            "request_ids": request_ids,
+            "subjects": subjects.len(),
+            "peers": peers,
+            "hits": hits,
+        });
+        // Exit 2 carries an error in the one shape of errors, beside what was seen.
+        if hits.is_empty() && answered == 0 && !peers.is_empty() {
+            out["error"] = json!({ "kind": "error", "message": NO_ANSWER });
+        }
+        println!("{out}");
     } else {
         println!(
-            "searched {} subject(s) in {} peer(s) (request {})",
-            subjects.len(),
-            peers.len(),
+            "searched {} in {} (request {})",
+            output::count(subjects.len() as u64, "subject", "subjects"),
+            output::count(peers.len() as u64, "peer", "peers"),
             request_ids.join(", ")
         );
         for p in peers.values() {
@@ -260,7 +266,15 @@ pub async fn run(
                 p.latency_ms
             );
         }
-        if hits.is_empty() {
+        let silent = peers.len() - answered;
+        if hits.is_empty() && answered == 0 && silent > 0 {
+            println!("no answer: {NO_ANSWER}");
+        } else if hits.is_empty() && silent > 0 {
+            println!(
+                "no hit in the {} that answered; {silent} did not, so a hit there is not ruled out",
+                output::count(answered as u64, "peer", "peers")
+            );
+        } else if hits.is_empty() {
             println!("no hit");
         }
         for (_, record_id, h) in &hits {
@@ -276,10 +290,17 @@ pub async fn run(
         }
     }
     if let Some((_, _, first)) = hits.first().filter(|_| !json) {
-        println!(
-            "next: ask {} for the record with a follow-up request; it carries this search's reason:",
-            first.country
-        );
+        if hits.len() == 1 {
+            println!(
+                "next: ask {} for the record with a follow-up request; it carries this search's reason:",
+                first.country
+            );
+        } else {
+            println!(
+                "next: ask each hit's country for its record with a follow-up request, one per hit; it carries this search's reason. For the first, in {}:",
+                first.country
+            );
+        }
         println!(
             "  {} followup request --profile {} --hit {} --justification '<why you need the record, for the reviewer>' --offence-description '<the offence, in your words>'",
             output::program(),
@@ -290,9 +311,6 @@ pub async fn run(
     if !hits.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else if answered == 0 && !peers.is_empty() {
-        if !json {
-            eprintln!("adep: no peer answered, so no hit cannot be established");
-        }
         Ok(ExitCode::from(2))
     } else {
         Ok(ExitCode::from(1))

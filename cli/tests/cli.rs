@@ -121,22 +121,22 @@ fn pki_revoke_writes_the_cas_list_and_refuses_another_cas_certificate() {
     let (code, out, err) = revoke("FR/national-ca.pem", "FR/users/officer.pem", false);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("revoked;"), "{out}");
-    assert!(
-        out.contains("lists 1 certificate(s) (list number 1)"),
-        "{out}"
-    );
+    assert!(out.contains("lists 1 certificate (list number 2)"), "{out}");
     let crl = net.join("FR/national-ca.crl.pem");
     assert!(
         std::fs::read_to_string(&crl)
             .expect("the list is written beside the CA")
             .starts_with("-----BEGIN X509 CRL-----")
     );
+    // The list pki init wrote and the node names: a reload applies the revocation.
+    let config = Config::load(&net.join("FR/node.toml")).expect("FR's configuration");
+    assert!(config.tls.crls.contains(&crl), "{:?}", config.tls.crls);
 
     let (code, out, _) = revoke("FR/national-ca.pem", "FR/users/reviewer.pem", true);
     assert_eq!(code, Some(0));
     let done: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(done["revoked"], 2, "{out}");
-    assert_eq!(done["number"], 2);
+    assert_eq!(done["number"], 3);
     assert_eq!(done["already_revoked"], false);
 
     // DE's user is not FR's national CA's to revoke; the list is left as it was.
@@ -565,6 +565,25 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
     );
     let json: serde_json::Value = serde_json::from_slice(&down.stdout).expect("json");
     assert_eq!(json["peers"][0]["status"], "unavailable");
+    assert_eq!(
+        json["error"]["kind"], "error",
+        "exit 2 carries an error: {json}"
+    );
+    // In text, an unanswered search is not called a no-hit.
+    let down = Command::new(BIN)
+        .args(["search", "--profile"])
+        .arg(&officer)
+        .args(["--family-name", "Mueller", "--dob", "1970-05-12"])
+        .args(["--case-ref", "FR-2026-7", "--offence-category", "0301 00"])
+        .args(["--person-category", "suspect", "--aim", "identify"])
+        .output()
+        .expect("search in text");
+    let said = String::from_utf8_lossy(&down.stdout);
+    assert_eq!(down.status.code(), Some(2));
+    assert!(
+        said.contains("no answer: no peer answered") && !said.contains("no hit"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -754,13 +773,25 @@ fn followup_commands_for_officers_and_reviewers() {
     assert!(err.contains("delivered and can no longer change"), "{err}");
     let (code, _, err) = adep(
         "DE/officer.toml",
-        &["followup", "approve", &id, "--reason", "x"],
+        &[
+            "followup",
+            "approve",
+            &id,
+            "--reason",
+            "Looks proportionate.",
+        ],
     );
     assert_eq!(code, Some(2));
     assert!(err.contains("the node refused the call"), "{err}");
     let (code, _, err) = adep(
         "FR/reviewer.toml",
-        &["followup", "approve", &id, "--reason", "x"],
+        &[
+            "followup",
+            "approve",
+            &id,
+            "--reason",
+            "Looks proportionate.",
+        ],
     );
     assert_eq!(code, Some(2));
     assert!(err.contains("filed by this node"), "{err}");
@@ -809,13 +840,80 @@ fn followup_commands_for_officers_and_reviewers() {
         &["audit", "verify", "--witness", &witness],
     );
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(
-        out.contains("holds every one of the 1 checkpoints"),
-        "{out}"
+    assert!(out.contains("holds the one checkpoint"), "{out}");
+    // DE's export witnesses FR too: the heads FR sent with its calls.
+    let (code, out, err) = adep(
+        "FR/auditor.toml",
+        &["audit", "verify", "--witness", &witness],
     );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("(1 of other nodes left out)"), "{out}");
+    // DE's own head alone checks nothing of FR's log: not a pass.
+    let head_only = dir.path().join("de-head.jsonl");
+    std::fs::write(&head_only, format!("{head}\n")).expect("write");
+    let witness = head_only.to_string_lossy().into_owned();
+    let (code, out, err) = adep(
+        "FR/auditor.toml",
+        &["audit", "verify", "--witness", &witness],
+    );
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("NOT CHECKED against the witnesses"), "{out}");
+    let (code, out, _) = adep(
+        "FR/auditor.toml",
+        &["audit", "verify", "--json", "--witness", &witness],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    let verdict: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(verdict["ok"], false, "{verdict}");
+    assert_eq!(verdict["witnesses"], 0, "{verdict}");
+    // A file without a checkpoint is no witness.
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").expect("write");
+    let (code, _, err) = adep(
+        "DE/auditor.toml",
+        &["audit", "verify", "--witness", &empty.to_string_lossy()],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("holds no checkpoint"), "{err}");
     let (code, _, err) = adep("DE/officer.toml", &["audit", "verify"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("the node refused the call"), "{err}");
+
+    // A sync with a file without records would erase the index: refused unless asked.
+    let header = dir.path().join("header-only.csv");
+    std::fs::write(&header, RECORDS.lines().next().expect("header")).expect("write");
+    let count = || {
+        let (code, out, err) = adep("DE/operator.toml", &["--json", "records", "count"]);
+        assert_eq!(code, Some(0), "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")["records"].clone()
+    };
+    let before = count();
+    let (code, _, err) = adep(
+        "DE/operator.toml",
+        &["records", "sync", &header.to_string_lossy()],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("it holds no record, so a sync would erase every stored record"),
+        "{err}"
+    );
+    assert_eq!(count(), before, "nothing erased");
+
+    // The reviewer is told when the record a request concerns has been erased since.
+    let (code, _, err) = adep(
+        "DE/operator.toml",
+        &["records", "delete", "DE-BKA-2019-004711"],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, out, _) = adep("DE/reviewer.toml", &["followup", "show", &id]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("  local record   erased from the index since the request was filed\n"),
+        "{out}"
+    );
+    let (_, out, _) = adep("DE/reviewer.toml", &["--json", "followup", "show", &id]);
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(shown["record_erased"], true, "{out}");
 }
 
 #[test]

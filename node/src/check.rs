@@ -70,26 +70,42 @@ pub fn check_config(path: &Path) -> Vec<Check> {
         "configuration",
         Verdict::Ok,
         format!(
-            "{}: node of {}, {} peer(s), {} user(s)",
+            "{}: node of {}, {}, {}",
             path.display(),
             config.country,
-            config.peers.len(),
-            config.users.len()
+            count(config.peers.len(), "peer", "peers"),
+            count(config.users.len(), "user", "users")
         ),
     )];
     // A node running with this configuration holds its ports and data directory:
     // then the checks are of its files (before `adep certs reload`, say).
-    let running = crate::store::running_node(&config.data_dir);
-    if let Some(pid) = &running {
-        checks.push(Check::new(
+    // A node that holds data_dir but not these listeners runs with another
+    // configuration: this one could not start beside it.
+    let holder = crate::store::running_node(&config.data_dir);
+    let listening = [config.federation.listen, config.national.listen]
+        .into_iter()
+        .filter(|a| a.port() != 0)
+        .all(|a| matches!(bind_check(a), Err(Unbound::InUse)));
+    let running = holder.is_some() && listening;
+    match &holder {
+        Some(pid) if running => checks.push(Check::new(
             RUNNING,
             Verdict::Ok,
             format!(
                 "a node is running with this configuration{pid}: its listeners and data_dir are in use by it"
             ),
-        ));
+        )),
+        Some(pid) => checks.push(Check::new(
+            RUNNING,
+            Verdict::Failed,
+            format!(
+                "data_dir {} is in use by another node{pid}, which does not listen on this configuration's addresses: each node needs a data_dir of its own",
+                config.data_dir.display()
+            ),
+        )),
+        None => {}
     }
-    checks.extend(check_listeners(&config, running.is_some()));
+    checks.extend(check_listeners(&config, running));
     let now = UnixTime::now();
     let network_ca = tls::root_store(&config.tls.network_ca).map_err(|e| e.to_string());
     let national_ca = tls::root_store(&config.tls.national_ca).map_err(|e| e.to_string());
@@ -97,14 +113,14 @@ pub fn check_config(path: &Path) -> Vec<Check> {
         "tls.network_ca",
         network_ca
             .as_ref()
-            .map(|r| format!("{} CA certificate(s)", r.len()))
+            .map(|r| count(r.len(), "CA certificate", "CA certificates"))
             .map_err(Clone::clone),
     ));
     checks.push(result(
         "tls.national_ca",
         national_ca
             .as_ref()
-            .map(|r| format!("{} CA certificate(s)", r.len()))
+            .map(|r| count(r.len(), "CA certificate", "CA certificates"))
             .map_err(Clone::clone),
     ));
     let node_identity = CertIdentity::Node(config.country).uri();
@@ -160,6 +176,11 @@ pub fn check_config(path: &Path) -> Vec<Check> {
     ));
     checks.push(result("data_dir", check_data_dir(&config.data_dir)));
     checks
+}
+
+/// `n` and the noun that goes with it: `1 peer`, `2 peers`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The field of the check that says a node runs with the configuration.
@@ -259,7 +280,10 @@ fn check_pair(
             } else if left < CERTIFICATE_WARNING_SECONDS {
                 cert_problems.push((
                     Verdict::Warning,
-                    format!("expires in {} day(s); renew it", left / 86_400),
+                    format!(
+                        "expires in {}; renew it",
+                        count((left / 86_400) as usize, "day", "days")
+                    ),
                 ));
             }
         }
@@ -477,17 +501,23 @@ mod tests {
         // A certificate where a list belongs.
         std::fs::copy(fr.join("node.pem"), &bad).unwrap();
         let text = std::fs::read_to_string(fr.join("node.toml")).unwrap();
+        // pki init names the network CA's list and the national CA's; one more.
         let text = text.replace(
-            "[tls]\n",
-            "[tls]\ncrls = [\"national-ca.crl.pem\", \"other.crl.pem\"]\n",
+            "\"national-ca.crl.pem\"",
+            "\"national-ca.crl.pem\", \"other.crl.pem\"",
         );
         std::fs::write(fr.join("node.toml"), text).unwrap();
         let checks = check_config(&fr.join("node.toml"));
         let crls: Vec<&Check> = checks.iter().filter(|c| c.field == "tls.crls").collect();
-        assert_eq!(crls.len(), 2, "{checks:#?}");
+        assert_eq!(crls.len(), 3, "{checks:#?}");
         assert_eq!(crls[0].verdict, Verdict::Ok);
         assert!(
-            crls[0].detail.contains("1 revoked by") && crls[0].detail.contains("adep national CA"),
+            crls[0].detail.contains("0 revoked by") && crls[0].detail.contains("network CA"),
+            "{crls:?}"
+        );
+        assert_eq!(crls[1].verdict, Verdict::Ok);
+        assert!(
+            crls[1].detail.contains("1 revoked by") && crls[1].detail.contains("adep national CA"),
             "{crls:?}"
         );
         assert_eq!(

@@ -169,7 +169,7 @@ fn check_config(file: &std::path::Path, json: bool) -> ExitCode {
         let running = checks.iter().any(|c| c.field == check::RUNNING);
         if ok && running {
             println!(
-                "{} checks hold: the files of the node running with {} are valid (`adep certs reload` applies new certificates and lists)",
+                "{} checks hold: the files of the node running with {} are valid (`adep certs reload` applies new certificates and the lists tls.crls names; a change to the configuration itself needs a restart)",
                 checks.len(),
                 file.display()
             );

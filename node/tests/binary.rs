@@ -154,6 +154,27 @@ async fn serves_then_drains_and_exits_zero_on_sigterm() {
         said.contains("is in use: is a node already running"),
         "{said}"
     );
+    // The same data directory on other ports: held by a node of another configuration.
+    let config = adep_node::config::Config::load(&dir.path().join("FR/node.toml")).expect("load");
+    let mut shared = text.clone();
+    for addr in [config.federation.listen, config.national.listen] {
+        shared = shared.replace(&format!("\"{addr}\""), &format!("\"{}\"", free_addr()));
+    }
+    assert_ne!(shared, text);
+    let shared_path = dir.path().join("FR/shared.toml");
+    std::fs::write(&shared_path, shared).expect("write");
+    let check = Command::new(BIN)
+        .arg("check-config")
+        .arg(&shared_path)
+        .output()
+        .expect("check-config");
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("is in use by another node (pid ")
+            && !said.contains("a node is running with this configuration"),
+        "{said}"
+    );
     let second = Command::new(BIN)
         .arg("--config")
         .arg(dir.path().join("FR/node.toml"))

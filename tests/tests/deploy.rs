@@ -16,10 +16,11 @@ use adep_node::{
 
 const COUNTRIES: [&str; 3] = ["FR", "DE", "ES"];
 /// The files of a node's Secret, as deploy/k8s/base/statefulset.yaml projects them.
-const NODE_FILES: [&str; 8] = [
+const NODE_FILES: [&str; 9] = [
     "node.pem",
     "node.key.pem",
     "national-ca.pem",
+    "national-ca.crl.pem",
     "national-node.pem",
     "national-node.key.pem",
     "audit.key",
@@ -58,8 +59,9 @@ fn example_configurations_pass_check_config_as_mounted() {
         );
         // /etc/adep as the projected volume lays it out.
         let etc = tempfile::tempdir().expect("tmp");
-        let ca = "network-ca.pem";
-        std::fs::copy(net.path().join(ca), etc.path().join(ca)).expect("copy");
+        for ca in ["network-ca.pem", "network-ca.crl.pem"] {
+            std::fs::copy(net.path().join(ca), etc.path().join(ca)).expect("copy");
+        }
         let node = etc.path().join("node");
         std::fs::create_dir(&node).expect("mkdir");
         for f in NODE_FILES {
@@ -96,8 +98,9 @@ fn kubernetes_overlays_render_with_kubectl_kustomize() {
         let lower = cc.to_lowercase();
         let secrets = copy.path().join(format!("k8s/overlays/{lower}/secrets"));
         std::fs::create_dir_all(&secrets).expect("mkdir");
-        let ca = "network-ca.pem";
-        std::fs::copy(net.path().join(ca), secrets.join(ca)).expect("copy");
+        for ca in ["network-ca.pem", "network-ca.crl.pem"] {
+            std::fs::copy(net.path().join(ca), secrets.join(ca)).expect("copy");
+        }
         for f in NODE_FILES {
             std::fs::copy(net.path().join(cc).join(f), secrets.join(f)).expect("copy");
         }

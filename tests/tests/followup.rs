@@ -165,7 +165,8 @@ async fn refusal_hold_and_withdrawal_reach_the_officer() {
     let delivered = until_state(&net, &held.id, FollowUpState::Delivered).await;
     assert_eq!(delivered.core_data["record_id"], "de-2");
 
-    // Delivered, the record is not requested again, even through a new search's hit.
+    // Delivered, the record is not requested again in the case, even through a new
+    // search's hit.
     let again = request(
         &net,
         &hit_in_de(&net, "Schmidt", "Karl", "1955-01-01").await,

@@ -297,8 +297,8 @@ async fn a_certificate_near_its_expiry_is_warned_of_in_logs_metrics_and_check_co
         "{node_cert:?}"
     );
     assert!(
-        node_cert.detail.contains("expires in 9 day(s)")
-            || node_cert.detail.contains("expires in 10 day(s)"),
+        node_cert.detail.contains("expires in 9 days")
+            || node_cert.detail.contains("expires in 10 days"),
         "{node_cert:?}"
     );
 
@@ -337,9 +337,9 @@ async fn a_revoked_user_certificate_is_refused_after_a_reload_without_a_restart(
         Leaf::User(cc("FR"), "fr-old".into()),
         "fr-old-user",
     );
+    // `pki init` wrote the list empty (number 1) and named it in FR's tls.crls.
     let first = revoke(&old_user);
-    assert_eq!((first.revoked, first.number, first.already), (1, 1, false));
-    net.edit_config("FR", |c| c.tls.crls = vec![crl.clone()]);
+    assert_eq!((first.revoked, first.number, first.already), (1, 2, false));
     net.start_all().await;
     let status = || async {
         net.national("FR", Role::Officer)
@@ -353,7 +353,7 @@ async fn a_revoked_user_certificate_is_refused_after_a_reload_without_a_restart(
     let second = revoke(&fr_dir.join("users/officer.pem"));
     assert_eq!(
         (second.revoked, second.number, second.already),
-        (2, 2, false)
+        (2, 3, false)
     );
     status().await.expect("not before the reload");
     let reloaded = net
@@ -380,7 +380,7 @@ async fn a_revoked_user_certificate_is_refused_after_a_reload_without_a_restart(
             .is_some_and(|m| m.contains("revoked by the national CA")),
         "{audited:?}"
     );
-    // Other users, and the peers (whose CA publishes no list here), go on.
+    // Other users, and the peers (whose CA's list revokes none of them), go on.
     net.national("FR", Role::Operator)
         .status(StatusRequest { check_peers: false })
         .await
@@ -391,12 +391,12 @@ async fn a_revoked_user_certificate_is_refused_after_a_reload_without_a_restart(
         .expect("DE still reaches FR");
     // Revoking twice changes nothing but the list's number.
     let again = revoke(&fr_dir.join("users/officer.pem"));
-    assert_eq!((again.revoked, again.number, again.already), (2, 3, true));
+    assert_eq!((again.revoked, again.number, again.already), (2, 4, true));
     let checks = adep_node::check::check_config(&net.config_path("FR"));
     let listed = checks
         .iter()
-        .find(|c| c.field == "tls.crls")
-        .expect("a check of tls.crls");
+        .find(|c| c.field == "tls.crls" && c.detail.contains("national-ca.crl.pem"))
+        .expect("a check of the national CA's list");
     assert!(listed.detail.contains("2 revoked by"), "{listed:?}");
 }
 

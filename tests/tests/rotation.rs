@@ -145,9 +145,23 @@ async fn a_node_rotates_alone_and_searches_running_meanwhile_lose_no_hit() {
         ("grace", 2, 1),
         "{switched:?}"
     );
+    assert!(
+        switched.retired_epochs.is_empty(),
+        "epoch 1 answers, not retired yet: {switched:?}"
+    );
+    let again = rotate(&net, "DE", RotateAction::Start)
+        .await
+        .expect_err("no rotation during the grace");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert!(
+        again
+            .message()
+            .contains("epoch 1 still answers in its grace"),
+        "{again:?}"
+    );
 
     // In the grace: a Match evaluated before the switch still hits; a new evaluation
-    // names epoch 2 and hits; imports wait.
+    // names epoch 2 and hits; imports are refused.
     assert_eq!(
         hits(&mut de, before.clone())
             .await

@@ -51,13 +51,13 @@ pub async fn file(
             Some(reason) if *reason != filing.reason => return Ok(Err(Refusal::OtherReason)),
             Some(_) => {}
         }
-        // One request per record and peer: a new search's fresh reference to the same
-        // record does not open a second one.
+        // One request per record, peer and case: a new search's fresh reference to the
+        // same record does not open a second one in the case.
         if let Some(holding) = book.holding(
             Direction::Incoming,
             peer,
             &filing.hit_ref,
-            Some(&issued.record),
+            Some((&issued.record, &filing.reason.case_reference)),
         )? {
             return Ok(Err(Refusal::Held(Box::new(holding))));
         }
@@ -471,8 +471,50 @@ mod tests {
         )
         .await
         .expect("refused");
-        file(&node.state, cc("FR"), second)
+        file(&node.state, cc("FR"), second.clone())
             .await
             .expect("filed after the refusal");
+
+        // Approved, it holds the record for its case, and says what then ...
+        decide(
+            &node.state,
+            "r1".into(),
+            second.id.clone(),
+            Decision::Approve,
+            "Proportionate to the case.".into(),
+        )
+        .await
+        .expect("approved");
+        let fresh = issue_mueller_to_fr(&node, "search-3");
+        let mut same_case = filing.clone();
+        same_case.id = FollowUpId::random().expect("an id");
+        same_case.hit_ref = fresh;
+        let refused = file(&node.state, cc("FR"), same_case).await;
+        assert!(
+            matches!(&refused, Err(AppError::FailedPrecondition(m))
+                if m.contains("is approved") && m.contains("its own case reference")),
+            "{refused:?}"
+        );
+        // ... while another case, from its own search, is a request of its own.
+        let mut other_case = reason();
+        other_case.case_reference = "FR-2026-99".into();
+        let now = unix_now();
+        let fresh = hitref::issue(
+            node.state.store.as_ref(),
+            &[(mueller("de-1").id, Quality::Exact)],
+            cc("FR"),
+            now,
+            now + 3600,
+            "search-4",
+            &other_case,
+        )
+        .expect("issued")[0];
+        let mut new_case = filing.clone();
+        new_case.id = FollowUpId::random().expect("an id");
+        new_case.hit_ref = fresh;
+        new_case.reason = other_case;
+        file(&node.state, cc("FR"), new_case)
+            .await
+            .expect("another case asks on its own");
     }
 }

@@ -1,6 +1,6 @@
 //! The operator's records: import (add and update), sync (make the index equal to a
-//! full export), delete, count. Imports and erasures wait while a key rotation is
-//! under way: they would change one epoch's index and not the other's.
+//! full export), delete, count. Imports and erasures are refused while a key rotation
+//! is under way: they would change one epoch's index and not the other's.
 
 use std::sync::Arc;
 
@@ -23,12 +23,12 @@ pub fn refuse_during_rotation(state: &NodeState) -> Result<(), AppError> {
     let status = state.index.status();
     if let Some(next) = status.building {
         return Err(AppError::FailedPrecondition(format!(
-            "a key rotation to epoch {next} is under way (building); imports and erasures wait until it has switched and the previous epoch's grace has ended (`adep keys rotate --status`)"
+            "a key rotation to epoch {next} is under way (building); imports and erasures are refused until it has switched and the previous epoch's grace has ended: run this again then (`adep keys rotate --status` tells when)"
         )));
     }
     if let Some((previous, until)) = status.previous {
         return Err(AppError::FailedPrecondition(format!(
-            "epoch {previous} still answers in its grace for {} s; imports and erasures wait until then (`adep keys rotate --status`)",
+            "epoch {previous} still answers in its grace for {} s; imports and erasures are refused until then: run this again after it (`adep keys rotate --status` tells when)",
             (until - crate::store::unix_now()).max(0)
         )));
     }

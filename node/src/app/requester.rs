@@ -12,7 +12,7 @@ use crate::{
     domain::{
         followup::{
             Book, DecisionNotice, Direction, Filing, FollowUp, FollowUpId, Receipt, ReceivedHit,
-            UnansweredFiling,
+            State, UnansweredFiling,
         },
         hitref::HitRef,
         principals::Country,
@@ -202,9 +202,18 @@ async fn store_answered(
 
 /// The refusal of a second request for a hit that `f` holds.
 pub fn already_requested(f: &FollowUp) -> AppError {
+    let then = match f.state() {
+        State::Approved | State::Delivered => {
+            "its record is released to this case (`adep followup show` has it); another case asks after a search under its own case reference"
+        }
+        _ => {
+            "another request only after a refusal, a withdrawal (`adep followup withdraw`) or an expiry"
+        }
+    };
     AppError::FailedPrecondition(format!(
-        "field `hit_ref`: follow-up {} for this hit (or another hit on the same record) is {}; another request only after a refusal, a withdrawal or an expiry",
+        "field `hit_ref`: follow-up {} for this hit (or another hit on the same record in case {}) is {}; {then}",
         f.id,
+        f.reason.case_reference,
         f.state().name()
     ))
 }

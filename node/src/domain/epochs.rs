@@ -13,8 +13,8 @@
 //!   that a search evaluated just before the switch loses no hit. Then it is retired.
 //!
 //! A retired epoch's Match is refused with an error that names the epoch served.
-//! Imports and erasures wait while a rotation is under way (they would change one
-//! index and not the other).
+//! Imports and erasures are refused while a rotation is under way (they would change
+//! one index and not the other).
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -96,6 +96,11 @@ pub enum RotationError {
     /// A rotation is already under way.
     #[error("a rotation to epoch {0} is already under way; see `adep keys rotate --status`")]
     UnderWay(KeyEpoch),
+    /// The last rotation's previous epoch still answers in its grace.
+    #[error(
+        "epoch {0} still answers in its grace after the last rotation; a new rotation can start once it is retired (`adep keys rotate --status` tells when)"
+    )]
+    InGrace(KeyEpoch),
     /// The key seed cannot be read.
     #[error(transparent)]
     Seed(#[from] crate::secret::SecretError),
@@ -232,14 +237,21 @@ impl Indexes {
         })
     }
 
-    /// Where the rotation stands.
+    /// Where the rotation stands. The previous epoch in its grace is stored as retired
+    /// (a restart ends the grace) but is not shown so while it still answers.
     pub fn status(&self) -> EpochStatus {
         let e = self.read();
+        let previous = e.previous.as_ref().map(|(p, until)| (p.epoch(), *until));
         EpochStatus {
             active: e.active.epoch(),
             building: e.building,
-            previous: e.previous.as_ref().map(|(p, until)| (p.epoch(), *until)),
-            retired: e.retired.clone(),
+            previous,
+            retired: e
+                .retired
+                .iter()
+                .copied()
+                .filter(|r| previous.is_none_or(|(p, _)| p.0 != *r))
+                .collect(),
         }
     }
 
@@ -264,7 +276,7 @@ impl Indexes {
             return Err(RotationError::UnderWay(under_way));
         }
         if let Some((previous, _)) = &e.previous {
-            return Err(RotationError::UnderWay(previous.epoch()));
+            return Err(RotationError::InGrace(previous.epoch()));
         }
         e.building = Some(next);
         Ok(())

@@ -189,22 +189,27 @@ impl<'s> Book<'s> {
             .transpose()
     }
 
-    /// A follow-up of `direction` with `country`, for `hit_ref` or (if given) for
-    /// `record`, that keeps its hit from another request
-    /// ([`super::State::holds_its_hit`]), if there is one. Read through the holds
-    /// index: only the follow-ups it names are read.
+    /// A follow-up of `direction` with `country` that keeps its hit from another
+    /// request ([`super::State::holds_its_hit`]), if there is one: for `hit_ref`, or
+    /// (if given) for the record in the same case, `(record, case_reference)`. A
+    /// fresh search's reference to a record opens no second request in a case; another
+    /// case asks on its own. Read through the holds index: only the follow-ups it
+    /// names are read.
     pub fn holding(
         &self,
         direction: Direction,
         country: Country,
         hit_ref: &HitRef,
-        record: Option<&RecordId>,
+        record: Option<(&RecordId, &str)>,
     ) -> Result<Option<FollowUp>, StoreError> {
-        let mut prefixes = vec![hold_prefix(direction, country, &Held::Hit(hit_ref))];
-        if let Some(record) = record {
-            prefixes.push(hold_prefix(direction, country, &Held::Record(record)));
+        let mut prefixes = vec![(hold_prefix(direction, country, &Held::Hit(hit_ref)), None)];
+        if let Some((record, case)) = record {
+            prefixes.push((
+                hold_prefix(direction, country, &Held::Record(record)),
+                Some(case),
+            ));
         }
-        for prefix in prefixes {
+        for (prefix, case) in prefixes {
             for entry in self.store.scan_prefix(Table::FollowUpHolds, &prefix) {
                 let entry = entry?;
                 let id = std::str::from_utf8(&entry.key[prefix.len()..])
@@ -218,6 +223,7 @@ impl<'s> Book<'s> {
                 if let Some(f) = self.get(direction, &id)?
                     && f.country == country
                     && f.state().holds_its_hit()
+                    && case.is_none_or(|c| f.reason.case_reference == c)
                 {
                     return Ok(Some(f));
                 }

@@ -39,6 +39,9 @@ pub const MAX_JUSTIFICATION_BYTES: usize = 4000;
 /// Shortest justification, in characters (trimmed): a reviewer must be able to read
 /// why the record is needed.
 pub const MIN_JUSTIFICATION_CHARS: usize = 20;
+/// Shortest reason of a reviewer's decision, in characters (trimmed): the requesting
+/// officer and the auditors read why.
+pub const MIN_DECISION_REASON_CHARS: usize = 10;
 /// Longest offence description or decision reason, in bytes.
 pub const MAX_TEXT_BYTES: usize = 2000;
 /// Longest officer id, in bytes.

@@ -161,7 +161,16 @@ pub fn read_records(
                 .headers()
                 .map_err(|e| FileError::Header(csv_problem(&e)))?
                 .clone();
-            let columns = Columns::from_header(header.iter())?;
+            let columns = Columns::from_header(header.iter()).map_err(|e| {
+                // A JSON Lines file under another name reads as a CSV header of JSON.
+                let json = header.get(0).is_some_and(|h| h.trim_start().starts_with('{'));
+                match e {
+                    FileError::Header(p) if json => FileError::Header(format!(
+                        "{p}; the file looks like JSON Lines, which is read as such when its name ends in .jsonl"
+                    )),
+                    e => e,
+                }
+            })?;
             let mut row = csv::StringRecord::new();
             loop {
                 match reader.read_record(&mut row) {

@@ -518,6 +518,13 @@ mod tests {
             err.to_string(),
             "header: required column `date_of_birth` is missing"
         );
+        let jsonl =
+            r#"{"record_id":"r1","family_name":"Doe","given_names":"John","date_of_birth":"1970"}"#;
+        let err = csv(&format!("{jsonl}\n"), OnBadRow::Fail).unwrap_err();
+        assert!(
+            err.to_string().contains("looks like JSON Lines") && err.to_string().contains(".jsonl"),
+            "{err}"
+        );
         let long = "x".repeat(limits::NAME_CHARS + 1);
         let err = csv(
             &format!("{HEADER}r1,{long},John,1970-01-01,,,,,\n"),

@@ -14,7 +14,10 @@ use tonic::Status;
 
 use crate::domain::{
     audit::Checkpoint,
-    followup::{Decision, FollowUpId, MAX_JUSTIFICATION_BYTES, MIN_JUSTIFICATION_CHARS, State},
+    followup::{
+        Decision, FollowUpId, MAX_JUSTIFICATION_BYTES, MAX_TEXT_BYTES, MIN_DECISION_REASON_CHARS,
+        MIN_JUSTIFICATION_CHARS, State,
+    },
     hitref::HitRef,
     identity::{self, Identity, Record, RecordId, limits},
     pseudonymise::Quality,
@@ -219,6 +222,21 @@ pub fn justification(value: &str) -> Result<String, Invalid> {
     Ok(value)
 }
 
+/// A reviewer's reason for a decision: required free text of at least
+/// [`MIN_DECISION_REASON_CHARS`] characters, with letters, for the requesting officer
+/// and the auditors.
+pub fn decision_reason(value: &str) -> Result<String, Invalid> {
+    let value = text("reason", value, MAX_TEXT_BYTES, true)?;
+    if value.chars().count() < MIN_DECISION_REASON_CHARS
+        || value.chars().filter(|c| c.is_alphabetic()).count() < MIN_DECISION_REASON_CHARS / 2
+    {
+        return Err(Invalid(format!(
+            "field `reason` must say in at least {MIN_DECISION_REASON_CHARS} characters, most of them letters, why: the requesting officer and the auditors read it"
+        )));
+    }
+    Ok(value)
+}
+
 /// A single identity field (`field`), which is required.
 pub fn identity_of(field: &str, identity: Option<&v1::Identity>) -> Result<Identity, Invalid> {
     let identity = identity.ok_or_else(|| Invalid(format!("field `{field}` is required")))?;
@@ -345,4 +363,21 @@ pub fn record(i: usize, data: v1::RecordData) -> Result<Record, Invalid> {
         nationalities,
         payload,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn texts_a_person_reads_have_a_documented_minimum() {
+        assert!(super::justification("x").is_err());
+        assert!(
+            super::justification("1234567890 1234567890 123").is_err(),
+            "letters"
+        );
+        assert!(super::justification("Suspect in case FR-2026-1.").is_ok());
+        let short = super::decision_reason("ok").expect_err("too short");
+        assert!(short.0.contains("at least 10 characters"), "{short:?}");
+        assert!(super::decision_reason("2026-12-02").is_err(), "letters");
+        assert!(super::decision_reason("Proportionate.").is_ok());
+    }
 }

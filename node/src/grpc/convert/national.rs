@@ -4,7 +4,8 @@
 use adep_proto::v1;
 
 use super::{
-    Invalid, checkpoint, followup_id, hit_ref, identity, justification, reason, state, text,
+    Invalid, checkpoint, decision_reason, followup_id, hit_ref, identity, justification, reason,
+    state, text,
 };
 use crate::{
     app::{
@@ -238,7 +239,7 @@ pub fn decision(r: &v1::DecideFollowUpRequest) -> Result<(FollowUpId, Decision, 
             ));
         }
     };
-    let reason = text("reason", &r.reason, MAX_TEXT_BYTES, true)?;
+    let reason = decision_reason(&r.reason)?;
     Ok((id, decision, reason))
 }
 

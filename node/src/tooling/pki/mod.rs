@@ -359,6 +359,7 @@ pub fn init(out: &Path, plans: &[NodePlan]) -> Result<PkiSummary, PkiError> {
     let network = Ca::generate(NETWORK_CA_NAME)?;
     write(&out.join("network-ca.pem"), &network.pair.cert_pem, false)?;
     write(&out.join("network-ca.key.pem"), &network.pair.key_pem, true)?;
+    revoke::write_list(&network, Vec::new(), 1, &out.join("network-ca.crl.pem"))?;
     write(&out.join("README.txt"), README, false)?;
 
     let mut summary = PkiSummary { nodes: Vec::new() };
@@ -372,6 +373,7 @@ pub fn init(out: &Path, plans: &[NodePlan]) -> Result<PkiSummary, PkiError> {
             &national.pair.key_pem,
             true,
         )?;
+        revoke::write_list(&national, Vec::new(), 1, &dir.join("national-ca.crl.pem"))?;
         let node = network.issue(&Leaf::Node(cc))?;
         write(&dir.join("node.pem"), &node.cert_pem, false)?;
         write(&dir.join("node.key.pem"), &node.key_pem, true)?;
@@ -446,7 +448,8 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
             national_ca: "national-ca.pem".into(),
             national_cert: "national-node.pem".into(),
             national_key: "national-node.key.pem".into(),
-            crls: Vec::new(),
+            // The lists `adep pki revoke` updates: a reload applies them.
+            crls: vec!["../network-ca.crl.pem".into(), "national-ca.crl.pem".into()],
         },
         matching: MatchingConfig {
             seed_file: "key-seed".into(),
@@ -566,8 +569,11 @@ CC/data.key           the node's data key (hex): its store is encrypted under it
 CC/key-seed           the node's own key seed (hex): its match keys derive from it; never shared
 CC/data/              created by the node on first start: its store
 
+network-ca.crl.pem    the network CA's revocation list, empty at first; every node names it in tls.crls
+CC/national-ca.crl.pem the national CA's revocation list, empty at first; CC's node names it
+
 To revoke a certificate: adep pki revoke --ca CC/national-ca.pem --cert CC/users/officer.pem
-writes CC/national-ca.crl.pem; name it in the node's tls.crls and run adep certs reload.
+adds it to CC/national-ca.crl.pem; then adep certs reload (as CC's operator) applies it.
 ";
 
 #[cfg(test)]

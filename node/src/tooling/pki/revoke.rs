@@ -119,6 +119,27 @@ pub fn revoke(
             invalidity_date: None,
         });
     }
+    let listed = revoked.len();
+    write_list(&ca, revoked, number, crl)?;
+    Ok(Revocation {
+        serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
+        revoked: listed,
+        number,
+        already,
+    })
+}
+
+/// Writes `ca`'s revocation list at `crl`, numbered `number`, revoking `revoked`: in
+/// full or not at all, so that a node reloading meanwhile reads the old list or the
+/// new one, never half of one. `adep pki init` writes each CA's list empty (number
+/// 1), so that the nodes name it in `tls.crls` from the start.
+pub(super) fn write_list(
+    ca: &Ca,
+    revoked: Vec<rcgen::RevokedCertParams>,
+    number: u64,
+    crl: &Path,
+) -> Result<(), PkiError> {
+    let now = OffsetDateTime::now_utc();
     let params = rcgen::CertificateRevocationListParams {
         this_update: now - Duration::minutes(5),
         next_update: now + Duration::days(CRL_DAYS),
@@ -128,7 +149,6 @@ pub fn revoke(
         key_identifier_method: rcgen::KeyIdMethod::Sha256,
     };
     let list = params.signed_by(&ca.issuer)?;
-    // A node reloading meanwhile reads the old list or the new one, never half of one.
     let mut partial = crl.as_os_str().to_owned();
     partial.push(".partial");
     let partial = PathBuf::from(partial);
@@ -136,11 +156,5 @@ pub fn revoke(
     fs::rename(&partial, crl).map_err(|source| PkiError::Write {
         path: crl.to_owned(),
         cause: source,
-    })?;
-    Ok(Revocation {
-        serial: serial.iter().map(|b| format!("{b:02x}")).collect(),
-        revoked: params.revoked_certs.len(),
-        number,
-        already,
     })
 }
