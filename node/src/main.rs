@@ -293,7 +293,7 @@ async fn reload_on_sighup(state: std::sync::Arc<adep_node::app::NodeState>) {
         return;
     };
     while hangups.recv().await.is_some() {
-        if let Err(e) = adep_node::app::certificates::reload(&state, "SIGHUP").await {
+        if let Err(e) = adep_node::app::certificates::reload(&state, None).await {
             tracing::error!(error = %e, "certificate reload on SIGHUP refused; nothing changed");
         }
     }

@@ -45,16 +45,26 @@ pub fn warn_of_expiring(state: &NodeState, now: i64) {
 /// Reads the certificate, key, CA and revocation files of both listeners and of the
 /// peer clients again and uses them for new connections. Everything is read and
 /// checked, and the reload recorded in the audit log, before anything changes; on an
-/// error nothing does.
-pub async fn reload(state: &Arc<NodeState>, by: &str) -> Result<LoadedCertificates, AppError> {
+/// error nothing does. `operator` asked for it with `adep certs reload`; None: the
+/// node received SIGHUP.
+pub async fn reload(
+    state: &Arc<NodeState>,
+    operator: Option<&str>,
+) -> Result<LoadedCertificates, AppError> {
     let s = state.clone();
-    let by_whom = by.to_owned();
+    let trigger = if operator.is_some() {
+        "adep certs reload"
+    } else {
+        "SIGHUP"
+    };
+    let operator = operator.map(str::to_owned);
     let reloaded = tokio::task::spawn_blocking(move || {
         s.credentials.reload(&mut |loaded| {
             let event = Event::new(
                 "tls.reloaded",
                 serde_json::json!({
-                    "by": by_whom,
+                    "operator": operator,
+                    "trigger": trigger,
                     "certificates": loaded
                         .certificates
                         .iter()
@@ -69,14 +79,14 @@ pub async fn reload(state: &Arc<NodeState>, by: &str) -> Result<LoadedCertificat
     })
     .await?;
     let fresh = reloaded.map_err(|e| {
-        tracing::warn!(by, error = %e, "certificate reload refused; nothing changed");
+        tracing::warn!(trigger, error = %e, "certificate reload refused; nothing changed");
         AppError::FailedPrecondition(format!("nothing reloaded: {e}"))
     })?;
     *state
         .certificates
         .write()
         .unwrap_or_else(PoisonError::into_inner) = fresh.clone();
-    tracing::info!(by, "certificates reloaded");
+    tracing::info!(trigger, "certificates reloaded");
     warn_of_expiring(state, unix_now());
     Ok(fresh)
 }
@@ -85,7 +95,7 @@ pub async fn reload(state: &Arc<NodeState>, by: &str) -> Result<LoadedCertificat
 mod tests {
     use super::*;
     use crate::{
-        app::testkit::{FakePeers, audit_kinds, node_with},
+        app::testkit::{FakePeers, audit_entries, audit_kinds, node_with},
         store::Table,
     };
 
@@ -93,13 +103,29 @@ mod tests {
     async fn a_reload_that_cannot_be_recorded_changes_nothing() {
         let node = node_with("DE", FakePeers::default(), |_| {});
         node.store.fail_writes_to(Table::Audit);
-        let refused = reload(&node.state, "operator-1").await;
+        let refused = reload(&node.state, Some("operator-1")).await;
         assert!(
             matches!(&refused, Err(AppError::FailedPrecondition(m)) if m.contains("audit log")),
             "{refused:?}"
         );
         node.store.fail_writes(false);
-        reload(&node.state, "operator-1").await.expect("reloaded");
+        reload(&node.state, Some("operator-1"))
+            .await
+            .expect("reloaded");
         assert_eq!(audit_kinds(&node), ["tls.reloaded"]);
+    }
+
+    #[tokio::test]
+    async fn a_reload_names_its_operator_or_the_signal() {
+        let node = node_with("DE", FakePeers::default(), |_| {});
+        reload(&node.state, Some("operator-1"))
+            .await
+            .expect("reloaded");
+        reload(&node.state, None).await.expect("reloaded");
+        let entries = audit_entries(&node, "tls.reloaded");
+        assert_eq!(entries[0]["operator"], "operator-1");
+        assert_eq!(entries[0]["trigger"], "adep certs reload");
+        assert!(entries[1]["operator"].is_null(), "{}", entries[1]);
+        assert_eq!(entries[1]["trigger"], "SIGHUP");
     }
 }

@@ -36,7 +36,7 @@ pub async fn start(state: &Arc<NodeState>, operator: &str) -> Result<EpochStatus
         state,
         Event::new(
             "keys.rotation_started",
-            serde_json::json!({ "by": operator, "from": from, "to": next.0 }),
+            serde_json::json!({ "operator": operator, "from": from, "to": next.0 }),
         ),
     )
     .await;
@@ -84,7 +84,7 @@ async fn build_next(state: Arc<NodeState>, key: NodeKey, operator: String, from:
                 let event = Event::new(
                     "keys.epoch_changed",
                     serde_json::json!({
-                        "by": operator,
+                        "operator": operator,
                         "from": old.0,
                         "to": new.0,
                         "rotation": true,

@@ -286,7 +286,7 @@ impl National for NationalService {
         req: Request<ReloadCertificatesRequest>,
     ) -> Result<Response<ReloadCertificatesResponse>, Status> {
         let (operator, _) = user_with_role(&req, &[Role::Operator])?;
-        let loaded = certificates::reload(&self.state, &operator).await?;
+        let loaded = certificates::reload(&self.state, Some(&operator)).await?;
         Ok(Response::new((&loaded).into()))
     }
 }
