@@ -259,6 +259,7 @@ pub fn to_json(f: &pb::FollowUp) -> Value {
         "filed_at": f.filed_at,
         "deadline_at": f.deadline_at,
         "expires_at": f.expires_at,
+        "withdrawn_at": (f.withdrawn_at != 0).then_some(f.withdrawn_at),
         "steps": f.steps.iter().map(|s| json!({
             "reviewer": s.reviewer, "decision": decision_name(s.decision), "reason": s.reason, "at": s.at,
         })).collect::<Vec<_>>(),
@@ -366,6 +367,13 @@ fn print_one(f: &pb::FollowUp) {
     field("filed", &time(f.filed_at));
     field("overdue from", &time(f.deadline_at));
     field("expires", &time(f.expires_at));
+    if f.withdrawn_at != 0 {
+        // Only the officer who filed a request withdraws it.
+        field(
+            "withdrawn",
+            &format!("by {} on {}", f.officer_id, time(f.withdrawn_at)),
+        );
+    }
     // Each decision once: what, who, when and why.
     for s in &f.steps {
         let by = if s.reviewer.is_empty() {

@@ -899,6 +899,64 @@ fn followup_commands_for_officers_and_reviewers() {
     );
     assert_eq!(count(), before, "nothing erased");
 
+    // Another case asks after its own search; its officer withdraws the request, and
+    // both sides are told who withdrew it and when.
+    let (code, out, err) = adep(
+        "FR/officer.toml",
+        &[
+            "--json",
+            "search",
+            "--family-name",
+            "Mueller",
+            "--given-names",
+            "Hans Peter",
+            "--dob",
+            "1970-05-12",
+            "--case-ref",
+            "FR-PJ-2026-0999",
+            "--offence-category",
+            "0301 00",
+            "--person-category",
+            "suspect",
+            "--aim",
+            "identify",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let found: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let hit = found["hits"][0]["hit_ref"]
+        .as_str()
+        .expect("a hit")
+        .to_owned();
+    let (code, out, err) = adep(
+        "FR/officer.toml",
+        &[
+            "--json",
+            "followup",
+            "request",
+            "--hit",
+            &hit,
+            "--justification",
+            "Second case: the same person is named in a fraud complaint.",
+            "--offence-description",
+            "Fraud against elderly persons, 2 cases",
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let second: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let second = second["id"].as_str().expect("an id").to_owned();
+    let (code, out, err) = adep("FR/officer.toml", &["followup", "withdraw", &second]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for profile in ["FR/officer.toml", "DE/reviewer.toml"] {
+        let (code, out, _) = adep(profile, &["followup", "show", &second]);
+        assert_eq!(code, Some(0));
+        assert!(out.contains("  state          withdrawn\n"), "{out}");
+        assert!(out.contains("  withdrawn      by "), "{out}");
+        let (_, out, _) = adep(profile, &["--json", "followup", "show", &second]);
+        let shown: serde_json::Value = serde_json::from_str(&out).expect("json");
+        assert!(shown["withdrawn_at"].as_i64().is_some(), "{out}");
+    }
+
     // The reviewer is told when the record a request concerns has been erased since.
     let (code, _, err) = adep(
         "DE/operator.toml",

@@ -7,7 +7,7 @@ use std::time::Duration;
 use adep_node::{config::UserConfig, domain::principals::Role, tooling::pki::Leaf};
 use adep_proto::v1::{
     DecideFollowUpRequest, Decision, FollowUpState, ListFollowUpsRequest, RequestFollowUpRequest,
-    WithdrawFollowUpRequest,
+    ShowFollowUpRequest, WithdrawFollowUpRequest,
 };
 use adep_tests::{TestNetwork, cc, followups::*, logs};
 use tonic::Code;
@@ -187,6 +187,18 @@ async fn refusal_hold_and_withdrawal_reach_the_officer() {
         .expect("withdraw")
         .into_inner();
     assert_eq!(w.state, FollowUpState::Withdrawn as i32);
+    assert!(w.withdrawn_at >= w.filed_at, "when it was withdrawn: {w:?}");
+    // The owner's reviewer sees when, too.
+    let at_de = net
+        .national("DE", Role::Reviewer)
+        .show_follow_up(ShowFollowUpRequest {
+            id: withdrawn.id.clone(),
+        })
+        .await
+        .expect("shown")
+        .into_inner();
+    assert_eq!(at_de.state, FollowUpState::Withdrawn as i32);
+    assert!(at_de.withdrawn_at >= at_de.filed_at, "{at_de:?}");
     let late = decide(&net, "DE", Role::Reviewer, &withdrawn.id, Decision::Approve)
         .await
         .expect_err("a withdrawn request cannot be approved");

@@ -138,7 +138,7 @@ pub async fn withdraw(
         else {
             return Ok(None);
         };
-        let effects = f.withdraw_incoming();
+        let effects = f.withdraw_incoming(unix_now());
         commit(state, &f, &effects)?;
         Ok(Some(f))
     })

@@ -314,7 +314,7 @@ pub async fn withdraw(
             Some(stored) => (stored, Some(receipt.state)),
             None => (f, None),
         };
-        let effects = f.withdraw_outgoing(owner_state);
+        let effects = f.withdraw_outgoing(owner_state, unix_now());
         commit(state, &f, &effects)?;
         Ok(f)
     })

@@ -12,10 +12,12 @@ use crate::{
     store::{Batch, Store, StoreError, Table},
 };
 
-/// The first byte of a stored value: its format. Follow-ups and received hits are
-/// at format 2 (with their search's request id and reason); format 1 is still read.
+/// The first byte of a stored value: its format. Received hits are at format 2 (with
+/// their search's request id and reason), follow-ups at format 3 (format 2 with
+/// `withdrawn_at` at the end); formats 1 and 2 are still read.
 const VALUE_FORMAT: u8 = 1;
 const FORMAT_WITH_SEARCH: u8 = 2;
+const FORMAT_WITH_WITHDRAWAL: u8 = 3;
 
 fn encode<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
     let mut out = vec![format];
@@ -42,13 +44,22 @@ fn decode<T: for<'a> Deserialize<'a>>(table: &'static str, bytes: &[u8]) -> Resu
 }
 
 fn encode_followup(f: &FollowUp) -> Vec<u8> {
-    encode(FORMAT_WITH_SEARCH, f)
+    encode(FORMAT_WITH_WITHDRAWAL, f)
 }
 
 fn decode_followup(bytes: &[u8]) -> Result<FollowUp, StoreError> {
-    match bytes.first() {
-        Some(&VALUE_FORMAT) => decode::<FollowUpV1>("follow_ups", bytes).map(FollowUp::from),
-        _ => decode_as("follow_ups", FORMAT_WITH_SEARCH, bytes),
+    match bytes.split_first() {
+        Some((&VALUE_FORMAT, _)) => decode::<FollowUpV1>("follow_ups", bytes).map(FollowUp::from),
+        // Format 2 is format 3 without its last field, `withdrawn_at`: read with a
+        // None appended (one zero byte in postcard's encoding of an Option).
+        Some((&FORMAT_WITH_SEARCH, rest)) => {
+            let mut upgraded = Vec::with_capacity(bytes.len() + 1);
+            upgraded.push(FORMAT_WITH_WITHDRAWAL);
+            upgraded.extend_from_slice(rest);
+            upgraded.push(0);
+            decode_as("follow_ups", FORMAT_WITH_WITHDRAWAL, &upgraded)
+        }
+        _ => decode_as("follow_ups", FORMAT_WITH_WITHDRAWAL, bytes),
     }
 }
 
@@ -98,6 +109,7 @@ impl From<FollowUpV1> for FollowUp {
             core_data: v.core_data,
             record: v.record,
             quality: v.quality,
+            withdrawn_at: None,
         }
     }
 }
@@ -486,7 +498,7 @@ mod tests {
         assert_eq!(book.index_holds().expect("indexed"), 1);
         assert_eq!(book.index_holds().expect("once"), 0);
         assert!(held().expect("read").is_some());
-        assert_eq!(encode_followup(&read)[0], FORMAT_WITH_SEARCH);
+        assert_eq!(encode_followup(&read)[0], FORMAT_WITH_WITHDRAWAL);
 
         // Closed, it leaves the index in the same write.
         let mut closed = read;
@@ -499,5 +511,21 @@ mod tests {
         book.save(&closed, &effects).expect("saved");
         assert!(held().expect("read").is_none());
         assert_eq!(store.scan_prefix(Table::FollowUpHolds, b"").count(), 0);
+
+        // Format 2 held the same fields without `withdrawn_at`: it reads with none,
+        // and a time of withdrawal survives a round trip in format 3.
+        let format3 = encode_followup(&closed);
+        assert_eq!(
+            format3.last(),
+            Some(&0),
+            "withdrawn_at: None, one zero byte"
+        );
+        let mut format2 = format3[..format3.len() - 1].to_vec();
+        format2[0] = FORMAT_WITH_SEARCH;
+        assert_eq!(decode_followup(&format2).expect("format 2 reads"), closed);
+        closed.withdrawn_at = Some(1_700_000_000);
+        let again = decode_followup(&encode_followup(&closed)).expect("format 3 reads");
+        assert_eq!(again.withdrawn_at, Some(1_700_000_000));
+        assert!(decode_followup(&[9, 0, 0]).is_err(), "an unknown format");
     }
 }

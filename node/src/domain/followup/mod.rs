@@ -256,6 +256,8 @@ pub struct FollowUp {
     pub record: Option<RecordId>,
     /// Incoming: the quality of the hit.
     pub quality: Option<Quality>,
+    /// When it was withdrawn (None: it was not, or before this was recorded).
+    pub withdrawn_at: Option<i64>,
 }
 
 /// A peer's follow-up request as the owner node receives it, validated.
@@ -564,6 +566,7 @@ mod tests {
             core_data: BTreeMap::new(),
             record: None,
             quality: None,
+            withdrawn_at: None,
         }
     }
 
@@ -613,10 +616,31 @@ mod tests {
                 ..
             })
         ));
-        let late = f.withdraw_incoming();
+        let late = f.withdraw_incoming(160);
         assert!(!late.save, "a late withdrawal changes nothing");
         assert_eq!(f.state(), State::Refused);
         assert!(f.expire_incoming(1000).is_none());
+    }
+
+    #[test]
+    fn a_withdrawal_records_when_it_happened() {
+        let mut f = incoming();
+        assert!(f.withdraw_incoming(150).save);
+        assert_eq!(f.state(), State::Withdrawn);
+        assert_eq!(f.withdrawn_at, Some(150));
+        assert!(!f.withdraw_incoming(160).save);
+        assert_eq!(
+            f.withdrawn_at,
+            Some(150),
+            "the first withdrawal's time stays"
+        );
+
+        let mut f = incoming();
+        f.direction = Direction::Outgoing;
+        assert!(!f.withdraw_outgoing(Some(State::Approved), 170).save);
+        assert_eq!(f.withdrawn_at, None, "decided at the owner meanwhile");
+        assert!(f.withdraw_outgoing(Some(State::Withdrawn), 180).save);
+        assert_eq!(f.withdrawn_at, Some(180));
     }
 
     #[test]

@@ -45,6 +45,7 @@ impl FollowUp {
             core_data: BTreeMap::new(),
             record: Some(issued.record.clone()),
             quality: Some(issued.quality),
+            withdrawn_at: None,
         };
         let event = f.event(
             "followup.filed",
@@ -169,12 +170,13 @@ impl FollowUp {
         }
     }
 
-    /// The requesting node withdraws its request. One that came too late (decided
-    /// already) changes nothing, and is recorded all the same.
-    pub fn withdraw_incoming(&mut self) -> Effects {
+    /// The requesting node withdraws its request at `now`. One that came too late
+    /// (decided already) changes nothing, and is recorded all the same.
+    pub fn withdraw_incoming(&mut self, now: i64) -> Effects {
         let save = self.direction == Direction::Incoming && self.state.is_open();
         if save {
             self.state = State::Withdrawn;
+            self.withdrawn_at = Some(now);
         }
         let event = self.event(
             "followup.withdrawn",

@@ -39,6 +39,7 @@ impl FollowUp {
             core_data: BTreeMap::new(),
             record: None,
             quality: Some(hit.quality),
+            withdrawn_at: None,
         };
         let event = f.event(
             "followup.requested",
@@ -117,14 +118,15 @@ impl FollowUp {
     }
 
     /// The officer withdrew the request and the owner answered with its state
-    /// (`owner_state`): withdrawn there, or decided in the meantime (the decision
-    /// itself comes through the owner's outbox).
-    pub fn withdraw_outgoing(&mut self, owner_state: Option<State>) -> Effects {
+    /// (`owner_state`): withdrawn there at `now`, or decided in the meantime (the
+    /// decision itself comes through the owner's outbox).
+    pub fn withdraw_outgoing(&mut self, owner_state: Option<State>, now: i64) -> Effects {
         let save = self.direction == Direction::Outgoing
             && owner_state == Some(State::Withdrawn)
             && self.state.is_open();
         if save {
             self.state = State::Withdrawn;
+            self.withdrawn_at = Some(now);
         }
         let event = self.event(
             "followup.withdrawn",

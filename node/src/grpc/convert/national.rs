@@ -280,6 +280,7 @@ pub fn followup(f: &FollowUp, record: Option<&Record>, now: i64) -> v1::FollowUp
             .quality
             .map_or(v1::Quality::Unspecified, v1::Quality::from) as i32,
         search_request_id: f.search_request_id.clone(),
+        withdrawn_at: f.withdrawn_at.unwrap_or(0),
     }
 }
 
