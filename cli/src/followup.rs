@@ -17,7 +17,9 @@ pub enum FollowUpCommand {
     /// Officer: file a follow-up request for a hit reference from one of your searches.
     /// It carries that search's reason (case, offence category, person category, aim)
     /// and is sent to the node that holds the record, where a reviewer decides. One
-    /// request per hit: another only after a refusal, a withdrawal or an expiry.
+    /// request per hit, and per record and case: another only after a refusal, a
+    /// withdrawal or an expiry; once one is approved, only another case (searching
+    /// under its own case reference) asks again.
     Request(RequestArgs),
     /// Officer: your requests. Reviewer: requests filed with your node (--incoming).
     List(ListArgs),
