@@ -44,7 +44,7 @@ pub struct RequestArgs {
     #[arg(long = "hit", value_name = "REF")]
     hit_ref: String,
     /// Why you need the record, for the reviewer who decides: at least 20
-    /// characters, mostly letters (at most 4,000 bytes).
+    /// characters, 10 of them letters (at most 4,000 bytes).
     #[arg(long, value_name = "TEXT")]
     justification: String,
     /// The offence under investigation, in your words (at most 2,000 bytes).
@@ -100,7 +100,7 @@ pub struct DecideArgs {
     /// The follow-up's id (32 hexadecimal digits).
     id: String,
     /// Why: recorded with the decision and sent to the requesting node. At least 10
-    /// characters, most of them letters.
+    /// characters, 5 of them letters.
     #[arg(long)]
     reason: String,
 }

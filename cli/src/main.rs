@@ -1,7 +1,8 @@
 //! `adep`: the command line of an adep node's users.
 //!
-//! Exit codes: 0 success, 1 "not found" where a command defines it (no hit for
-//! `search`, a peer not answering for `status`), 2 any error.
+//! Exit codes: 0 success, 1 a negative answer where a command defines one (no hit for
+//! `search`, a peer not answering for `status`, ids not stored for `records delete`,
+//! a log that does not verify for `audit verify`), 2 any error.
 
 use std::{
     path::{Path, PathBuf},
@@ -33,7 +34,8 @@ use adep_node::{domain::principals::Country, tooling::pki, tooling::profile::Pro
 /// the user of a CLI profile (`--profile` or ADEP_PROFILE), over mutual TLS with that
 /// user's certificate; `demo`, `pki`, `network`, `offence-categories`, `match-test` and
 /// `bench` need no profile. Exit status: 0 success, 1 a negative answer where a command
-/// defines one (no hit, a peer not answering), 2 an error.
+/// defines one (no hit, a peer not answering, ids not stored, an audit log that does
+/// not verify), 2 an error.
 #[derive(Debug, Parser)]
 #[command(name = "adep", version, propagate_version = true)]
 struct Cli {
@@ -155,11 +157,15 @@ enum Command {
 enum PkiCommand {
     /// Write a complete development PKI for a set of countries.
     ///
-    /// Writes DIR/network-ca.pem (with its key, clearly named) and per country its own
-    /// key seed DIR/CC/key-seed, data key, audit key, DIR/CC/node.toml (a ready node configuration: loopback ports from the base
-    /// port, every other country as a peer, data under DIR/CC/data) and DIR/CC/<role>.toml,
-    /// a CLI profile for each of officer, reviewer, operator and auditor. Start a node with
-    /// `adep-node --config DIR/CC/node.toml`. Refuses a directory that already holds a PKI.
+    /// Writes DIR/network-ca.pem (with its key, clearly named, and an empty revocation
+    /// list) and per country its national CA (likewise), its own key seed
+    /// DIR/CC/key-seed, data key, audit key, DIR/CC/node.toml (a ready node
+    /// configuration, every other country as a peer: with --layout loopback, ports from
+    /// the base port and data under DIR/CC/data; with --layout containers, fixed ports on
+    /// every address, peers by host name and data in /var/lib/adep) and
+    /// DIR/CC/<role>.toml, a CLI profile for each of officer, reviewer, operator and
+    /// auditor. Start a node with `adep-node --config DIR/CC/node.toml`. Refuses a
+    /// directory that already holds a PKI.
     Init(PkiInitArgs),
     /// Revoke a certificate: add it to its CA's revocation list.
     ///

@@ -48,7 +48,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Asks a running node whether it serves (container and systemd probes).
+    /// Asks a running node whether it serves (the Compose, Docker and Kubernetes probes).
     ///
     /// Calls the gRPC health service on one of its listeners over TLS, without a client
     /// certificate. Exits 0 when the node answers SERVING, 1 otherwise, saying why.

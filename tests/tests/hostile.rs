@@ -274,7 +274,7 @@ async fn a_stalled_handshake_is_cut_and_verified_connections_are_capped() {
     assert!(
         events.iter().any(|e| e["reason"]
             .as_str()
-            .is_some_and(|r| r.contains("limits.handshake_timeout"))),
+            .is_some_and(|r| r.contains("limits.handshake_timeout_ms"))),
         "{events:?}"
     );
 

@@ -540,7 +540,7 @@ fn incoming(
                         refused(
                             remote,
                             "handshake_timeout",
-                            serde_json::json!({ "reason": "TLS handshake timed out (limits.handshake_timeout)" }),
+                            serde_json::json!({ "reason": "TLS handshake timed out (limits.handshake_timeout_ms)" }),
                         );
                         return;
                     }

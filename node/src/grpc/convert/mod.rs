@@ -216,7 +216,8 @@ pub fn justification(value: &str) -> Result<String, Invalid> {
         || value.chars().filter(|c| c.is_alphabetic()).count() < MIN_JUSTIFICATION_CHARS / 2
     {
         return Err(Invalid(format!(
-            "field `justification` must say in at least {MIN_JUSTIFICATION_CHARS} characters, most of them letters, why the record is needed: a reviewer reads it"
+            "field `justification` must say in at least {MIN_JUSTIFICATION_CHARS} characters, {} of them letters, why the record is needed: a reviewer reads it",
+            MIN_JUSTIFICATION_CHARS / 2
         )));
     }
     Ok(value)
@@ -231,7 +232,8 @@ pub fn decision_reason(value: &str) -> Result<String, Invalid> {
         || value.chars().filter(|c| c.is_alphabetic()).count() < MIN_DECISION_REASON_CHARS / 2
     {
         return Err(Invalid(format!(
-            "field `reason` must say in at least {MIN_DECISION_REASON_CHARS} characters, most of them letters, why: the requesting officer and the auditors read it"
+            "field `reason` must say in at least {MIN_DECISION_REASON_CHARS} characters, {} of them letters, why: the requesting officer and the auditors read it",
+            MIN_DECISION_REASON_CHARS / 2
         )));
     }
     Ok(value)

@@ -496,7 +496,7 @@ fn node_config(plan: &NodePlan, all: &[NodePlan]) -> Config {
 fn profile_toml(plan: &NodePlan, user: &str, role: Role) -> String {
     format!(
         "# adep CLI profile: user {user} ({role}) of the {cc} node.\n\
-         # Use it as `adep --profile THIS_FILE ...` or set ADEP_PROFILE.\n\
+         # Use it as `adep COMMAND --profile THIS_FILE` or set ADEP_PROFILE.\n\
          country = \"{cc}\"\n\
          user = \"{user}\"\n\
          node = \"https://{addr}\"\n\
@@ -562,7 +562,7 @@ CC/node.toml          node configuration of country CC: adep-node --config CC/no
 CC/node.pem, .key.pem node certificate (network CA), identity adep://node/CC
 CC/national-ca.pem    national CA of CC; CC/national-ca.key.pem is its PRIVATE KEY
 CC/national-node.pem  the node's server certificate on the national listener (national CA)
-CC/<role>.toml        CLI profile of CC's user of that role: adep --profile CC/officer.toml status
+CC/<role>.toml        CLI profile of CC's user of that role: adep status --profile CC/officer.toml
 CC/users/             user certificates and keys, identity adep://user/CC/<cc>-<role>
 CC/audit.key          the node's Ed25519 audit signing key (PKCS#8): it signs every audit entry
 CC/data.key           the node's data key (hex): its store is encrypted under it; back it up apart
