@@ -429,6 +429,26 @@ mod tests {
     use super::*;
     use crate::tooling::pki::{self, NodePlan};
 
+    /// Plans for `countries` on ports the system hands out now. A fixed port can be
+    /// held by another test or be the local port of an outgoing connection (47100 is
+    /// in Linux's ephemeral range), and check-config fails on a port in use.
+    fn plans(countries: &[&str]) -> Vec<NodePlan> {
+        let listeners: Vec<std::net::TcpListener> = (0..countries.len() * 3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut ports = listeners.iter().map(|l| l.local_addr().unwrap());
+        countries
+            .iter()
+            .map(|cc| NodePlan {
+                country: cc.parse().unwrap(),
+                federation: ports.next().unwrap(),
+                national: ports.next().unwrap(),
+                metrics: ports.next(),
+                reach: None,
+            })
+            .collect()
+    }
+
     fn failed(checks: &[Check]) -> Vec<(String, String)> {
         checks
             .iter()
@@ -440,9 +460,7 @@ mod tests {
     #[test]
     fn a_pki_init_configuration_passes_and_each_broken_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let plans =
-            NodePlan::loopback(&["FR".parse().unwrap(), "DE".parse().unwrap()], 47100).unwrap();
-        pki::init(dir.path(), &plans).unwrap();
+        pki::init(dir.path(), &plans(&["FR", "DE"])).unwrap();
         let fr = dir.path().join("FR/node.toml");
         let checks = check_config(&fr);
         assert_eq!(
@@ -486,8 +504,7 @@ mod tests {
     #[test]
     fn a_revocation_list_is_described_and_a_bad_one_named() {
         let dir = tempfile::tempdir().unwrap();
-        let plans = NodePlan::loopback(&["FR".parse().unwrap()], 47200).unwrap();
-        pki::init(dir.path(), &plans).unwrap();
+        pki::init(dir.path(), &plans(&["FR"])).unwrap();
         let fr = dir.path().join("FR");
         let good = fr.join("national-ca.crl.pem");
         pki::revoke(
