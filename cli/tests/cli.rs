@@ -512,7 +512,7 @@ async fn search_exits_0_on_a_hit_1_on_no_hit_and_2_on_error() {
         json["error"]["message"]
             .as_str()
             .expect("message")
-            .contains("date_of_birth` is in the future"),
+            .contains("date_of_birth` is invalid: a date in the future"),
         "{json}"
     );
 

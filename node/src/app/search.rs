@@ -139,7 +139,7 @@ pub async fn search(
         .position(|s| s.date_of_birth.is_after(today))
     {
         return Err(AppError::Invalid(format!(
-            "field `subjects[{i}].date_of_birth` is in the future"
+            "field `subjects[{i}].date_of_birth` is invalid: a date in the future"
         )));
     }
     let max_keys = state.config.limits.max_keys_per_subject;
@@ -496,7 +496,7 @@ mod tests {
             .expect_err("a birth that has not happened");
             assert_eq!(
                 refused.to_string(),
-                "field `subjects[1].date_of_birth` is in the future",
+                "field `subjects[1].date_of_birth` is invalid: a date in the future",
                 "{future}"
             );
         }
