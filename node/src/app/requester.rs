@@ -73,18 +73,24 @@ pub async fn request(
     }
     let owner = hit.country;
     configured(state, owner)?;
-    if let Some(earlier) = unanswered
-        && let Some(f) = filed_after_all(state, hit_ref, &hit, earlier).await?
+    if !unanswered.is_empty()
+        && let Some(f) = filed_after_all(state, hit_ref, &hit, unanswered).await?
         && f.state().holds_its_hit()
     {
         let same = f.justification == request.justification
             && f.offence_description == request.offence_description
             && f.officer_id == officer;
+        // Only the officer who filed a request withdraws it.
+        let then = if f.officer_id == officer {
+            "withdraw it to file another text".to_owned()
+        } else {
+            format!("it was filed by {}, who can withdraw it", f.officer_id)
+        };
         return if same {
             Ok(f)
         } else {
             Err(AppError::FailedPrecondition(format!(
-                "field `hit_ref`: an earlier request for this hit reached {owner} after all (its answer had been lost): follow-up {} is {}; withdraw it to file another text",
+                "field `hit_ref`: an earlier request for this hit reached {owner} after all (its answer had been lost): follow-up {} is {}; {then}",
                 f.id,
                 f.state().name()
             )))
@@ -122,9 +128,10 @@ pub async fn request(
         }
         Err(other) => {
             // The owner refused it: nothing is filed there.
+            let id = filing.id.clone();
             events::followup_work(state, move |state| {
                 let mut batch = Batch::new();
-                Book::forget_unanswered(&mut batch, &hit_ref);
+                Book::new(state.store.as_ref()).forget_unanswered(&mut batch, &hit_ref, &id)?;
                 Ok(state.store.apply(&batch)?)
             })
             .await?;
@@ -141,18 +148,19 @@ pub async fn request(
     Ok(f)
 }
 
-/// Asks the owner about a filing whose answer was lost; stores it here if the owner
-/// holds it. None if the owner never received it.
+/// Asks the owner about the filings whose answers were lost; stores here each the
+/// owner holds, and returns the first. None if the owner received none of them (so
+/// far: one may still be on its way, and stays remembered until the hit expires).
 async fn filed_after_all(
     state: &Arc<NodeState>,
     hit_ref: HitRef,
     hit: &ReceivedHit,
-    earlier: UnansweredFiling,
+    earlier: Vec<UnansweredFiling>,
 ) -> Result<Option<FollowUp>, AppError> {
     let owner = hit.country;
     let receipts = state
         .peers
-        .poll(owner, vec![earlier.id.clone()])
+        .poll(owner, earlier.iter().map(|u| u.id.clone()).collect())
         .await
         .map_err(|failure| match failure {
             PeerFailure::TimedOut | PeerFailure::Unavailable(_) => AppError::Unavailable(format!(
@@ -160,19 +168,23 @@ async fn filed_after_all(
             )),
             other => refused_by(owner, "refused to say whether an earlier request is filed", other),
         })?;
-    let Some(receipt) = receipts.into_iter().find(|r| r.id == earlier.id) else {
-        return Ok(None);
-    };
-    let f = store_answered(
-        state,
-        earlier.filing(hit_ref, hit),
-        hit.clone(),
-        receipt,
-        unix_now(),
-    )
-    .await?;
-    tracing::info!(followup = %f.id, peer = %owner, "follow-up requested (answer recovered)");
-    Ok(Some(f))
+    let mut found = None;
+    for receipt in receipts {
+        let Some(filing) = earlier.iter().find(|u| u.id == receipt.id) else {
+            continue;
+        };
+        let f = store_answered(
+            state,
+            filing.filing(hit_ref, hit),
+            hit.clone(),
+            receipt,
+            unix_now(),
+        )
+        .await?;
+        tracing::info!(followup = %f.id, peer = %owner, "follow-up requested (answer recovered)");
+        found.get_or_insert(f);
+    }
+    Ok(found)
 }
 
 /// Stores a filing the owner acknowledged with `receipt`, and forgets it as
@@ -189,7 +201,7 @@ async fn store_answered(
     let stored = f.clone();
     events::followup_work(state, move |state| {
         let mut batch = Book::batch(&stored, &effects);
-        Book::forget_unanswered(&mut batch, &hit_ref);
+        Book::new(state.store.as_ref()).forget_unanswered(&mut batch, &hit_ref, &stored.id)?;
         match &effects.event {
             Some(event) => events::commit(state, batch, event)?,
             None => state.store.apply(&batch)?,
@@ -396,7 +408,7 @@ mod tests {
             "{lost:?}"
         );
         let book = || Book::new(node.state.store.as_ref());
-        assert!(book().unanswered(&hit_ref).expect("read").is_some());
+        assert_eq!(book().unanswered(&hit_ref).expect("read").len(), 1);
         assert!(book().list(Direction::Outgoing).expect("read").is_empty());
 
         // Another text is not filed over it: the officer learns of the earlier one.
@@ -418,7 +430,7 @@ mod tests {
         assert_eq!(stored.len(), 1);
         assert_eq!(stored[0].id, filed[0].1.id);
         assert_eq!(stored[0].justification, "Suspect in case FR-2026-1.");
-        assert!(book().unanswered(&hit_ref).expect("read").is_none());
+        assert!(book().unanswered(&hit_ref).expect("read").is_empty());
         assert_eq!(audit_kinds(&node), ["followup.requested"]);
 
         // The same request again now finds it held.
@@ -454,22 +466,21 @@ mod tests {
                 .await
                 .is_err()
         );
-        let first = Book::new(node.state.store.as_ref())
-            .unanswered(&hit_ref)
-            .expect("read")
-            .expect("remembered");
+        let unanswered = || {
+            Book::new(node.state.store.as_ref())
+                .unanswered(&hit_ref)
+                .expect("read")
+        };
+        let first = unanswered().pop().expect("remembered");
         node.peers.set("DE", answering());
         let f = request(&node.state, "officer-1".into(), burglary(hit_ref))
             .await
             .expect("filed");
         assert_ne!(f.id, first.id, "a new filing: DE never had the first");
         assert_eq!(node.peers.filings.lock().expect("lock").len(), 1);
-        assert!(
-            Book::new(node.state.store.as_ref())
-                .unanswered(&hit_ref)
-                .expect("read")
-                .is_none()
-        );
+        // The first stays remembered (it may still reach DE) until its hit expires;
+        // the second, answered, is not.
+        assert_eq!(unanswered(), [first]);
     }
 
     #[tokio::test]
@@ -484,7 +495,7 @@ mod tests {
             Book::new(node.state.store.as_ref())
                 .unanswered(&hit_ref)
                 .expect("read")
-                .is_none()
+                .is_empty()
         );
     }
 

@@ -127,6 +127,15 @@ fn key(direction: Direction, id: &FollowUpId) -> Vec<u8> {
     k
 }
 
+/// The unanswered filings for `hit_ref` are kept under `<hit_ref>/<id>`.
+fn unanswered_prefix(hit_ref: &HitRef) -> String {
+    format!("{hit_ref}/")
+}
+
+fn unanswered_key(hit_ref: &HitRef, id: &FollowUpId) -> Vec<u8> {
+    format!("{}{id}", unanswered_prefix(hit_ref)).into_bytes()
+}
+
 /// The meta key marking a store whose holds index is built.
 const META_HOLDS_INDEXED: &[u8] = b"follow_up_holds_indexed";
 
@@ -389,12 +398,26 @@ impl<'s> Book<'s> {
         Ok(pruned)
     }
 
-    /// The filing for `hit_ref` whose answer never arrived, if there is one.
-    pub fn unanswered(&self, hit_ref: &HitRef) -> Result<Option<UnansweredFiling>, StoreError> {
-        self.store
+    /// The filings for `hit_ref` whose answers never arrived. Each is kept under its
+    /// own id, so a filing whose answer was lost is not overwritten by a later one
+    /// for the same hit (the first may still reach the owner).
+    pub fn unanswered(&self, hit_ref: &HitRef) -> Result<Vec<UnansweredFiling>, StoreError> {
+        let mut all = self
+            .store
+            .scan_prefix(
+                Table::UnansweredFilings,
+                unanswered_prefix(hit_ref).as_bytes(),
+            )
+            .map(|e| decode("unanswered_filings", &e?.value))
+            .collect::<Result<Vec<UnansweredFiling>, StoreError>>()?;
+        // One stored before filings were kept by id, under the hit reference alone.
+        if let Some(v) = self
+            .store
             .get(Table::UnansweredFilings, hit_ref.to_string().as_bytes())?
-            .map(|v| decode("unanswered_filings", &v))
-            .transpose()
+        {
+            all.push(decode("unanswered_filings", &v)?);
+        }
+        Ok(all)
     }
 
     /// Remembers, durably, a filing about to be sent for `hit_ref`.
@@ -406,16 +429,28 @@ impl<'s> Book<'s> {
         let mut batch = Batch::new();
         batch.put(
             Table::UnansweredFilings,
-            hit_ref.to_string().into_bytes(),
+            unanswered_key(hit_ref, &filing.id),
             encode(VALUE_FORMAT, filing),
         );
         self.store.apply(&batch)
     }
 
-    /// Adds to `batch` the removal of the unanswered filing for `hit_ref` (its answer
-    /// is stored, or the owner refused it).
-    pub fn forget_unanswered(batch: &mut Batch, hit_ref: &HitRef) {
-        batch.delete(Table::UnansweredFilings, hit_ref.to_string().into_bytes());
+    /// Adds to `batch` the removal of the unanswered filing `id` for `hit_ref` (its
+    /// answer is stored, or the owner refused it); other filings for the hit stay.
+    pub fn forget_unanswered(
+        &self,
+        batch: &mut Batch,
+        hit_ref: &HitRef,
+        id: &FollowUpId,
+    ) -> Result<(), StoreError> {
+        batch.delete(Table::UnansweredFilings, unanswered_key(hit_ref, id));
+        let legacy = hit_ref.to_string().into_bytes();
+        if let Some(v) = self.store.get(Table::UnansweredFilings, &legacy)?
+            && decode::<UnansweredFiling>("unanswered_filings", &v)?.id == *id
+        {
+            batch.delete(Table::UnansweredFilings, legacy);
+        }
+        Ok(())
     }
 
     /// A hit received in a search. One received before hits kept their search's
@@ -444,6 +479,52 @@ pub fn backoff(attempts: u32, max: i64) -> i64 {
 mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
+
+    #[test]
+    fn unanswered_filings_for_one_hit_are_kept_and_forgotten_by_id() {
+        let store = MemoryStore::new();
+        let book = Book::new(&store);
+        let hit: HitRef = "ab".repeat(20).parse().expect("a hit reference");
+        let filing = |c: &str| UnansweredFiling {
+            id: c.repeat(32).parse().expect("an id"),
+            justification: "Needed for the burglary case.".into(),
+            offence_description: "Burglary.".into(),
+            officer_id: "fr-officer".into(),
+            expires_at: 1000,
+        };
+        let (a, b) = (filing("a"), filing("b"));
+        book.remember_unanswered(&hit, &a).expect("remember");
+        book.remember_unanswered(&hit, &b).expect("remember");
+        assert_eq!(book.unanswered(&hit).expect("read"), [a.clone(), b.clone()]);
+        // B refused (held by A, which reached the owner late): A stays remembered.
+        let mut batch = Batch::new();
+        book.forget_unanswered(&mut batch, &hit, &b.id)
+            .expect("forget");
+        store.apply(&batch).expect("apply");
+        assert_eq!(book.unanswered(&hit).expect("read"), vec![a.clone()]);
+
+        // One stored under the hit reference alone, before: read, and forgotten only
+        // by its own id.
+        let c = filing("c");
+        let mut batch = Batch::new();
+        batch.put(
+            Table::UnansweredFilings,
+            hit.to_string().into_bytes(),
+            encode(VALUE_FORMAT, &c),
+        );
+        store.apply(&batch).expect("apply");
+        assert_eq!(book.unanswered(&hit).expect("read"), [a.clone(), c.clone()]);
+        let mut batch = Batch::new();
+        book.forget_unanswered(&mut batch, &hit, &a.id)
+            .expect("forget");
+        store.apply(&batch).expect("apply");
+        assert_eq!(book.unanswered(&hit).expect("read"), vec![c.clone()]);
+        let mut batch = Batch::new();
+        book.forget_unanswered(&mut batch, &hit, &c.id)
+            .expect("forget");
+        store.apply(&batch).expect("apply");
+        assert!(book.unanswered(&hit).expect("read").is_empty());
+    }
 
     #[test]
     fn a_follow_up_stored_before_search_ids_reads_without_one() {

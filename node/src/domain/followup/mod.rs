@@ -359,9 +359,13 @@ impl OutboxEntry {
         self.next_attempt = now;
     }
 
-    /// Whether `other` is the same news (not a newer decision that replaced it).
+    /// Whether `other` is the same news (not a newer decision that replaced it). Two
+    /// holds can fall in one second (one per reviewer): their reasons tell them apart.
     pub fn same_news(&self, other: &OutboxEntry) -> bool {
-        self.id == other.id && self.state == other.state && self.decided_at == other.decided_at
+        self.id == other.id
+            && self.state == other.state
+            && self.decided_at == other.decided_at
+            && self.reason == other.reason
     }
 }
 
@@ -736,6 +740,59 @@ mod tests {
         let late = f.receive_decision(notice(State::OnHold, "Late.", 155));
         assert!(!late.save);
         assert_eq!(f.state(), State::Delivered);
+    }
+
+    #[test]
+    fn a_recovered_filing_the_owner_decided_meanwhile_takes_the_decision_from_the_outbox() {
+        let hit = ReceivedHit {
+            country: "DE".parse().expect("a country"),
+            quality: Quality::Exact,
+            expires_at: 1000,
+            subject: incoming().subject,
+            request_id: "search-1".into(),
+            reason: incoming().reason,
+        };
+        let lost = UnansweredFiling {
+            id: "b".repeat(32).parse().expect("an id"),
+            justification: "Needed for the burglary case.".into(),
+            offence_description: "Burglary.".into(),
+            officer_id: "officer-1".into(),
+            expires_at: 1000,
+        };
+        let hit_ref: HitRef = "a".repeat(40).parse().expect("a hit reference");
+        // The owner approved it before the officer asked again.
+        let receipt = Receipt {
+            id: lost.id.clone(),
+            state: State::Approved,
+            deadline_at: 200,
+            expires_at: 300,
+        };
+        let (mut f, _) = FollowUp::requested(lost.filing(hit_ref, &hit), &hit, receipt, 150);
+        assert_eq!(f.state(), State::Pending, "open until the decision arrives");
+        let approval = DecisionNotice {
+            id: lost.id.clone(),
+            state: State::Approved,
+            reason: "Proportionate to the case.".into(),
+            core_data: BTreeMap::from([("family_name".to_owned(), "Muller".to_owned())]),
+            decided_at: 140,
+            audit_head: None,
+        };
+        assert!(f.receive_decision(approval).save);
+        assert_eq!(f.state(), State::Delivered);
+        assert_eq!(f.core_data["family_name"], "Muller");
+        assert_eq!(f.decision_reason, "Proportionate to the case.");
+    }
+
+    #[test]
+    fn two_holds_in_one_second_are_different_news() {
+        let f = incoming();
+        let first = f.news("Awaiting the prosecutor.", BTreeMap::new(), 150);
+        let second = f.news("Awaiting the judge as well.", BTreeMap::new(), 150);
+        assert!(first.same_news(&first.clone()));
+        assert!(
+            !first.same_news(&second),
+            "the second hold replaced the first"
+        );
     }
 
     #[test]

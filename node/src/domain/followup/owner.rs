@@ -157,7 +157,12 @@ impl FollowUp {
 
     /// The outbox entry that tells the requesting node where its request stands: on
     /// hold, or where it ended.
-    fn news(&self, reason: &str, core_data: BTreeMap<String, String>, now: i64) -> OutboxEntry {
+    pub(super) fn news(
+        &self,
+        reason: &str,
+        core_data: BTreeMap<String, String>,
+        now: i64,
+    ) -> OutboxEntry {
         OutboxEntry {
             id: self.id.clone(),
             country: self.country,

@@ -12,7 +12,10 @@ use crate::domain::audit::Checkpoint;
 impl FollowUp {
     /// A request this node's officer filed (`filing`, for `hit`, received in one of
     /// this node's searches) and the owner acknowledged with `receipt`: a new
-    /// outgoing follow-up.
+    /// outgoing follow-up. It starts pending or on hold as the owner says; a request
+    /// the owner already decided (its answer was lost, and it was decided meanwhile)
+    /// starts pending too, since the decision, with its reason and any released data,
+    /// comes through the owner's outbox and applies only to an open request.
     pub fn requested(
         filing: Filing,
         hit: &ReceivedHit,
@@ -25,7 +28,11 @@ impl FollowUp {
             country: hit.country,
             hit_ref: filing.hit_ref,
             search_request_id: hit.request_id.clone(),
-            state: receipt.state,
+            state: if receipt.state.is_open() {
+                receipt.state
+            } else {
+                State::Pending
+            },
             officer_id: filing.officer_id,
             reason: filing.reason,
             justification: filing.justification,
