@@ -208,35 +208,50 @@ pub fn text(field: &str, value: &str, max: usize, required: bool) -> Result<Stri
     Ok(value.to_owned())
 }
 
-/// A follow-up's justification: required free text of at least
-/// [`MIN_JUSTIFICATION_CHARS`] characters, with letters, for its reviewer.
-pub fn justification(value: &str) -> Result<String, Invalid> {
-    let value = text("justification", value, MAX_JUSTIFICATION_BYTES, true)?;
-    if value.chars().count() < MIN_JUSTIFICATION_CHARS
-        || value.chars().filter(|c| c.is_alphabetic()).count() < MIN_JUSTIFICATION_CHARS / 2
+/// Required free text a person reads (`field`, at most `max` bytes): at least `min`
+/// characters, half as many of them letters; `why` ends the error, saying what it is
+/// for.
+fn reviewable(
+    field: &str,
+    value: &str,
+    max: usize,
+    min: usize,
+    why: &str,
+) -> Result<String, Invalid> {
+    let value = text(field, value, max, true)?;
+    if value.chars().count() < min || value.chars().filter(|c| c.is_alphabetic()).count() < min / 2
     {
         return Err(Invalid(format!(
-            "field `justification` must say in at least {MIN_JUSTIFICATION_CHARS} characters, {} of them letters, why the record is needed: a reviewer reads it",
-            MIN_JUSTIFICATION_CHARS / 2
+            "field `{field}` must say in at least {min} characters, {} of them letters, {why}",
+            min / 2
         )));
     }
     Ok(value)
+}
+
+/// A follow-up's justification: required free text of at least
+/// [`MIN_JUSTIFICATION_CHARS`] characters, with letters, for its reviewer.
+pub fn justification(value: &str) -> Result<String, Invalid> {
+    reviewable(
+        "justification",
+        value,
+        MAX_JUSTIFICATION_BYTES,
+        MIN_JUSTIFICATION_CHARS,
+        "why the record is needed: a reviewer reads it",
+    )
 }
 
 /// A reviewer's reason for a decision: required free text of at least
 /// [`MIN_DECISION_REASON_CHARS`] characters, with letters, for the requesting officer
 /// and the auditors.
 pub fn decision_reason(value: &str) -> Result<String, Invalid> {
-    let value = text("reason", value, MAX_TEXT_BYTES, true)?;
-    if value.chars().count() < MIN_DECISION_REASON_CHARS
-        || value.chars().filter(|c| c.is_alphabetic()).count() < MIN_DECISION_REASON_CHARS / 2
-    {
-        return Err(Invalid(format!(
-            "field `reason` must say in at least {MIN_DECISION_REASON_CHARS} characters, {} of them letters, why: the requesting officer and the auditors read it",
-            MIN_DECISION_REASON_CHARS / 2
-        )));
-    }
-    Ok(value)
+    reviewable(
+        "reason",
+        value,
+        MAX_TEXT_BYTES,
+        MIN_DECISION_REASON_CHARS,
+        "why: the requesting officer and the auditors read it",
+    )
 }
 
 /// A single identity field (`field`), which is required.
