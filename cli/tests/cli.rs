@@ -834,34 +834,28 @@ fn followup_commands_for_officers_and_reviewers() {
     // The export is a witness: the log still holds the head it ends with.
     let witness = dir.path().join("de-audit.jsonl");
     std::fs::write(&witness, &out).expect("write the export");
-    let witness = witness.to_string_lossy().into_owned();
-    let (code, out, err) = adep(
-        "DE/auditor.toml",
-        &["audit", "verify", "--witness", &witness],
-    );
+    let verify = |profile: &str, witness: &std::path::Path, json: bool| {
+        let witness = witness.to_string_lossy();
+        let mut args = vec!["audit", "verify", "--witness", &witness];
+        if json {
+            args.push("--json");
+        }
+        adep(profile, &args)
+    };
+    let (code, out, err) = verify("DE/auditor.toml", &witness, false);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("holds the one checkpoint"), "{out}");
     // DE's export witnesses FR too: the heads FR sent with its calls.
-    let (code, out, err) = adep(
-        "FR/auditor.toml",
-        &["audit", "verify", "--witness", &witness],
-    );
+    let (code, out, err) = verify("FR/auditor.toml", &witness, false);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("(1 of other nodes left out)"), "{out}");
     // DE's own head alone checks nothing of FR's log: not a pass.
     let head_only = dir.path().join("de-head.jsonl");
     std::fs::write(&head_only, format!("{head}\n")).expect("write");
-    let witness = head_only.to_string_lossy().into_owned();
-    let (code, out, err) = adep(
-        "FR/auditor.toml",
-        &["audit", "verify", "--witness", &witness],
-    );
+    let (code, out, err) = verify("FR/auditor.toml", &head_only, false);
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(out.contains("NOT CHECKED against the witnesses"), "{out}");
-    let (code, out, _) = adep(
-        "FR/auditor.toml",
-        &["audit", "verify", "--json", "--witness", &witness],
-    );
+    let (code, out, _) = verify("FR/auditor.toml", &head_only, true);
     assert_eq!(code, Some(1), "{out}");
     let verdict: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(verdict["ok"], false, "{verdict}");
@@ -869,10 +863,7 @@ fn followup_commands_for_officers_and_reviewers() {
     // A file without a checkpoint is no witness.
     let empty = dir.path().join("empty.jsonl");
     std::fs::write(&empty, "").expect("write");
-    let (code, _, err) = adep(
-        "DE/auditor.toml",
-        &["audit", "verify", "--witness", &empty.to_string_lossy()],
-    );
+    let (code, _, err) = verify("DE/auditor.toml", &empty, false);
     assert_eq!(code, Some(2));
     assert!(err.contains("holds no checkpoint"), "{err}");
     let (code, _, err) = adep("DE/officer.toml", &["audit", "verify"]);

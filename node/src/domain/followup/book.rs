@@ -496,11 +496,14 @@ mod tests {
         book.remember_unanswered(&hit, &a).expect("remember");
         book.remember_unanswered(&hit, &b).expect("remember");
         assert_eq!(book.unanswered(&hit).expect("read"), [a.clone(), b.clone()]);
+        let forget = |id: &FollowUpId| {
+            let mut batch = Batch::new();
+            book.forget_unanswered(&mut batch, &hit, id)
+                .expect("forget");
+            store.apply(&batch).expect("apply");
+        };
         // B refused (held by A, which reached the owner late): A stays remembered.
-        let mut batch = Batch::new();
-        book.forget_unanswered(&mut batch, &hit, &b.id)
-            .expect("forget");
-        store.apply(&batch).expect("apply");
+        forget(&b.id);
         assert_eq!(book.unanswered(&hit).expect("read"), vec![a.clone()]);
 
         // One stored under the hit reference alone, before: read, and forgotten only
@@ -514,15 +517,9 @@ mod tests {
         );
         store.apply(&batch).expect("apply");
         assert_eq!(book.unanswered(&hit).expect("read"), [a.clone(), c.clone()]);
-        let mut batch = Batch::new();
-        book.forget_unanswered(&mut batch, &hit, &a.id)
-            .expect("forget");
-        store.apply(&batch).expect("apply");
+        forget(&a.id);
         assert_eq!(book.unanswered(&hit).expect("read"), vec![c.clone()]);
-        let mut batch = Batch::new();
-        book.forget_unanswered(&mut batch, &hit, &c.id)
-            .expect("forget");
-        store.apply(&batch).expect("apply");
+        forget(&c.id);
         assert!(book.unanswered(&hit).expect("read").is_empty());
     }
 
